@@ -1,0 +1,45 @@
+// The Backend interface: memory, transfers and the compute ops of ops.h. The model's forward
+// pass is written once against this; cpu/ and cuda/ implement it. A backend refuses an op
+// configuration it cannot run with Unsupported (supports-style checks live in each launcher).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "backend/ops.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+
+namespace gsa::backend {
+
+enum class DeviceKind { Cpu, Cuda };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceKind kind() const = 0;
+  virtual const char* name() const = 0;
+
+  /// Backend memory (host memory on the CPU). OutOfMemory on failure; never aborts.
+  virtual Result<void*> alloc(size_t bytes) = 0;
+  virtual void free(void* ptr) = 0;
+  /// Host -> backend and backend -> host copies; ordered with the ops.
+  virtual Status upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual Status download(void* dst, const void* src, size_t bytes) = 0;
+  /// Waits for all queued work.
+  virtual Status synchronize() = 0;
+
+  virtual Status matmul(const MatmulParams& p) = 0;
+  virtual Status rmsnorm(const RmsNormParams& p) = 0;
+  virtual Status rope(const RopeParams& p) = 0;
+  virtual Status kv_append(const KvAppendParams& p) = 0;
+  virtual Status attention(const AttentionParams& p) = 0;
+  virtual Status swiglu(const SwigluParams& p) = 0;
+  virtual Status add(const AddParams& p) = 0;
+  virtual Status embed(const EmbedParams& p) = 0;
+};
+
+/// The CPU backend; `pool` is borrowed and must outlive it.
+std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
+
+}  // namespace gsa::backend

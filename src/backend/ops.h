@@ -1,0 +1,118 @@
+// Parameter structs of the compute ops every backend implements. Plain fields only: raw pointers
+// (in the backend's memory), shapes, strides and CSR block lists; no model or kv types. Each
+// backend validates a struct in its launcher and refuses what it does not support with
+// Unsupported. Element types: activations and KV are `act_type` / `kv_type`
+// (CPU: F32; CUDA: BF16 or F32), norm weights and biases are always F32.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace gsa::backend {
+
+/// y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]). Row-major, contiguous.
+struct MatmulParams {
+  const void* x = nullptr;     // [m, k]  act_type
+  const void* w = nullptr;     // [n, k]  w_type
+  const float* bias = nullptr; // [n] or null
+  void* y = nullptr;           // [m, n]  act_type
+  int64_t m = 0, n = 0, k = 0;
+  DType act_type = DType::F32;
+  DType w_type = DType::F32;
+};
+
+/// y[r, :] = x[r, :] / rms(x[r, :]) * w[:]. In place allowed (x == y).
+struct RmsNormParams {
+  const void* x = nullptr;   // [n_rows, dim]
+  const float* w = nullptr;  // [dim]
+  void* y = nullptr;         // [n_rows, dim]
+  int64_t n_rows = 0, dim = 0;
+  float eps = 1e-5f;
+  DType act_type = DType::F32;
+};
+
+/// Rotary embedding, in place, on the first rot_dim dims of each head.
+/// neox = false: pairs (2i, 2i+1) (GGUF llama layout); neox = true: pairs (i, i + rot_dim/2)
+/// (Qwen2/Qwen3). angle = pos * theta^(-2i/rot_dim).
+struct RopeParams {
+  void* x = nullptr;             // [n_tokens, n_heads, head_dim]
+  const int32_t* pos = nullptr;  // [n_tokens]
+  int64_t n_tokens = 0;
+  int n_heads = 0, head_dim = 0, rot_dim = 0;
+  float theta = 10000.0f;
+  bool neox = false;
+  DType act_type = DType::F32;
+};
+
+/// Writes k, v of n_tokens into the paged cache: token t goes to block slot_mapping[t] /
+/// block_size, offset slot_mapping[t] % block_size.
+struct KvAppendParams {
+  const void* k = nullptr;                // [n_tokens, n_kv_heads, head_dim]  act_type
+  const void* v = nullptr;                // [n_tokens, n_kv_heads, head_dim]  act_type
+  void* k_cache = nullptr;                // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
+  void* v_cache = nullptr;                // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
+  const int32_t* slot_mapping = nullptr;  // [n_tokens]
+  int64_t n_tokens = 0;
+  int n_kv_heads = 0, head_dim = 0, block_size = 0;
+  DType act_type = DType::F32;
+  DType kv_type = DType::F32;
+};
+
+/// Paged attention for a batch of sequences; dense and GSA-sparse are the same op (dense is
+/// "every block listed"). Sequence s owns query rows [q_indptr[s], q_indptr[s+1]) and the block
+/// list kv_indices[kv_indptr[i] .. kv_indptr[i+1]) where i = s (per_kv_head = false) or
+/// i = s * n_kv_heads + h (per_kv_head = true, one list per kv head h). Lists are sorted by
+/// logical block index; every listed block is full except the last one, which holds
+/// kv_last_len[i] tokens (1..block_size). An empty list gives zero output.
+/// Causal mask: key j of listed block b (list position p) has position p * block_size + j and is
+/// attended by query row r iff that is <= q_pos[r]. For a dense list this is the true causal
+/// mask; for a sparse list it is used only by decode rows (q_pos past every key), where it
+/// masks nothing. Query head h attends kv head h / (n_heads / n_kv_heads).
+struct AttentionParams {
+  const void* q = nullptr;               // [n_tokens, n_heads, head_dim]  act_type
+  const void* k_cache = nullptr;         // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
+  const void* v_cache = nullptr;         // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
+  void* out = nullptr;                   // [n_tokens, n_heads, head_dim]  act_type
+  const int32_t* q_indptr = nullptr;     // [n_seqs + 1]
+  const int32_t* q_pos = nullptr;        // [n_tokens]
+  const int32_t* kv_indptr = nullptr;    // [n_lists + 1], n_lists = n_seqs (* n_kv_heads)
+  const int32_t* kv_indices = nullptr;   // [kv_indptr[n_lists]] physical block ids
+  const int32_t* kv_last_len = nullptr;  // [n_lists]
+  int n_seqs = 0;
+  int64_t n_tokens = 0;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0, block_size = 0;
+  bool per_kv_head = false;
+  float scale = 0.0f;  // 0 means 1/sqrt(head_dim)
+  DType act_type = DType::F32;
+  DType kv_type = DType::F32;
+};
+
+/// out = silu(gate) * up, elementwise. gate_up holds gate in columns [0, dim) and up in
+/// [dim, 2*dim) of each row (one fused matmul produces both).
+struct SwigluParams {
+  const void* gate_up = nullptr;  // [n_rows, 2 * dim]
+  void* out = nullptr;            // [n_rows, dim]
+  int64_t n_rows = 0, dim = 0;
+  DType act_type = DType::F32;
+};
+
+/// y += x, elementwise (residual connections).
+struct AddParams {
+  const void* x = nullptr;  // [n]
+  void* y = nullptr;        // [n]
+  int64_t n = 0;
+  DType act_type = DType::F32;
+};
+
+/// out[t, :] = table[ids[t], :] converted to act_type.
+struct EmbedParams {
+  const int32_t* ids = nullptr;  // [n_tokens]
+  const void* table = nullptr;   // [vocab, dim]  table_type
+  void* out = nullptr;           // [n_tokens, dim]
+  int64_t n_tokens = 0, vocab = 0, dim = 0;
+  DType table_type = DType::F32;
+  DType act_type = DType::F32;
+};
+
+}  // namespace gsa::backend
