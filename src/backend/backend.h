@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "backend/ops.h"
+#include "backend/ops_sparse.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 
@@ -37,9 +38,18 @@ class Backend {
   virtual Status swiglu(const SwigluParams& p) = 0;
   virtual Status add(const AddParams& p) = 0;
   virtual Status embed(const EmbedParams& p) = 0;
+  virtual Status fill_random(const FillRandomParams& p) = 0;
+  virtual Status rep_update(const RepUpdateParams& p) = 0;
+  virtual Status block_select(const BlockSelectParams& p) = 0;
 };
 
 /// The CPU backend; `pool` is borrowed and must outlive it.
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
+
+/// True when this build has the CUDA backend and a CUDA device is present.
+bool cuda_available();
+/// The CUDA backend on device `device`; Unsupported in a build without CUDA, Internal (with
+/// the driver's message) where no device can be opened.
+Result<std::unique_ptr<Backend>> make_cuda_backend(int device = 0);
 
 }  // namespace gsa::backend

@@ -115,4 +115,24 @@ struct EmbedParams {
   DType act_type = DType::F32;
 };
 
+/// dst[i] = uniform(-scale, scale) from a counter-based generator keyed by (seed, i), so every
+/// backend produces the same values (used for synthetic-weight benchmarks; never zeros).
+struct FillRandomParams {
+  void* dst = nullptr;  // [n]  type
+  int64_t n = 0;
+  float scale = 1.0f;
+  uint64_t seed = 0;
+  DType type = DType::F32;
+};
+
+/// The generator FillRandomParams uses: splitmix64 of (seed * 0x9E3779B97F4A7C15 + i), top 24
+/// bits mapped to [-1, 1). Shared so CUDA and CPU agree bit for bit.
+inline float fill_random_value(uint64_t seed, uint64_t i) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + i + 1;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return float(int64_t(z >> 40) - (int64_t(1) << 23)) * (1.0f / float(1 << 23));
+}
+
 }  // namespace gsa::backend
