@@ -27,6 +27,9 @@ class Backend {
   /// Host -> backend and backend -> host copies; ordered with the ops.
   virtual Status upload(void* dst, const void* src, size_t bytes) = 0;
   virtual Status download(void* dst, const void* src, size_t bytes) = 0;
+  /// Backend -> backend copy (copy-on-write of shared KV blocks). The default stages through
+  /// host memory; backends override it with a direct copy.
+  virtual Status copy(void* dst, const void* src, size_t bytes);
   /// Waits for all queued work.
   virtual Status synchronize() = 0;
 

@@ -1,6 +1,7 @@
 // The CPU Backend: host memory, synchronous ops forwarding to the cpu:: kernels.
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_kernels.h"
@@ -29,6 +30,10 @@ class CpuBackend final : public Backend {
     if (bytes) std::memcpy(dst, src, bytes);
     return Status::ok();
   }
+  Status copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memmove(dst, src, bytes);
+    return Status::ok();
+  }
   Status synchronize() override { return Status::ok(); }
 
   Status matmul(const MatmulParams& p) override { return cpu::matmul(p, pool_); }
@@ -48,6 +53,13 @@ class CpuBackend final : public Backend {
 };
 
 }  // namespace
+
+Status Backend::copy(void* dst, const void* src, size_t bytes) {
+  std::vector<uint8_t> staging(bytes);
+  GSA_RETURN_IF_ERROR(download(staging.data(), src, bytes));
+  GSA_RETURN_IF_ERROR(upload(dst, staging.data(), bytes));
+  return synchronize();
+}
 
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool) {
   return std::make_unique<CpuBackend>(pool);
