@@ -54,6 +54,7 @@ struct KvAppendParams {
   void* v_cache = nullptr;                // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
   const int32_t* slot_mapping = nullptr;  // [n_tokens]
   int64_t n_tokens = 0;
+  int64_t n_blocks = 0;  // blocks in each cache; > 0 enables bounds checks of slot_mapping
   int n_kv_heads = 0, head_dim = 0, block_size = 0;
   DType act_type = DType::F32;
   DType kv_type = DType::F32;
@@ -81,6 +82,7 @@ struct AttentionParams {
   const int32_t* kv_last_len = nullptr;  // [n_lists]
   int n_seqs = 0;
   int64_t n_tokens = 0;
+  int64_t n_blocks = 0;  // blocks in each cache; > 0 enables bounds checks of kv_indices
   int n_heads = 0, n_kv_heads = 0, head_dim = 0, block_size = 0;
   bool per_kv_head = false;
   float scale = 0.0f;  // 0 means 1/sqrt(head_dim)
