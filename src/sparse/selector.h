@@ -1,0 +1,115 @@
+// Selector: the per-decode-step GSA planner the engine drives. For each (sequence, layer) it
+// decides dense or sparse, selects (inline, or through the asynchronous CPU selector when
+// lag >= 1), reuses selections between recomputations (select_every), and writes the CSR block
+// lists AttentionParams consumes into a preallocated workspace. It never touches the KV cache.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "sparse/sparse_config.h"
+
+namespace gsa::sparse {
+
+class AsyncSelector;
+
+/// Model dimensions the selector needs.
+struct SelectorDims {
+  int n_layers = 0;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+};
+
+/// One decoding sequence of a step (one query token). The block table is read during
+/// begin_step and the select_layer calls of the same step only.
+struct SeqInput {
+  int64_t seq_id = 0;                    // stable for the sequence's lifetime
+  int32_t seq_len = 0;                   // tokens in the cache, this step's token included
+  const int32_t* block_table = nullptr;  // [n_blocks] physical block ids in logical order
+  int32_t n_blocks = 0;                  // == ceil(seq_len / block_size)
+};
+
+/// CSR block lists of one layer, in the selector's host memory, laid out for AttentionParams:
+/// list i = s (per_layer) or s * n_kv_heads + h (per_kv_head) for batch position s.
+struct BlockLists {
+  const int32_t* indptr = nullptr;    // [n_lists + 1]
+  const int32_t* indices = nullptr;   // [indptr[n_lists]] physical block ids, logical order
+  const int32_t* last_len = nullptr;  // [n_lists] tokens in each list's last block
+  int n_lists = 0;
+  bool per_kv_head = false;
+};
+
+/// How a (sequence, layer) list of the current step was produced.
+enum class ListSource : uint8_t {
+  Dense,     // not eligible (or no selection available yet): every block
+  Selected,  // computed from this step's query (lag = 0)
+  Reused,    // an earlier selection extended with the blocks added since (select_every)
+  Async,     // an asynchronous result from a query of step t - lag or later
+  Stale,     // asynchronous, older than t - lag: forced blocks + last known selection
+};
+
+struct SelectorStats {
+  int64_t steps = 0;
+  int64_t lists_dense = 0, lists_selected = 0, lists_reused = 0;
+  int64_t lists_async = 0, lists_stale = 0;
+  int64_t blocks_attended = 0, blocks_total = 0;  // sums over (sequence, layer) lists
+};
+
+class Selector {
+ public:
+  /// Validates cfg and dims (Hash needs head_dim % 32 == 0; n_heads % n_kv_heads == 0).
+  /// `pool` (borrowed, may be null) runs the inline block_select; the asynchronous selector,
+  /// created when cfg.lag >= 1, has its own cfg.cpu_workers threads.
+  static Result<std::unique_ptr<Selector>> create(const SparseConfig& cfg,
+                                                  const SelectorDims& dims, ThreadPool* pool);
+  ~Selector();
+  Selector(const Selector&) = delete;
+  Selector& operator=(const Selector&) = delete;
+
+  const SparseConfig& config() const { return cfg_; }
+  /// The Hash projection matrix [head_dim, head_dim] (for rep_update), empty for other kinds.
+  const std::vector<float>& hash_matrix() const { return hash_w_; }
+
+  /// Plans one decode step: per sequence, dense or sparse and, when sparse, whether the
+  /// selection is recomputed this step. Sizes the workspace (amortized: no allocation once
+  /// warm). Invalidates the lists of the previous step.
+  Status begin_step(std::span<const SeqInput> seqs);
+
+  /// Produces the lists of `layer` for this step. q and reps are host memory (the CPU backend's
+  /// buffers) and are read only when some sequence of the step is sparse:
+  ///   q:    [n_seqs, n_heads, head_dim] f32, this step's post-RoPE decode queries
+  ///   reps: [n_phys_blocks, n_kv_heads, rep_bytes] this layer's representation table; with
+  ///         lag >= 1 the blocks of a submitted job must stay valid and unchanged until the
+  ///         job finishes (release()/drain() wait for that).
+  /// The returned lists stay valid until the next begin_step. Call once per layer per step.
+  Result<BlockLists> select_layer(int layer, const float* q, const void* reps);
+
+  /// Source of list (batch position s, layer) of the current step, after select_layer(layer).
+  ListSource source(int s, int layer) const;
+  /// True when sequence s of the current step is sparse-eligible.
+  bool is_sparse(int s) const;
+
+  /// Forgets a finished (or preempted) sequence: cancels its pending asynchronous jobs and
+  /// waits for running ones, so its blocks may be freed when this returns.
+  void release(int64_t seq_id);
+  /// Waits until every asynchronous job submitted so far has finished (no-op when lag = 0).
+  void drain();
+
+  SelectorStats stats() const;
+
+ private:
+  struct Impl;
+  Selector(const SparseConfig& cfg, const SelectorDims& dims, ThreadPool* pool);
+
+  SparseConfig cfg_;
+  SelectorDims dims_;
+  ThreadPool* pool_ = nullptr;
+  std::vector<float> hash_w_;
+  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<AsyncSelector> async_;
+};
+
+}  // namespace gsa::sparse

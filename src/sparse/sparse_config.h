@@ -1,0 +1,77 @@
+// SparseConfig: every GSA knob of DESIGN.md section 4 with its default, JSON parsing and
+// validation, the budget rule and min_context gating. Pure policy: no kernels, no threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backend/ops_sparse.h"
+#include "core/status.h"
+
+namespace gsa::sparse {
+
+/// per_layer: one block set per (sequence, layer), scores summed over kv heads.
+/// per_kv_head: one block set per (sequence, layer, kv head).
+enum class Scope : uint8_t { PerLayer, PerKvHead };
+/// Where selections are computed: on the backend that runs the model, or by the asynchronous
+/// CPU selector (queries copied to host memory, scored on its own worker threads).
+enum class SelectorKind : uint8_t { Device, Cpu };
+
+struct SparseConfig {
+  bool enabled = true;             // false: every sequence decodes densely
+  int block_size = 128;            // tokens per KV page and selection granularity (power of 2)
+  backend::RepKind representation = backend::RepKind::Mean;
+  backend::QueryMode query = backend::QueryMode::GroupMean;
+  Scope scope = Scope::PerLayer;
+  int sink_blocks = 1;             // first blocks always kept
+  int local_blocks = 2;            // last blocks always kept (the partial block among them)
+  double budget_ratio = 0.3;       // blocks attended = ratio * n_blocks, clamped below
+  int budget_min_tokens = 4096;    // clamp of the ratio budget: 32 blocks at block_size 128
+  int budget_max_tokens = 6144;    //                            48 blocks at block_size 128
+  int budget_tokens = 0;           // > 0: fixed budget (a multiple of block_size), ratio unused
+  int min_context = 8400;          // shorter sequences decode densely (exact full attention)
+  int select_every = 1;            // recompute the selection every N decode steps
+  int lag = 0;                     // 0: inline from this step's query; >= 1: asynchronous
+  SelectorKind selector = SelectorKind::Device;
+  int cpu_workers = 2;             // worker threads of the asynchronous CPU selector
+  uint64_t hash_seed = 0x6773612d68617368ull;  // seed of the Hash projection matrix
+};
+
+/// Checks every knob; the message names the knob and the offending value.
+Status validate(const SparseConfig& cfg);
+
+/// Parses a JSON object whose keys are SparseConfig field names (enums as strings:
+/// representation "mean"|"minmax"|"hash", query "group_mean"|"group_max", scope
+/// "per_layer"|"per_kv_head", selector "device"|"cpu"). Missing keys keep their defaults;
+/// unknown keys, wrong types and invalid values are InvalidArgument naming the key. The result
+/// is validated.
+Result<SparseConfig> parse_sparse_config_json(std::string_view json);
+/// The JSON object parse_sparse_config_json reads back to an equal config.
+std::string to_json(const SparseConfig& cfg);
+
+const char* rep_kind_name(backend::RepKind kind);
+const char* query_mode_name(backend::QueryMode mode);
+const char* scope_name(Scope scope);
+const char* selector_kind_name(SelectorKind kind);
+
+/// Blocks always kept for a sequence of n_blocks blocks: min(n_blocks, sink + local) (the two
+/// ranges may overlap on short sequences), plus the last block when local_blocks is 0.
+int forced_blocks(const SparseConfig& cfg, int n_blocks);
+
+/// Blocks attended per step for a sequence of n_blocks blocks, forced blocks included:
+/// budget_tokens / block_size when fixed, else round(budget_ratio * n_blocks) clamped to
+/// [budget_min_tokens, budget_max_tokens] / block_size; then at least forced_blocks() and at
+/// most n_blocks.
+int budget_blocks(const SparseConfig& cfg, int n_blocks);
+
+/// True when a sequence of seq_len tokens decodes sparsely (enabled and seq_len >= min_context).
+bool sparse_eligible(const SparseConfig& cfg, int64_t seq_len);
+
+/// A random orthogonal [head_dim, head_dim] matrix (row-major), deterministic for a seed on
+/// every platform: Gaussian entries from a counter-based generator, orthonormalized by
+/// modified Gram-Schmidt over columns. Column d projects a key onto hash bit d.
+std::vector<float> make_hash_matrix(int head_dim, uint64_t seed);
+
+}  // namespace gsa::sparse
