@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -12,6 +14,10 @@
 #include <vector>
 
 #include "core/status.h"
+
+namespace gsa {
+class ThreadPool;
+}
 
 namespace gsa::gguf {
 
@@ -46,6 +52,9 @@ enum class GgmlType : uint32_t {
   F64 = 28,
   IQ1_M = 29,
   BF16 = 30,
+  TQ1_0 = 34,
+  TQ2_0 = 35,
+  MXFP4 = 39,
 };
 
 /// "q4_K", "f32", ...; "unknown" for values outside the enum.
@@ -114,6 +123,7 @@ struct ParseLimits {
   uint64_t max_tensors = 1u << 20;        // tensor index entries
   uint32_t max_array_depth = 8;           // nesting of arrays of arrays
   uint32_t max_dims = 4;                  // GGML_MAX_DIMS
+  uint64_t max_total_values = 1u << 24;   // scalar and string values over all metadata arrays
 };
 
 class GgufFile {
@@ -126,9 +136,9 @@ class GgufFile {
   GgufFile& operator=(const GgufFile&) = delete;
 
   /// Maps `path` read-only and parses it. Errors name the path.
-  static Result<GgufFile> open(const std::string& path);
+  static Result<GgufFile> open(const std::string& path, const ParseLimits& limits = {});
   /// Parses an in-memory file (tests, fuzzing). Takes ownership of `bytes`.
-  static Result<GgufFile> from_bytes(std::vector<uint8_t> bytes);
+  static Result<GgufFile> from_bytes(std::vector<uint8_t> bytes, const ParseLimits& limits = {});
 
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
@@ -154,13 +164,15 @@ class GgufFile {
   /// Offset of the data section from the start of the file.
   uint64_t data_offset() const { return data_offset_; }
 
-  /// Dequantizes a whole tensor to f32 into dst (t.n_elements() floats).
+  /// Dequantizes a whole tensor to f32 into dst (t.n_elements() floats). t must come from this
+  /// file's tensors(). With a pool, rows are split across its threads.
   Status read_tensor_f32(const TensorInfo& t, float* dst) const;
+  Status read_tensor_f32(const TensorInfo& t, float* dst, ThreadPool* pool) const;
 
  private:
   struct Storage;
-  friend class Parser;
-  static Result<GgufFile> parse(std::unique_ptr<Storage> storage);
+  static Result<GgufFile> parse(std::unique_ptr<Storage> storage, const ParseLimits& limits);
+  Status parse_header(const ParseLimits& limits);
 
   std::unique_ptr<Storage> storage_;
   const uint8_t* data_ = nullptr;  // whole file
@@ -170,6 +182,8 @@ class GgufFile {
   uint64_t data_offset_ = 0;
   std::vector<std::pair<std::string, Value>> metadata_;
   std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t, std::less<>> kv_index_;      // key -> index in metadata_
+  std::map<std::string, size_t, std::less<>> tensor_index_;  // name -> index in tensors_
 };
 
 /// Builds GGUF v3 files in memory (unit tests across gsa make tiny synthetic models with it, and
