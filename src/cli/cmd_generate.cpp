@@ -1,0 +1,185 @@
+// `gsa generate`: one or several prompts through the engine, streaming tokens as they come,
+// then prefill/decode speed and peak memory on stderr.
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "cli/common.h"
+#include "core/log.h"
+#include "core/timer.h"
+
+namespace gsa::cli {
+
+namespace {
+
+struct GenerateFlags {
+  EngineFlags engine;
+  std::vector<std::string> prompts;
+  std::string prompt_file;
+  std::string batch_file;
+  int n_predict = 128;
+  float temp = 0.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repeat_penalty = 1.0f;
+  uint64_t seed = 0;
+  int n_samples = 1;
+  bool chat = false;
+  std::string system;
+  std::string chat_template;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+  bool no_stream = false;
+};
+
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found("cannot read '{}'", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int run(const GenerateFlags& g) {
+  if (g.engine.verbose) set_log_level(LogLevel::Info);
+  std::vector<std::string> texts = g.prompts;
+  if (!g.prompt_file.empty()) {
+    auto t = read_file(g.prompt_file);
+    if (!t) return fail(t.status());
+    texts.push_back(*t);
+  }
+  if (!g.batch_file.empty()) {
+    auto t = read_file(g.batch_file);
+    if (!t) return fail(t.status());
+    std::stringstream ss(*t);
+    std::string line;
+    while (std::getline(ss, line))
+      if (!line.empty()) texts.push_back(line);
+  }
+  if (texts.empty()) {
+    std::fprintf(stderr, "gsa: give a prompt with -p, -f FILE or --batch FILE (see gsa generate --help)\n");
+    return 2;
+  }
+  auto cfg = engine_config(g.engine);
+  if (!cfg) return fail(cfg.status());
+  if (!cfg->shape_preset.empty()) return fail(invalid_argument("generate needs a real model (-m), not --shape"));
+  Timer load_timer;
+  auto eng = engine::Engine::create(*cfg);
+  if (!eng) return fail(eng.status());
+  engine::Engine& e = **eng;
+  const tokenizer::Tokenizer& tok = *e.tokenizer();
+  const double load_s = load_timer.seconds();
+
+  engine::SamplingParams sp;
+  sp.temperature = g.temp;
+  sp.top_k = g.top_k;
+  sp.top_p = g.top_p;
+  sp.min_p = g.min_p;
+  sp.repetition_penalty = g.repeat_penalty;
+  sp.seed = g.seed;
+  sp.max_tokens = g.n_predict;
+  sp.stop = g.stop;
+  sp.ignore_eos = g.ignore_eos;
+
+  int64_t prompt_tokens = 0;
+  for (const std::string& text : texts) {
+    std::string rendered = text;
+    if (g.chat) {
+      std::vector<tokenizer::ChatMessage> msgs;
+      if (!g.system.empty()) msgs.push_back({"system", g.system});
+      msgs.push_back({"user", text});
+      auto r = tok.apply_chat_template(msgs, true, g.chat_template);
+      if (!r) return fail(r.status());
+      rendered = *r;
+    }
+    auto ids = tok.encode(rendered, true, g.chat);
+    if (!ids) return fail(ids.status());
+    prompt_tokens += int64_t(ids->size());
+    engine::RequestInput in;
+    in.prompt = std::move(*ids);
+    in.sampling = sp;
+    in.n = g.n_samples;
+    auto id = e.add_request(std::move(in));
+    if (!id) return fail(id.status());
+  }
+
+  const bool stream = !g.no_stream && texts.size() == 1 && g.n_samples == 1;
+  std::vector<std::vector<std::string>> outputs(texts.size(), std::vector<std::string>(size_t(g.n_samples)));
+  std::vector<std::vector<std::string>> reasons(texts.size(), std::vector<std::string>(size_t(g.n_samples)));
+  std::vector<engine::TokenEvent> events;
+  int errors = 0;
+  while (e.has_work()) {
+    events.clear();
+    Status st = e.step(&events);
+    if (!st.is_ok()) return fail(st);
+    for (const auto& ev : events) {
+      outputs[size_t(ev.request_id)][size_t(ev.sample)] += ev.text;
+      if (stream && !ev.text.empty()) {
+        std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
+        std::fflush(stdout);
+      }
+      if (ev.finish != engine::FinishReason::None) {
+        reasons[size_t(ev.request_id)][size_t(ev.sample)] = engine::finish_reason_name(ev.finish);
+        if (ev.finish == engine::FinishReason::Error) {
+          ++errors;
+          std::fprintf(stderr, "gsa: request %lld failed: %s\n", (long long)ev.request_id, ev.error.c_str());
+        }
+      }
+    }
+  }
+  if (stream) {
+    std::printf("\n");
+  } else {
+    for (size_t r = 0; r < texts.size(); ++r)
+      for (size_t k = 0; k < size_t(g.n_samples); ++k) {
+        std::printf("=== prompt %zu%s (%s) ===\n", r,
+                    g.n_samples > 1 ? fmt::format(" sample {}", k).c_str() : "", reasons[r][k].c_str());
+        std::printf("%s\n", outputs[r][k].c_str());
+      }
+  }
+  const engine::EngineStats& s = e.stats();
+  std::fprintf(stderr,
+               "\nload %.2f s | prompt %lld tokens, prefill %.1f tok/s | decode %lld tokens in %lld "
+               "steps, %.1f tok/s | peak RSS %.0f MiB\n",
+               load_s, (long long)prompt_tokens,
+               s.prefill_seconds > 0 ? double(s.prefill_tokens) / s.prefill_seconds : 0.0,
+               (long long)s.decode_tokens, (long long)s.decode_steps,
+               s.decode_seconds > 0 ? double(s.decode_tokens) / s.decode_seconds : 0.0,
+               double(peak_rss_bytes()) / (1 << 20));
+  if (cfg->sparse)
+    std::fprintf(stderr, "gsa: selection %.3f s, %lld of %lld blocks attended (%.1f%%)\n",
+                 s.select_seconds, (long long)s.selector.blocks_attended,
+                 (long long)s.selector.blocks_total,
+                 s.selector.blocks_total ? 100.0 * double(s.selector.blocks_attended) / double(s.selector.blocks_total) : 0.0);
+  return errors ? 1 : 0;
+}
+
+}  // namespace
+
+Command add_generate(CLI::App& root) {
+  auto g = std::make_shared<GenerateFlags>();
+  CLI::App* app = root.add_subcommand("generate", "generate text from one or several prompts");
+  add_engine_flags(app, &g->engine, false);
+  app->add_option("-p,--prompt", g->prompts, "prompt text (repeat for several prompts)");
+  app->add_option("-f,--file", g->prompt_file, "read the prompt from a file");
+  app->add_option("--batch", g->batch_file, "a file with one prompt per line, run together");
+  app->add_option("-n,--n-predict", g->n_predict, "tokens to generate")->check(CLI::Range(0, 1 << 24));
+  app->add_option("--temp", g->temp, "temperature (0: greedy)");
+  app->add_option("--top-k", g->top_k, "top-k (0: off)");
+  app->add_option("--top-p", g->top_p, "top-p (1: off)");
+  app->add_option("--min-p", g->min_p, "min-p (0: off)");
+  app->add_option("--repeat-penalty", g->repeat_penalty, "repetition penalty (1: off)");
+  app->add_option("--seed", g->seed, "sampling seed");
+  app->add_option("--samples", g->n_samples, "parallel samples per prompt (share the prompt's KV)");
+  app->add_flag("--chat", g->chat, "wrap the prompt in the model's chat template");
+  app->add_option("--system", g->system, "system message with --chat");
+  app->add_option("--chat-template", g->chat_template, "chat template name: chatml, smollm, qwen2.5");
+  app->add_option("--stop", g->stop, "stop string (repeatable)");
+  app->add_flag("--ignore-eos", g->ignore_eos, "keep generating past end-of-sequence");
+  app->add_flag("--no-stream", g->no_stream, "print outputs at the end");
+  return {app, [g] { return run(*g); }};
+}
+
+}  // namespace gsa::cli

@@ -1,0 +1,402 @@
+// Engine: request admission, chunked prefill, batched decode with optional GSA selection,
+// sampling, stop handling and per-request failure.
+#include "engine/engine.h"
+
+#include <algorithm>
+
+#include "core/log.h"
+#include "core/timer.h"
+
+namespace gsa::engine {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::None: return "none";
+    case FinishReason::Eos: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Error: return "error";
+  }
+  return "?";
+}
+
+Status EngineConfig::validate() const {
+  if (model_path.empty() == shape_preset.empty())
+    return invalid_argument("give exactly one of a model file or a shape preset");
+  if (device != "cpu" && device != "cuda")
+    return invalid_argument("device must be 'cpu' or 'cuda', got '{}'", device);
+  if (threads < 0 || threads > 1024) return invalid_argument("threads must be in [0, 1024], got {}", threads);
+  if (block_size < 1 || block_size > 1024 || (block_size & (block_size - 1)) != 0)
+    return invalid_argument("block size must be a power of two in [1, 1024], got {}", block_size);
+  if (kv_tokens < 0) return invalid_argument("KV capacity must be >= 0 tokens, got {}", kv_tokens);
+  if (max_context < 0) return invalid_argument("context limit must be >= 0, got {}", max_context);
+  if (prefill_chunk < 1 || prefill_chunk > 65536)
+    return invalid_argument("prefill chunk must be in [1, 65536], got {}", prefill_chunk);
+  if (max_batch < 1 || max_batch > 4096)
+    return invalid_argument("max batch must be in [1, 4096], got {}", max_batch);
+  if (sparse) {
+    GSA_RETURN_IF_ERROR(sparse::validate(sparse_cfg));
+    if (sparse_cfg.block_size != block_size)
+      return invalid_argument("sparse block size {} differs from the KV block size {}",
+                              sparse_cfg.block_size, block_size);
+  }
+  return Status::ok();
+}
+
+struct Engine::Seq {
+  int64_t id = 0;
+  Request* req = nullptr;
+  int sample = 0;
+  kv::BlockTable table;
+  std::vector<int32_t> tokens;  // prompt + generated
+  int32_t n_generated = 0;
+  int32_t last_token = -1;      // sampled, not yet in the KV cache
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<tokenizer::StreamDecoder> decoder;
+  std::string held;             // decoded text not yet emitted (may start a stop string)
+  bool finished = false;
+};
+
+struct Engine::Request {
+  int64_t id = 0;
+  RequestInput in;
+  int32_t n_prefilled = 0;
+  kv::BlockTable table;         // the prompt's blocks until the samples fork
+  int live_samples = 0;
+};
+
+// Hands each layer's decode queries to the GSA selector and its lists to the attention op.
+class Engine::SparsePlanner final : public model::LayerPlanner {
+ public:
+  SparsePlanner(sparse::Selector* sel, kv::KvCache* kv, EngineStats* stats)
+      : sel_(sel), kv_(kv), stats_(stats) {}
+  Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
+    Timer t;
+    auto r = sel_->select_layer(layer, static_cast<const float*>(q), kv_->reps(layer));
+    stats_->select_seconds += t.seconds();
+    if (!r) return r.status();
+    lists->indptr = r->indptr;
+    lists->indices = r->indices;
+    lists->last_len = r->last_len;
+    lists->per_kv_head = r->per_kv_head;
+    return Status::ok();
+  }
+
+ private:
+  sparse::Selector* sel_;
+  kv::KvCache* kv_;
+  EngineStats* stats_;
+};
+
+Engine::~Engine() {
+  if (selector_) selector_->drain();
+  for (auto& s : running_)
+    if (s->table.blocks.size()) kv_.release(&s->table);
+  for (auto& r : prefilling_)
+    if (r->table.blocks.size()) kv_.release(&r->table);
+}
+
+Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
+  GSA_RETURN_IF_ERROR(cfg.validate());
+  std::unique_ptr<Engine> e(new Engine());
+  e->cfg_ = cfg;
+  e->pool_ = std::make_unique<ThreadPool>(cfg.threads);
+  model::ModelOptions mo;
+  if (cfg.device == "cuda") {
+    GSA_ASSIGN_OR_RETURN(e->backend_, backend::make_cuda_backend(0));
+    mo.w_type = DType::BF16;
+    mo.act_type = DType::BF16;
+  } else {
+    e->backend_ = backend::make_cpu_backend(e->pool_.get());
+  }
+  if (!cfg.model_path.empty()) {
+    auto f = gguf::GgufFile::open(cfg.model_path);
+    if (!f) return f.status();
+    e->file_ = std::make_unique<gguf::GgufFile>(std::move(f).value());
+    GSA_ASSIGN_OR_RETURN(auto tok, tokenizer::Tokenizer::from_gguf(*e->file_));
+    e->tok_ = std::make_unique<tokenizer::Tokenizer>(std::move(tok));
+    GSA_ASSIGN_OR_RETURN(auto m, model::Model::load(*e->file_, e->backend_.get(), mo));
+    e->model_ = std::make_unique<model::Model>(std::move(m));
+  } else {
+    GSA_ASSIGN_OR_RETURN(auto hp, model::hparams_preset(cfg.shape_preset));
+    GSA_ASSIGN_OR_RETURN(auto m, model::Model::random(hp, e->backend_.get(), mo, cfg.seed));
+    e->model_ = std::make_unique<model::Model>(std::move(m));
+  }
+  const model::HParams& h = e->model_->hparams();
+  if (e->tok_ && e->tok_->n_vocab() > h.vocab)
+    return invalid_argument("tokenizer has {} tokens but the model's vocabulary is {}",
+                            e->tok_->n_vocab(), h.vocab);
+  e->max_context_ = cfg.max_context > 0 ? cfg.max_context : h.ctx_len;
+  int64_t kv_tokens = cfg.kv_tokens > 0 ? cfg.kv_tokens : int64_t(e->max_context_) * 2;
+  kv::KvConfig kc;
+  kc.n_layers = h.n_layers;
+  kc.n_kv_heads = h.n_kv_heads;
+  kc.head_dim = h.head_dim;
+  kc.block_size = cfg.block_size;
+  kc.n_blocks = int32_t(std::min<int64_t>((kv_tokens + cfg.block_size - 1) / cfg.block_size, INT32_MAX / 2));
+  kc.kv_type = mo.act_type;
+  if (cfg.sparse)
+    kc.rep_bytes = backend::rep_bytes(cfg.sparse_cfg.representation, h.head_dim, cfg.block_size);
+  GSA_ASSIGN_OR_RETURN(e->kv_, kv::KvCache::create(e->backend_.get(), kc));
+  if (cfg.sparse) {
+    sparse::SelectorDims d{h.n_layers, h.n_heads, h.n_kv_heads, h.head_dim};
+    GSA_ASSIGN_OR_RETURN(e->selector_, sparse::Selector::create(cfg.sparse_cfg, d, e->pool_.get()));
+    e->planner_ = std::make_unique<SparsePlanner>(e->selector_.get(), &e->kv_, &e->stats_);
+  }
+  return e;
+}
+
+backend::RepUpdateParams Engine::rep_params() const {
+  backend::RepUpdateParams rp;
+  if (selector_) {
+    rp.kind = cfg_.sparse_cfg.representation;
+    if (!selector_->hash_matrix().empty()) rp.hash_w = selector_->hash_matrix().data();
+  }
+  return rp;
+}
+
+Result<int64_t> Engine::add_request(RequestInput in) {
+  const model::HParams& h = model_->hparams();
+  if (in.prompt.empty()) return invalid_argument("the prompt is empty");
+  if (int64_t(in.prompt.size()) >= max_context_)
+    return invalid_argument("the prompt has {} tokens; the context limit is {}", in.prompt.size(),
+                            max_context_);
+  for (int32_t t : in.prompt)
+    if (t < 0 || t >= h.vocab) return invalid_argument("token id {} outside [0, {})", t, h.vocab);
+  if (in.n < 1 || in.n > cfg_.max_batch)
+    return invalid_argument("n must be in [1, {}], got {}", cfg_.max_batch, in.n);
+  GSA_RETURN_IF_ERROR(in.sampling.validate());
+  auto r = std::make_unique<Request>();
+  r->id = next_request_++;
+  r->in = std::move(in);
+  const int64_t id = r->id;
+  prefilling_.push_back(std::move(r));
+  return id;
+}
+
+bool Engine::has_work() const { return !prefilling_.empty() || !running_.empty(); }
+
+Status Engine::step(std::vector<TokenEvent>* events) {
+  // Prefill first while there is room in the decode batch, so new requests join quickly.
+  if (!prefilling_.empty() && int(running_.size()) < cfg_.max_batch) return prefill_step(events);
+  if (!running_.empty()) return decode_step(events);
+  if (!prefilling_.empty()) return prefill_step(events);
+  return Status::ok();
+}
+
+void Engine::finish(Seq& s, FinishReason r, std::vector<TokenEvent>* events, std::string error) {
+  if (s.finished) return;
+  s.finished = true;
+  TokenEvent ev;
+  ev.request_id = s.req->id;
+  ev.sample = s.sample;
+  ev.finish = r;
+  ev.error = std::move(error);
+  if (r != FinishReason::Stop && r != FinishReason::Error) {
+    if (s.decoder) s.held += s.decoder->flush();
+    ev.text = std::move(s.held);
+  }
+  s.held.clear();
+  events->push_back(std::move(ev));
+}
+
+// Emits the decoded text of `token`, holding back any tail that may begin a stop string.
+void Engine::accept_token(Seq& s, int32_t token, std::vector<TokenEvent>* events) {
+  const SamplingParams& sp = s.req->in.sampling;
+  s.n_generated++;
+  if (tok_ && !sp.ignore_eos && tok_->is_eog(token)) {
+    finish(s, FinishReason::Eos, events);
+    return;
+  }
+  s.last_token = token;
+  s.tokens.push_back(token);
+  TokenEvent ev;
+  ev.request_id = s.req->id;
+  ev.sample = s.sample;
+  ev.token = token;
+  if (s.decoder) s.held += s.decoder->push(token);
+  size_t emit = s.held.size();
+  for (const std::string& stop : sp.stop) {
+    const size_t at = s.held.find(stop);
+    if (at != std::string::npos) {
+      ev.text = s.held.substr(0, at);
+      s.held.clear();
+      events->push_back(std::move(ev));
+      finish(s, FinishReason::Stop, events);
+      return;
+    }
+    // Longest suffix of held that is a proper prefix of stop.
+    for (size_t k = std::min(stop.size() - 1, s.held.size()); k > 0; --k) {
+      if (s.held.compare(s.held.size() - k, k, stop, 0, k) == 0) {
+        emit = std::min(emit, s.held.size() - k);
+        break;
+      }
+    }
+  }
+  ev.text = s.held.substr(0, emit);
+  s.held.erase(0, emit);
+  events->push_back(std::move(ev));
+  if (s.n_generated >= sp.max_tokens) finish(s, FinishReason::Length, events);
+  else if (int64_t(s.tokens.size()) >= max_context_) finish(s, FinishReason::Length, events);
+}
+
+Status Engine::prefill_step(std::vector<TokenEvent>* events) {
+  Timer timer;
+  model::ForwardInput in;
+  in.q_indptr.push_back(0);
+  in.kv_indptr.push_back(0);
+  std::vector<Request*> batch, completing;
+  int budget = cfg_.prefill_chunk;
+  for (auto& rp : prefilling_) {
+    if (budget <= 0) break;
+    Request& r = *rp;
+    const int32_t n_prompt = int32_t(r.in.prompt.size());
+    const int32_t n = std::min<int32_t>(budget, n_prompt - r.n_prefilled);
+    std::vector<int32_t> slots;
+    Status st = kv_.reserve(&r.table, n, &slots);
+    if (!st.is_ok()) {
+      if (batch.empty() && running_.empty()) {
+        // Nothing else will free blocks: fail this request.
+        TokenEvent ev;
+        ev.request_id = r.id;
+        ev.finish = FinishReason::Error;
+        ev.error = st.message();
+        events->push_back(std::move(ev));
+        kv_.release(&r.table);
+        r.n_prefilled = -1;
+      }
+      break;
+    }
+    budget -= n;
+    batch.push_back(&r);
+    for (int32_t i = 0; i < n; ++i) {
+      const int32_t p = r.n_prefilled + i;
+      in.tokens.push_back(r.in.prompt[size_t(p)]);
+      in.pos.push_back(p);
+      in.slots.push_back(slots[size_t(i)]);
+      if ((p + 1) % cfg_.block_size == 0) in.full_blocks.push_back(r.table.blocks[size_t(p / cfg_.block_size)]);
+    }
+    in.q_indptr.push_back(int32_t(in.tokens.size()));
+    for (int32_t b : r.table.blocks) in.kv_indices.push_back(b);
+    in.kv_indptr.push_back(int32_t(in.kv_indices.size()));
+    in.kv_last_len.push_back(r.table.n_tokens - (int32_t(r.table.blocks.size()) - 1) * cfg_.block_size);
+    r.n_prefilled += n;
+    if (r.n_prefilled == n_prompt) {
+      completing.push_back(&r);
+      in.logit_rows.push_back(int32_t(in.tokens.size()) - 1);
+    }
+  }
+  // Drop requests that failed above.
+  prefilling_.erase(std::remove_if(prefilling_.begin(), prefilling_.end(),
+                                   [](const auto& r) { return r->n_prefilled < 0; }),
+                    prefilling_.end());
+  if (batch.empty()) return Status::ok();
+
+  Status st = model_->forward(in, kv_, nullptr, rep_params(), &logits_);
+  if (!st.is_ok()) return st;
+  stats_.prefill_tokens += int64_t(in.tokens.size());
+  stats_.prefill_seconds += timer.seconds();
+
+  const int32_t vocab = model_->hparams().vocab;
+  for (size_t c = 0; c < completing.size(); ++c) {
+    Request& r = *completing[c];
+    const float* row = logits_.data() + c * size_t(vocab);
+    r.live_samples = r.in.n;
+    for (int k = 0; k < r.in.n; ++k) {
+      auto s = std::make_unique<Seq>();
+      s->id = next_seq_++;
+      s->req = &r;
+      s->sample = k;
+      s->table = k + 1 < r.in.n ? kv_.fork(r.table) : std::move(r.table);
+      s->tokens = r.in.prompt;
+      s->sampler = std::make_unique<Sampler>(r.in.sampling, uint64_t(k));
+      if (tok_) s->decoder = std::make_unique<tokenizer::StreamDecoder>(*tok_);
+      std::vector<float> lg(row, row + vocab);
+      const int32_t t = s->sampler->sample(lg.data(), vocab, s->tokens);
+      if (r.in.sampling.max_tokens == 0) finish(*s, FinishReason::Length, events);
+      else accept_token(*s, t, events);
+      running_.push_back(std::move(s));
+    }
+  }
+  // Requests whose prompt is done move to running (their Request object is kept alive by the
+  // samples through `owned_requests`).
+  for (auto it = prefilling_.begin(); it != prefilling_.end();) {
+    if ((*it)->n_prefilled == int32_t((*it)->in.prompt.size())) {
+      done_requests_.push_back(std::move(*it));
+      it = prefilling_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  reap();
+  return Status::ok();
+}
+
+Status Engine::decode_step(std::vector<TokenEvent>* events) {
+  Timer timer;
+  model::ForwardInput in;
+  in.q_indptr.push_back(0);
+  in.kv_indptr.push_back(0);
+  std::vector<Seq*> batch;
+  std::vector<sparse::SeqInput> sel_in;
+  for (auto& sp : running_) {
+    if (int(batch.size()) >= cfg_.max_batch) break;
+    Seq& s = *sp;
+    if (s.finished) continue;
+    std::vector<int32_t> slots;
+    Status st = kv_.reserve(&s.table, 1, &slots);
+    if (!st.is_ok()) {
+      finish(s, FinishReason::Error, events, st.message());
+      continue;
+    }
+    const int32_t p = s.table.n_tokens - 1;
+    in.tokens.push_back(s.last_token);
+    in.pos.push_back(p);
+    in.slots.push_back(slots[0]);
+    if ((p + 1) % cfg_.block_size == 0) in.full_blocks.push_back(s.table.blocks[size_t(p / cfg_.block_size)]);
+    in.q_indptr.push_back(int32_t(in.tokens.size()));
+    for (int32_t b : s.table.blocks) in.kv_indices.push_back(b);
+    in.kv_indptr.push_back(int32_t(in.kv_indices.size()));
+    in.kv_last_len.push_back(s.table.n_tokens - (int32_t(s.table.blocks.size()) - 1) * cfg_.block_size);
+    in.logit_rows.push_back(int32_t(in.tokens.size()) - 1);
+    batch.push_back(&s);
+    if (selector_)
+      sel_in.push_back({s.id, s.table.n_tokens, s.table.blocks.data(), int32_t(s.table.blocks.size())});
+  }
+  if (batch.empty()) {
+    reap();
+    return Status::ok();
+  }
+  if (selector_) GSA_RETURN_IF_ERROR(selector_->begin_step(sel_in));
+  Status st = model_->forward(in, kv_, planner_.get(), rep_params(), &logits_);
+  if (!st.is_ok()) return st;
+  const int32_t vocab = model_->hparams().vocab;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Seq& s = *batch[i];
+    float* row = logits_.data() + i * size_t(vocab);
+    accept_token(s, s.sampler->sample(row, vocab, s.tokens), events);
+  }
+  stats_.decode_tokens += int64_t(batch.size());
+  stats_.decode_steps++;
+  stats_.decode_seconds += timer.seconds();
+  if (selector_) stats_.selector = selector_->stats();
+  reap();
+  return Status::ok();
+}
+
+void Engine::reap() {
+  for (auto& sp : running_) {
+    if (!sp->finished) continue;
+    if (selector_) selector_->release(sp->id);
+    kv_.release(&sp->table);
+    sp->req->live_samples--;
+  }
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [](const auto& s) { return s->finished; }),
+                 running_.end());
+  done_requests_.erase(std::remove_if(done_requests_.begin(), done_requests_.end(),
+                                      [](const auto& r) { return r->live_samples <= 0; }),
+                       done_requests_.end());
+}
+
+}  // namespace gsa::engine

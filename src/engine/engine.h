@@ -1,0 +1,124 @@
+// Engine: owns the backend, model, tokenizer, KV cache and (optionally) the GSA selector, and
+// runs requests through chunked prefill and batched decode steps. One thread drives it; it
+// validates requests at add_request and fails a request (not the process) on KV exhaustion.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/thread_pool.h"
+#include "engine/sampler.h"
+#include "gguf/gguf.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "sparse/selector.h"
+#include "sparse/sparse_config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace gsa::engine {
+
+struct EngineConfig {
+  std::string model_path;       // GGUF file; empty with shape_preset for random weights
+  std::string shape_preset;     // hparams_preset name: synthetic weights, no tokenizer
+  uint64_t seed = 1;            // of the synthetic weights
+  std::string device = "cpu";   // "cpu" or "cuda"
+  int threads = 0;              // CPU threads (0: all cores)
+  int block_size = 128;         // tokens per KV block
+  int64_t kv_tokens = 0;        // KV capacity in tokens (0: 2 x the context limit)
+  int max_context = 0;          // tokens per sequence (0: the model's trained context)
+  int prefill_chunk = 512;      // tokens per prefill forward
+  int max_batch = 16;           // sequences per decode step
+  bool sparse = false;          // GSA decode
+  sparse::SparseConfig sparse_cfg;
+
+  Status validate() const;
+};
+
+enum class FinishReason { None, Eos, Length, Stop, Error };
+const char* finish_reason_name(FinishReason r);
+
+struct RequestInput {
+  std::vector<int32_t> prompt;  // token ids (BOS included if wanted)
+  SamplingParams sampling;
+  int n = 1;                    // parallel samples sharing the prompt's KV blocks
+};
+
+/// Something that happened to one sample of a request during a step.
+struct TokenEvent {
+  int64_t request_id = 0;
+  int sample = 0;
+  int32_t token = -1;        // -1 when the event only finishes the sample
+  std::string text;          // newly complete text (stop strings held back, never emitted)
+  FinishReason finish = FinishReason::None;
+  std::string error;         // with FinishReason::Error
+};
+
+struct EngineStats {
+  int64_t prefill_tokens = 0;
+  double prefill_seconds = 0;
+  int64_t decode_tokens = 0;
+  int64_t decode_steps = 0;
+  double decode_seconds = 0;
+  double select_seconds = 0;   // time inside GSA selection during decode
+  sparse::SelectorStats selector;
+};
+
+class Engine {
+ public:
+  ~Engine();
+  static Result<std::unique_ptr<Engine>> create(const EngineConfig& cfg);
+
+  const EngineConfig& config() const { return cfg_; }
+  const model::HParams& hparams() const { return model_->hparams(); }
+  /// Null for synthetic-weight models.
+  const tokenizer::Tokenizer* tokenizer() const { return tok_.get(); }
+  backend::Backend* backend() const { return backend_.get(); }
+  const kv::KvCache& kv() const { return kv_; }
+  uint64_t weight_bytes() const { return model_->weight_bytes(); }
+
+  /// Queues a request; InvalidArgument for an empty or over-long prompt, bad ids or params.
+  Result<int64_t> add_request(RequestInput in);
+  /// Runs one prefill chunk or one decode step; appends what happened to `events`. An error
+  /// confined to one request finishes that request with FinishReason::Error; a returned error
+  /// means the engine itself failed.
+  Status step(std::vector<TokenEvent>* events);
+  bool has_work() const;
+  const EngineStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = {}; }
+
+ private:
+  struct Seq;
+  struct Request;
+  class SparsePlanner;
+  Engine() = default;
+  Status prefill_step(std::vector<TokenEvent>* events);
+  Status decode_step(std::vector<TokenEvent>* events);
+  void accept_token(Seq& s, int32_t token, std::vector<TokenEvent>* events);
+  void finish(Seq& s, FinishReason r, std::vector<TokenEvent>* events, std::string error = {});
+  void reap();
+  backend::RepUpdateParams rep_params() const;
+
+  EngineConfig cfg_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<gguf::GgufFile> file_;
+  std::unique_ptr<tokenizer::Tokenizer> tok_;
+  std::unique_ptr<model::Model> model_;
+  kv::KvCache kv_;
+  std::unique_ptr<sparse::Selector> selector_;
+  std::unique_ptr<SparsePlanner> planner_;
+  int max_context_ = 0;
+  int64_t next_request_ = 0;
+  int64_t next_seq_ = 0;
+  std::deque<std::unique_ptr<Request>> prefilling_;
+  std::vector<std::unique_ptr<Seq>> running_;
+  std::vector<std::unique_ptr<Request>> done_requests_;  // prompt done, samples still running
+  std::vector<float> logits_;
+  EngineStats stats_;
+};
+
+}  // namespace gsa::engine

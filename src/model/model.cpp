@@ -1,0 +1,435 @@
+// Weight loading (dequantize -> backend weight type), synthetic weights, and the forward pass.
+#include "model/model.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/log.h"
+
+namespace gsa::model {
+
+using backend::Backend;
+
+struct LayerWeights {
+  float* attn_norm = nullptr;  // [dim]
+  void* wq = nullptr;          // [q_dim, dim]
+  void* wk = nullptr;          // [kv_dim, dim]
+  void* wv = nullptr;          // [kv_dim, dim]
+  float* bq = nullptr;         // [q_dim] (qkv_bias)
+  float* bk = nullptr;         // [kv_dim]
+  float* bv = nullptr;         // [kv_dim]
+  float* q_norm = nullptr;     // [head_dim] (qk_norm)
+  float* k_norm = nullptr;     // [head_dim]
+  void* wo = nullptr;          // [dim, q_dim]
+  float* ffn_norm = nullptr;   // [dim]
+  void* w_gate_up = nullptr;   // [2 * ffn_dim, dim]: gate rows, then up rows
+  void* w_down = nullptr;      // [dim, ffn_dim]
+};
+
+struct Model::Weights {
+  Backend* backend = nullptr;
+  std::vector<void*> owned;
+  void* token_embd = nullptr;  // [vocab, dim]  w_type
+  void* output = nullptr;      // [vocab, dim]  w_type (== token_embd when tied)
+  float* output_norm = nullptr;// [dim]
+  std::vector<LayerWeights> layers;
+  ~Weights() {
+    for (void* p : owned) backend->free(p);
+  }
+};
+
+struct Model::Scratch {
+  Backend* backend = nullptr;
+  int64_t cap_tokens = 0, cap_logits = 0, cap_meta = 0;
+  void* x = nullptr;      // [T, dim]
+  void* xn = nullptr;     // [T, dim]
+  void* q = nullptr;      // [T, q_dim]
+  void* k = nullptr;      // [T, kv_dim]
+  void* v = nullptr;      // [T, kv_dim]
+  void* attn = nullptr;   // [T, q_dim]
+  void* tmp = nullptr;    // [T, dim]
+  void* gu = nullptr;     // [T, 2 * ffn]
+  void* h = nullptr;      // [T, ffn]
+  void* xg = nullptr;     // [L, dim]
+  void* logits = nullptr; // [L, vocab]
+  int32_t* meta = nullptr;// packed int32 inputs
+  std::vector<void*> owned;
+  void release() {
+    for (void* p : owned) backend->free(p);
+    owned.clear();
+  }
+  ~Scratch() { release(); }
+};
+
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+
+namespace {
+
+// Converts f32 host values to `type` in a host staging vector.
+std::vector<uint8_t> convert_weights(const float* src, int64_t n, DType type) {
+  std::vector<uint8_t> out(size_t(n) * dtype_size(type));
+  if (type == DType::F32) {
+    std::memcpy(out.data(), src, size_t(n) * 4);
+  } else if (type == DType::BF16) {
+    auto* d = reinterpret_cast<uint16_t*>(out.data());
+    for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16(src[i]);
+  } else {
+    auto* d = reinterpret_cast<uint16_t*>(out.data());
+    for (int64_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+Status Model::alloc_weights() {
+  w_ = std::make_unique<Weights>();
+  w_->backend = backend_;
+  const int64_t wsz = int64_t(dtype_size(opt_.w_type));
+  auto alloc = [&](int64_t bytes, void** out) -> Status {
+    auto p = backend_->alloc(size_t(bytes));
+    if (!p) return p.status().with_context("model weights");
+    w_->owned.push_back(*p);
+    weight_bytes_ += uint64_t(bytes);
+    *out = *p;
+    return Status::ok();
+  };
+  auto allocf = [&](int64_t n, float** out) -> Status {
+    void* p = nullptr;
+    GSA_RETURN_IF_ERROR(alloc(n * 4, &p));
+    *out = static_cast<float*>(p);
+    return Status::ok();
+  };
+  const HParams& h = hp_;
+  GSA_RETURN_IF_ERROR(alloc(int64_t(h.vocab) * h.dim * wsz, &w_->token_embd));
+  if (h.tied_output) w_->output = w_->token_embd;
+  else GSA_RETURN_IF_ERROR(alloc(int64_t(h.vocab) * h.dim * wsz, &w_->output));
+  GSA_RETURN_IF_ERROR(allocf(h.dim, &w_->output_norm));
+  w_->layers.resize(size_t(h.n_layers));
+  for (auto& L : w_->layers) {
+    GSA_RETURN_IF_ERROR(allocf(h.dim, &L.attn_norm));
+    GSA_RETURN_IF_ERROR(alloc(int64_t(h.q_dim()) * h.dim * wsz, &L.wq));
+    GSA_RETURN_IF_ERROR(alloc(int64_t(h.kv_dim()) * h.dim * wsz, &L.wk));
+    GSA_RETURN_IF_ERROR(alloc(int64_t(h.kv_dim()) * h.dim * wsz, &L.wv));
+    if (h.qkv_bias) {
+      GSA_RETURN_IF_ERROR(allocf(h.q_dim(), &L.bq));
+      GSA_RETURN_IF_ERROR(allocf(h.kv_dim(), &L.bk));
+      GSA_RETURN_IF_ERROR(allocf(h.kv_dim(), &L.bv));
+    }
+    if (h.qk_norm) {
+      GSA_RETURN_IF_ERROR(allocf(h.head_dim, &L.q_norm));
+      GSA_RETURN_IF_ERROR(allocf(h.head_dim, &L.k_norm));
+    }
+    GSA_RETURN_IF_ERROR(alloc(int64_t(h.dim) * h.q_dim() * wsz, &L.wo));
+    GSA_RETURN_IF_ERROR(allocf(h.dim, &L.ffn_norm));
+    GSA_RETURN_IF_ERROR(alloc(int64_t(2) * h.ffn_dim * h.dim * wsz, &L.w_gate_up));
+    GSA_RETURN_IF_ERROR(alloc(int64_t(h.dim) * h.ffn_dim * wsz, &L.w_down));
+  }
+  return Status::ok();
+}
+
+Result<Model> Model::load(const gguf::GgufFile& f, Backend* backend, ModelOptions opt) {
+  Model m;
+  GSA_ASSIGN_OR_RETURN(m.hp_, hparams_from_gguf(f));
+  m.backend_ = backend;
+  m.opt_ = opt;
+  GSA_RETURN_IF_ERROR(m.alloc_weights());
+  const HParams& h = m.hp_;
+  std::vector<float> host;
+
+  // Reads tensor `name` (expected shape {ne0, ne1}) as f32 into host[offset...].
+  auto read = [&](const std::string& name, int64_t ne0, int64_t ne1, size_t offset) -> Status {
+    const gguf::TensorInfo* t = f.find_tensor(name);
+    if (!t) return not_found("tensor '{}' is missing", name);
+    const bool ok = ne1 == 0 ? (t->shape.size() == 1 && t->shape[0] == ne0)
+                             : (t->shape.size() == 2 && t->shape[0] == ne0 && t->shape[1] == ne1);
+    if (!ok) {
+      std::string got;
+      for (size_t i = 0; i < t->shape.size(); ++i) got += (i ? ", " : "") + std::to_string(t->shape[i]);
+      return invalid_argument("tensor '{}': expected [{}{}], got [{}]", name, ne0,
+                              ne1 ? ", " + std::to_string(ne1) : std::string(), got);
+    }
+    const int64_t n = ne0 * (ne1 ? ne1 : 1);
+    if (host.size() < offset + size_t(n)) host.resize(offset + size_t(n));
+    return f.read_tensor_f32(*t, host.data() + offset);
+  };
+  auto put_w = [&](void* dst, int64_t n) -> Status {
+    auto bytes = convert_weights(host.data(), n, m.opt_.w_type);
+    return backend->upload(dst, bytes.data(), bytes.size());
+  };
+  auto put_f = [&](float* dst, int64_t n) -> Status {
+    return backend->upload(dst, host.data(), size_t(n) * 4);
+  };
+  auto w2 = [&](const std::string& name, void* dst, int64_t in, int64_t out) -> Status {
+    GSA_RETURN_IF_ERROR(read(name, in, out, 0));
+    return put_w(dst, in * out);
+  };
+  auto v1 = [&](const std::string& name, float* dst, int64_t n) -> Status {
+    GSA_RETURN_IF_ERROR(read(name, n, 0, 0));
+    return put_f(dst, n);
+  };
+
+  GSA_RETURN_IF_ERROR(w2("token_embd.weight", m.w_->token_embd, h.dim, h.vocab));
+  if (!h.tied_output) GSA_RETURN_IF_ERROR(w2("output.weight", m.w_->output, h.dim, h.vocab));
+  GSA_RETURN_IF_ERROR(v1("output_norm.weight", m.w_->output_norm, h.dim));
+  for (int l = 0; l < h.n_layers; ++l) {
+    LayerWeights& L = m.w_->layers[size_t(l)];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    GSA_RETURN_IF_ERROR(v1(p + "attn_norm.weight", L.attn_norm, h.dim));
+    GSA_RETURN_IF_ERROR(w2(p + "attn_q.weight", L.wq, h.dim, h.q_dim()));
+    GSA_RETURN_IF_ERROR(w2(p + "attn_k.weight", L.wk, h.dim, h.kv_dim()));
+    GSA_RETURN_IF_ERROR(w2(p + "attn_v.weight", L.wv, h.dim, h.kv_dim()));
+    if (h.qkv_bias) {
+      GSA_RETURN_IF_ERROR(v1(p + "attn_q.bias", L.bq, h.q_dim()));
+      GSA_RETURN_IF_ERROR(v1(p + "attn_k.bias", L.bk, h.kv_dim()));
+      GSA_RETURN_IF_ERROR(v1(p + "attn_v.bias", L.bv, h.kv_dim()));
+    }
+    if (h.qk_norm) {
+      GSA_RETURN_IF_ERROR(v1(p + "attn_q_norm.weight", L.q_norm, h.head_dim));
+      GSA_RETURN_IF_ERROR(v1(p + "attn_k_norm.weight", L.k_norm, h.head_dim));
+    }
+    GSA_RETURN_IF_ERROR(w2(p + "attn_output.weight", L.wo, h.q_dim(), h.dim));
+    GSA_RETURN_IF_ERROR(v1(p + "ffn_norm.weight", L.ffn_norm, h.dim));
+    GSA_RETURN_IF_ERROR(read(p + "ffn_gate.weight", h.dim, h.ffn_dim, 0));
+    GSA_RETURN_IF_ERROR(read(p + "ffn_up.weight", h.dim, h.ffn_dim, size_t(h.dim) * h.ffn_dim));
+    GSA_RETURN_IF_ERROR(put_w(L.w_gate_up, int64_t(2) * h.dim * h.ffn_dim));
+    GSA_RETURN_IF_ERROR(w2(p + "ffn_down.weight", L.w_down, h.ffn_dim, h.dim));
+  }
+  GSA_RETURN_IF_ERROR(backend->synchronize());
+  return m;
+}
+
+Result<Model> Model::random(const HParams& hp, Backend* backend, ModelOptions opt, uint64_t seed) {
+  GSA_RETURN_IF_ERROR(hp.validate());
+  Model m;
+  m.hp_ = hp;
+  m.backend_ = backend;
+  m.opt_ = opt;
+  GSA_RETURN_IF_ERROR(m.alloc_weights());
+  uint64_t s = seed;
+  auto fill = [&](void* p, int64_t n, DType t, float scale) -> Status {
+    backend::FillRandomParams fp;
+    fp.dst = p;
+    fp.n = n;
+    fp.scale = scale;
+    fp.seed = ++s;
+    fp.type = t;
+    return backend->fill_random(fp);
+  };
+  const HParams& h = hp;
+  const DType wt = opt.w_type;
+  const float ws = 1.0f / std::sqrt(float(h.dim));
+  GSA_RETURN_IF_ERROR(fill(m.w_->token_embd, int64_t(h.vocab) * h.dim, wt, 1.0f));
+  if (!h.tied_output) GSA_RETURN_IF_ERROR(fill(m.w_->output, int64_t(h.vocab) * h.dim, wt, ws));
+  GSA_RETURN_IF_ERROR(fill(m.w_->output_norm, h.dim, DType::F32, 1.0f));
+  for (auto& L : m.w_->layers) {
+    GSA_RETURN_IF_ERROR(fill(L.attn_norm, h.dim, DType::F32, 1.0f));
+    GSA_RETURN_IF_ERROR(fill(L.wq, int64_t(h.q_dim()) * h.dim, wt, ws));
+    GSA_RETURN_IF_ERROR(fill(L.wk, int64_t(h.kv_dim()) * h.dim, wt, ws));
+    GSA_RETURN_IF_ERROR(fill(L.wv, int64_t(h.kv_dim()) * h.dim, wt, ws));
+    if (h.qkv_bias) {
+      GSA_RETURN_IF_ERROR(fill(L.bq, h.q_dim(), DType::F32, 0.1f));
+      GSA_RETURN_IF_ERROR(fill(L.bk, h.kv_dim(), DType::F32, 0.1f));
+      GSA_RETURN_IF_ERROR(fill(L.bv, h.kv_dim(), DType::F32, 0.1f));
+    }
+    if (h.qk_norm) {
+      GSA_RETURN_IF_ERROR(fill(L.q_norm, h.head_dim, DType::F32, 1.0f));
+      GSA_RETURN_IF_ERROR(fill(L.k_norm, h.head_dim, DType::F32, 1.0f));
+    }
+    GSA_RETURN_IF_ERROR(fill(L.wo, int64_t(h.dim) * h.q_dim(), wt, 1.0f / std::sqrt(float(h.q_dim()))));
+    GSA_RETURN_IF_ERROR(fill(L.ffn_norm, h.dim, DType::F32, 1.0f));
+    GSA_RETURN_IF_ERROR(fill(L.w_gate_up, int64_t(2) * h.ffn_dim * h.dim, wt, ws));
+    GSA_RETURN_IF_ERROR(fill(L.w_down, int64_t(h.dim) * h.ffn_dim, wt, 1.0f / std::sqrt(float(h.ffn_dim))));
+  }
+  GSA_RETURN_IF_ERROR(backend->synchronize());
+  return m;
+}
+
+Status Model::ensure_scratch(int64_t T, int64_t L, int64_t n_meta) {
+  if (s_ && T <= s_->cap_tokens && L <= s_->cap_logits && n_meta <= s_->cap_meta) return Status::ok();
+  const HParams& h = hp_;
+  T = std::max<int64_t>(T, s_ ? s_->cap_tokens : 0);
+  L = std::max<int64_t>(std::max<int64_t>(L, 1), s_ ? s_->cap_logits : 0);
+  n_meta = std::max<int64_t>(n_meta * 2, s_ ? s_->cap_meta : 0);
+  if (s_) s_->release();
+  s_ = std::make_unique<Scratch>();
+  s_->backend = backend_;
+  const int64_t a = int64_t(dtype_size(opt_.act_type));
+  auto alloc = [&](int64_t bytes, void** out) -> Status {
+    auto p = backend_->alloc(size_t(std::max<int64_t>(bytes, 64)));
+    if (!p) return p.status().with_context("activation scratch");
+    s_->owned.push_back(*p);
+    *out = *p;
+    return Status::ok();
+  };
+  GSA_RETURN_IF_ERROR(alloc(T * h.dim * a, &s_->x));
+  GSA_RETURN_IF_ERROR(alloc(T * h.dim * a, &s_->xn));
+  GSA_RETURN_IF_ERROR(alloc(T * h.q_dim() * a, &s_->q));
+  GSA_RETURN_IF_ERROR(alloc(T * h.kv_dim() * a, &s_->k));
+  GSA_RETURN_IF_ERROR(alloc(T * h.kv_dim() * a, &s_->v));
+  GSA_RETURN_IF_ERROR(alloc(T * h.q_dim() * a, &s_->attn));
+  GSA_RETURN_IF_ERROR(alloc(T * h.dim * a, &s_->tmp));
+  GSA_RETURN_IF_ERROR(alloc(T * 2 * h.ffn_dim * a, &s_->gu));
+  GSA_RETURN_IF_ERROR(alloc(T * h.ffn_dim * a, &s_->h));
+  GSA_RETURN_IF_ERROR(alloc(L * h.dim * a, &s_->xg));
+  GSA_RETURN_IF_ERROR(alloc(L * h.vocab * a, &s_->logits));
+  void* meta = nullptr;
+  GSA_RETURN_IF_ERROR(alloc(n_meta * 4, &meta));
+  s_->meta = static_cast<int32_t*>(meta);
+  s_->cap_tokens = T;
+  s_->cap_logits = L;
+  s_->cap_meta = n_meta;
+  return Status::ok();
+}
+
+Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* planner,
+                      const backend::RepUpdateParams& rep, std::vector<float>* logits) {
+  const HParams& h = hp_;
+  const int64_t T = int64_t(in.tokens.size());
+  const int n_seqs = int(in.q_indptr.size()) - 1;
+  const int64_t L = int64_t(in.logit_rows.size());
+  if (T == 0 || n_seqs <= 0) return invalid_argument("forward: empty batch");
+  if (in.pos.size() != size_t(T) || in.slots.size() != size_t(T) ||
+      in.kv_indptr.size() != size_t(n_seqs) + 1 || in.kv_last_len.size() != size_t(n_seqs))
+    return invalid_argument("forward: inconsistent batch arrays");
+  for (int32_t t : in.tokens)
+    if (t < 0 || t >= h.vocab) return invalid_argument("token id {} outside the vocabulary [0, {})", t, h.vocab);
+  for (int32_t r : in.logit_rows)
+    if (r < 0 || r >= T) return invalid_argument("logit row {} outside [0, {})", r, T);
+
+  // Pack every int32 input into one upload.
+  const std::vector<int32_t>* arrays[] = {&in.tokens, &in.pos, &in.slots, &in.q_indptr,
+                                          &in.kv_indptr, &in.kv_indices, &in.kv_last_len,
+                                          &in.full_blocks, &in.logit_rows};
+  std::vector<int32_t> packed;
+  int32_t offs[9];
+  for (int i = 0; i < 9; ++i) {
+    offs[i] = int32_t(packed.size());
+    packed.insert(packed.end(), arrays[i]->begin(), arrays[i]->end());
+    packed.resize((packed.size() + 15) / 16 * 16, 0);  // keep each array 64-byte aligned
+  }
+  GSA_RETURN_IF_ERROR(ensure_scratch(T, L, int64_t(packed.size())));
+  Scratch& s = *s_;
+  GSA_RETURN_IF_ERROR(backend_->upload(s.meta, packed.data(), packed.size() * 4));
+  const int32_t* d_tokens = s.meta + offs[0];
+  const int32_t* d_pos = s.meta + offs[1];
+  const int32_t* d_slots = s.meta + offs[2];
+  const int32_t* d_q_indptr = s.meta + offs[3];
+  AttentionLists dense{s.meta + offs[4], s.meta + offs[5], s.meta + offs[6], false};
+  const int32_t* d_full = s.meta + offs[7];
+  const int32_t* d_rows = s.meta + offs[8];
+
+  Backend& b = *backend_;
+  const DType at = opt_.act_type, wt = opt_.w_type;
+  const kv::KvConfig& kc = kv.config();
+
+  backend::EmbedParams ep;
+  ep.ids = d_tokens; ep.table = w_->token_embd; ep.out = s.x;
+  ep.n_tokens = T; ep.vocab = h.vocab; ep.dim = h.dim; ep.table_type = wt; ep.act_type = at;
+  GSA_RETURN_IF_ERROR(b.embed(ep));
+
+  auto matmul = [&](const void* x, const void* w, const float* bias, void* y, int64_t n, int64_t k) {
+    backend::MatmulParams mp;
+    mp.x = x; mp.w = w; mp.bias = bias; mp.y = y; mp.m = T; mp.n = n; mp.k = k;
+    mp.act_type = at; mp.w_type = wt;
+    return b.matmul(mp);
+  };
+  auto rmsnorm = [&](const void* x, const float* w, void* y, int64_t rows, int64_t dim) {
+    backend::RmsNormParams np;
+    np.x = x; np.w = w; np.y = y; np.n_rows = rows; np.dim = dim; np.eps = h.norm_eps; np.act_type = at;
+    return b.rmsnorm(np);
+  };
+  auto add = [&](const void* x, void* y, int64_t n) {
+    backend::AddParams ap;
+    ap.x = x; ap.y = y; ap.n = n; ap.act_type = at;
+    return b.add(ap);
+  };
+  auto rope = [&](void* x, int heads) {
+    backend::RopeParams rp;
+    rp.x = x; rp.pos = d_pos; rp.n_tokens = T; rp.n_heads = heads; rp.head_dim = h.head_dim;
+    rp.rot_dim = h.rot_dim; rp.theta = h.rope_theta; rp.neox = h.rope_neox; rp.act_type = at;
+    return b.rope(rp);
+  };
+
+  for (int l = 0; l < h.n_layers; ++l) {
+    const LayerWeights& W = w_->layers[size_t(l)];
+    GSA_RETURN_IF_ERROR(rmsnorm(s.x, W.attn_norm, s.xn, T, h.dim));
+    GSA_RETURN_IF_ERROR(matmul(s.xn, W.wq, W.bq, s.q, h.q_dim(), h.dim));
+    GSA_RETURN_IF_ERROR(matmul(s.xn, W.wk, W.bk, s.k, h.kv_dim(), h.dim));
+    GSA_RETURN_IF_ERROR(matmul(s.xn, W.wv, W.bv, s.v, h.kv_dim(), h.dim));
+    if (h.qk_norm) {
+      GSA_RETURN_IF_ERROR(rmsnorm(s.q, W.q_norm, s.q, T * h.n_heads, h.head_dim));
+      GSA_RETURN_IF_ERROR(rmsnorm(s.k, W.k_norm, s.k, T * h.n_kv_heads, h.head_dim));
+    }
+    GSA_RETURN_IF_ERROR(rope(s.q, h.n_heads));
+    GSA_RETURN_IF_ERROR(rope(s.k, h.n_kv_heads));
+
+    backend::KvAppendParams kp;
+    kp.k = s.k; kp.v = s.v; kp.k_cache = kv.k(l); kp.v_cache = kv.v(l); kp.slot_mapping = d_slots;
+    kp.n_tokens = T; kp.n_kv_heads = h.n_kv_heads; kp.head_dim = h.head_dim;
+    kp.block_size = kc.block_size; kp.n_blocks = kc.n_blocks; kp.act_type = at; kp.kv_type = kc.kv_type;
+    GSA_RETURN_IF_ERROR(b.kv_append(kp));
+
+    if (kv.reps(l) && !in.full_blocks.empty()) {
+      backend::RepUpdateParams rp = rep;
+      rp.k_cache = kv.k(l); rp.reps = kv.reps(l); rp.blocks = d_full;
+      rp.n_update = int(in.full_blocks.size()); rp.n_kv_heads = h.n_kv_heads;
+      rp.head_dim = h.head_dim; rp.block_size = kc.block_size; rp.kv_type = kc.kv_type;
+      GSA_RETURN_IF_ERROR(b.rep_update(rp));
+    }
+
+    AttentionLists lists = dense;
+    if (planner) GSA_RETURN_IF_ERROR(planner->plan_layer(l, s.q, &lists));
+
+    backend::AttentionParams ap;
+    ap.q = s.q; ap.k_cache = kv.k(l); ap.v_cache = kv.v(l); ap.out = s.attn;
+    ap.q_indptr = d_q_indptr; ap.q_pos = d_pos;
+    ap.kv_indptr = lists.indptr; ap.kv_indices = lists.indices; ap.kv_last_len = lists.last_len;
+    ap.n_seqs = n_seqs; ap.n_tokens = T; ap.n_heads = h.n_heads; ap.n_kv_heads = h.n_kv_heads;
+    ap.head_dim = h.head_dim; ap.block_size = kc.block_size; ap.n_blocks = kc.n_blocks;
+    ap.per_kv_head = lists.per_kv_head;
+    ap.act_type = at; ap.kv_type = kc.kv_type;
+    GSA_RETURN_IF_ERROR(b.attention(ap));
+
+    GSA_RETURN_IF_ERROR(matmul(s.attn, W.wo, nullptr, s.tmp, h.dim, h.q_dim()));
+    GSA_RETURN_IF_ERROR(add(s.tmp, s.x, T * h.dim));
+    GSA_RETURN_IF_ERROR(rmsnorm(s.x, W.ffn_norm, s.xn, T, h.dim));
+    GSA_RETURN_IF_ERROR(matmul(s.xn, W.w_gate_up, nullptr, s.gu, 2 * int64_t(h.ffn_dim), h.dim));
+    backend::SwigluParams sp;
+    sp.gate_up = s.gu; sp.out = s.h; sp.n_rows = T; sp.dim = h.ffn_dim; sp.act_type = at;
+    GSA_RETURN_IF_ERROR(b.swiglu(sp));
+    GSA_RETURN_IF_ERROR(matmul(s.h, W.w_down, nullptr, s.tmp, h.dim, h.ffn_dim));
+    GSA_RETURN_IF_ERROR(add(s.tmp, s.x, T * h.dim));
+  }
+
+  if (L == 0) {
+    if (logits) logits->clear();
+    return b.synchronize();
+  }
+  // Only the rows that need logits go through the output head.
+  backend::EmbedParams gp;
+  gp.ids = d_rows; gp.table = s.x; gp.out = s.xg; gp.n_tokens = L; gp.vocab = T; gp.dim = h.dim;
+  gp.table_type = at; gp.act_type = at;
+  GSA_RETURN_IF_ERROR(b.embed(gp));
+  GSA_RETURN_IF_ERROR(rmsnorm(s.xg, w_->output_norm, s.xg, L, h.dim));
+  backend::MatmulParams mp;
+  mp.x = s.xg; mp.w = w_->output; mp.y = s.logits; mp.m = L; mp.n = h.vocab; mp.k = h.dim;
+  mp.act_type = at; mp.w_type = wt;
+  GSA_RETURN_IF_ERROR(b.matmul(mp));
+  const size_t n_out = size_t(L) * size_t(h.vocab);
+  logits->resize(n_out);
+  if (at == DType::F32) {
+    GSA_RETURN_IF_ERROR(b.download(logits->data(), s.logits, n_out * 4));
+  } else {
+    std::vector<uint16_t> raw(n_out);
+    GSA_RETURN_IF_ERROR(b.download(raw.data(), s.logits, n_out * 2));
+    GSA_RETURN_IF_ERROR(b.synchronize());
+    for (size_t i = 0; i < n_out; ++i)
+      (*logits)[i] = at == DType::BF16 ? bf16_to_f32(raw[i]) : f16_to_f32(raw[i]);
+  }
+  return b.synchronize();
+}
+
+}  // namespace gsa::model
