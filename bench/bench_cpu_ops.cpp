@@ -1,0 +1,3 @@
+// CPU kernel benchmarks (in progress).
+#include <benchmark/benchmark.h>
+BENCHMARK_MAIN();

@@ -1,0 +1,221 @@
+// Small f32 vector helpers shared by the CPU kernels: dot, axpy, scale, max, exp-and-sum. An
+// AVX-512 path when the compiler targets it (-march=native), a scalar path otherwise. Each
+// helper has one fixed order of operations, so equal inputs give bit-equal outputs.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__AVX512F__)
+// GCC 12 reports its own intrinsics' _mm512_undefined_* placeholders as maybe-uninitialized
+// once they are inlined; silence that for the header's lines only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#define GSA_CPU_AVX512 1
+#endif
+
+namespace gsa::cpu::simd {
+
+#if GSA_CPU_AVX512
+
+/// Mask of the first n (< 16) lanes.
+inline __mmask16 tail_mask(int64_t n) { return __mmask16((1u << n) - 1u); }
+
+/// e^x for 16 lanes, about 1 ulp over the range where e^x is a normal float; -inf gives 0.
+/// Range reduction x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, then scalef by 2^n.
+inline __m512 exp_ps(__m512 x) {
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+  const __m512 ln2_hi = _mm512_set1_ps(0.693359375f);
+  const __m512 ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));  // e^-104 underflows to 0 after scalef
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT);
+  __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+  r = _mm512_fnmadd_ps(n, ln2_lo, r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 r2 = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, r2, r);
+  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+  }
+  for (; i + 16 <= n; i += 16)
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+/// y[i] += a * x[i]
+inline void axpy(float a, const float* x, float* y, int64_t n) {
+  const __m512 va = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i),
+                                                    _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+/// y[i] *= a
+inline void scale(float* y, float a, int64_t n) {
+  const __m512 va = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_mul_ps(va, _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+inline float max(const float* x, int64_t n) {
+  __m512 acc = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_loadu_ps(x + i));
+  if (i < n) acc = _mm512_mask_max_ps(acc, tail_mask(n - i), acc, _mm512_maskz_loadu_ps(tail_mask(n - i), x + i));
+  return _mm512_reduce_max_ps(acc);
+}
+
+/// x[i] = e^(x[i] - m); returns the sum of the new x.
+inline float exp_shift_sum(float* x, int64_t n, float m) {
+  const __m512 vm = _mm512_set1_ps(m);
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+    _mm512_storeu_ps(x + i, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  if (i < n) {
+    const __mmask16 k = tail_mask(n - i);
+    const __m512 e = _mm512_maskz_mov_ps(k, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm)));
+    _mm512_mask_storeu_ps(x + i, k, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+/// s[j] = scale * (q . k[j]) for keys j < n; k is [n, hd] row-major.
+inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float scale, float* s) {
+  if (hd % 16 != 0) {
+    for (int64_t j = 0; j < n; ++j) s[j] = dot(q, k + j * hd, hd) * scale;
+    return;
+  }
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* k0 = k + j * hd;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t d = 0; d < hd; d += 16) {
+      const __m512 qv = _mm512_loadu_ps(q + d);
+      a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + d), a0);
+      a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + hd + d), a1);
+      a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 2 * hd + d), a2);
+      a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 3 * hd + d), a3);
+    }
+    s[j] = _mm512_reduce_add_ps(a0) * scale;
+    s[j + 1] = _mm512_reduce_add_ps(a1) * scale;
+    s[j + 2] = _mm512_reduce_add_ps(a2) * scale;
+    s[j + 3] = _mm512_reduce_add_ps(a3) * scale;
+  }
+  for (; j < n; ++j) {
+    __m512 a0 = _mm512_setzero_ps();
+    for (int64_t d = 0; d < hd; d += 16)
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + j * hd + d), a0);
+    s[j] = _mm512_reduce_add_ps(a0) * scale;
+  }
+}
+
+/// acc = acc * corr + sum_j p[j] * v[j] for j < n; v is [n, hd] row-major, acc is [hd].
+/// Holds 64 dims of acc in registers while streaming the values.
+inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_t hd, float corr,
+                               float* acc) {
+  if (hd % 16 != 0) {
+    scale(acc, corr, hd);
+    for (int64_t j = 0; j < n; ++j) axpy(p[j], v + j * hd, acc, hd);
+    return;
+  }
+  const __m512 vc = _mm512_set1_ps(corr);
+  int64_t d0 = 0;
+  for (; d0 + 64 <= hd; d0 += 64) {
+    __m512 a0 = _mm512_mul_ps(vc, _mm512_loadu_ps(acc + d0));
+    __m512 a1 = _mm512_mul_ps(vc, _mm512_loadu_ps(acc + d0 + 16));
+    __m512 a2 = _mm512_mul_ps(vc, _mm512_loadu_ps(acc + d0 + 32));
+    __m512 a3 = _mm512_mul_ps(vc, _mm512_loadu_ps(acc + d0 + 48));
+    const float* vj = v + d0;
+    for (int64_t j = 0; j < n; ++j, vj += hd) {
+      const __m512 pj = _mm512_set1_ps(p[j]);
+      a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj), a0);
+      a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16), a1);
+      a2 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 32), a2);
+      a3 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 48), a3);
+    }
+    _mm512_storeu_ps(acc + d0, a0);
+    _mm512_storeu_ps(acc + d0 + 16, a1);
+    _mm512_storeu_ps(acc + d0 + 32, a2);
+    _mm512_storeu_ps(acc + d0 + 48, a3);
+  }
+  for (; d0 < hd; d0 += 16) {
+    __m512 a0 = _mm512_mul_ps(vc, _mm512_loadu_ps(acc + d0));
+    for (int64_t j = 0; j < n; ++j)
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_loadu_ps(v + j * hd + d0), a0);
+    _mm512_storeu_ps(acc + d0, a0);
+  }
+}
+
+#else  // scalar fallback
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+inline void axpy(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+inline void scale(float* y, float a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] *= a;
+}
+inline float max(const float* x, int64_t n) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+inline float exp_shift_sum(float* x, int64_t n, float m) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    acc += x[i];
+  }
+  return acc;
+}
+
+inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float scale, float* s) {
+  for (int64_t j = 0; j < n; ++j) s[j] = dot(q, k + j * hd, hd) * scale;
+}
+inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_t hd, float corr,
+                               float* acc) {
+  scale(acc, corr, hd);
+  for (int64_t j = 0; j < n; ++j) axpy(p[j], v + j * hd, acc, hd);
+}
+
+#endif
+
+}  // namespace gsa::cpu::simd
