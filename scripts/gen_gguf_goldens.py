@@ -7,6 +7,8 @@
   smollm2_index.json        metadata and tensor index of the default model, read by gguf-py
   smollm2_slices.json + .bin  the raw bytes and gguf-py dequantization of a few rows of real
                             tensors of the default model
+and the seed corpus of the GGUF fuzz target, tests/fuzz/corpus/gguf/: tiny files written by
+gguf-py's GGUFWriter (the reader's unit tests also check that they parse).
 
 Each .bin holds the raw quantized bytes followed by n little-endian f32 values.
 Usage: pip install gguf==0.19.0 numpy; scripts/gen_gguf_goldens.py [--model PATH] [--out DIR]
@@ -175,6 +177,56 @@ def gen_model(out: Path, model: Path) -> None:
     print(f"wrote the index of {len(tensors)} tensors and {len(slices)} row slices of {model.name}")
 
 
+def write_gguf(path: Path, fill, alignment: int | None = None) -> None:
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    if alignment is not None:
+        w.add_custom_alignment(alignment)
+    fill(w)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gen_corpus(corpus: Path) -> None:
+    """Tiny valid files: every metadata type and nested arrays; tensors of several types."""
+    rng = np.random.default_rng(SEED + 1)
+
+    def metadata(w) -> None:
+        w.add_uint8("t.u8", 200)
+        w.add_int8("t.i8", -5)
+        w.add_uint16("t.u16", 60000)
+        w.add_int16("t.i16", -30000)
+        w.add_uint32("llama.block_count", 2)
+        w.add_int32("t.i32", -7)
+        w.add_uint64("t.u64", 1 << 40)
+        w.add_int64("t.i64", -(1 << 40))
+        w.add_float32("llama.rope.freq_base", 10000.0)
+        w.add_float64("t.f64", 0.5)
+        w.add_bool("tokenizer.ggml.add_bos_token", True)
+        w.add_string("tokenizer.ggml.model", "gpt2")
+        w.add_array("tokenizer.ggml.tokens", ["a", "b", "ab", "<s>"])
+        w.add_array("tokenizer.ggml.token_type", [1, 1, 1, 3])
+        w.add_array("tokenizer.ggml.merges", ["a b"])
+        w.add_array("t.nested", [[1, 2], [3]])
+
+    def tensors(w) -> None:
+        w.add_uint32("llama.embedding_length", 32)
+        w.add_tensor("norm.weight", rng.standard_normal(32).astype(np.float32))
+        w.add_tensor("half", rng.standard_normal((2, 8)).astype(np.float16))
+        for qtype in (T.Q8_0, T.Q4_1):
+            x = rng.standard_normal((2, 32)).astype(np.float32)
+            w.add_tensor(f"w.{qtype.name.lower()}", quants.quantize(x, qtype), raw_dtype=qtype)
+        raw = random_blocks(rng, T.Q4_K, 256, [0, 2]).reshape(1, -1)
+        w.add_tensor("w.q4_k", raw, raw_dtype=T.Q4_K)
+
+    corpus.mkdir(parents=True, exist_ok=True)
+    write_gguf(corpus / "metadata.gguf", metadata)
+    write_gguf(corpus / "tensors.gguf", tensors)
+    write_gguf(corpus / "aligned64.gguf", tensors, alignment=64)
+    print(f"wrote 3 seed files to {corpus}")
+
+
 def main() -> None:
     root = Path(__file__).resolve().parent.parent
     default_model = Path(os.environ.get("GSA_MODEL_DIR", Path.home() / ".cache/gsa/models")) / \
@@ -182,9 +234,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=default_model)
     ap.add_argument("--out", type=Path, default=root / "tests/golden/gguf")
+    ap.add_argument("--corpus", type=Path, default=root / "tests/fuzz/corpus/gguf")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     gen_quants(args.out)
+    gen_corpus(args.corpus)
     if args.model.exists():
         gen_model(args.out, args.model)
     else:

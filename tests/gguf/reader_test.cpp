@@ -244,6 +244,44 @@ TEST(GgufReader, UnsupportedTensorTypeReadsAsUnsupported) {
   EXPECT_NE(st.message().find("iq2_xxs"), std::string::npos) << st.message();
 }
 
+// Files written by gguf-py's GGUFWriter (the fuzz seed corpus, made by gen_gguf_goldens.py).
+TEST(GgufReader, ReadsFilesWrittenByGgufPy) {
+  const std::string dir = std::string(GSA_SOURCE_DIR) + "/tests/fuzz/corpus/gguf/";
+  Result<GgufFile> meta = GgufFile::open(dir + "metadata.gguf");
+  ASSERT_TRUE(meta.is_ok()) << meta.status().to_string();
+  EXPECT_EQ(*meta->get_string("general.architecture"), "llama");
+  EXPECT_EQ(meta->find("t.u8")->u, 200u);
+  EXPECT_EQ(meta->find("t.i16")->i, -30000);
+  EXPECT_EQ(*meta->get_u64("t.u64"), 1ull << 40);
+  EXPECT_EQ(*meta->find("t.i64")->as_i64(), -(1ll << 40));
+  EXPECT_EQ(meta->find("t.f64")->f, 0.5);
+  EXPECT_EQ(*meta->get_bool("tokenizer.ggml.add_bos_token"), true);
+  EXPECT_EQ(*meta->get_string_array("tokenizer.ggml.tokens"),
+            (std::vector<std::string>{"a", "b", "ab", "<s>"}));
+  EXPECT_EQ(*meta->get_i32_array("tokenizer.ggml.token_type"), (std::vector<int32_t>{1, 1, 1, 3}));
+  const Value* nested = meta->find("t.nested");
+  ASSERT_NE(nested, nullptr);
+  ASSERT_EQ(nested->elem_type, ValueType::Array);
+  ASSERT_EQ(nested->array.size(), 2u);
+  EXPECT_EQ(*nested->array[0].array[1].as_i64(), 2);
+  EXPECT_EQ(*nested->array[1].array[0].as_i64(), 3);
+
+  for (const char* name : {"tensors.gguf", "aligned64.gguf"}) {
+    Result<GgufFile> f = GgufFile::open(dir + name);
+    ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+    EXPECT_EQ(f->alignment(), std::string(name) == "aligned64.gguf" ? 64u : 32u);
+    ASSERT_EQ(f->tensors().size(), 5u);
+    EXPECT_EQ(f->find_tensor("half")->shape, (std::vector<int64_t>{8, 2}));
+    EXPECT_EQ(f->find_tensor("w.q4_k")->type, GgmlType::Q4_K);
+    for (const TensorInfo& t : f->tensors()) {
+      EXPECT_EQ((f->data_offset() + t.offset) % f->alignment(), 0u);
+      std::vector<float> out(size_t(t.n_elements()));
+      EXPECT_TRUE(f->read_tensor_f32(t, out.data()).is_ok()) << t.name;
+      for (float v : out) EXPECT_TRUE(std::isfinite(v)) << t.name;
+    }
+  }
+}
+
 TEST(GgufWriter, RejectsInconsistentInput) {
   GgufWriter w;
   w.add_tensor("t", {32}, GgmlType::Q8_0, std::vector<uint8_t>(33));
