@@ -34,6 +34,7 @@ struct RepUpdateParams {
   void* reps = nullptr;             // [n_blocks, n_kv_heads, rep_bytes]
   const int32_t* blocks = nullptr;  // [n_update] physical block ids
   int n_update = 0;
+  int64_t n_blocks = 0;  // blocks in the cache and rep table; > 0 enables bounds checks of ids
   int n_kv_heads = 0, head_dim = 0, block_size = 0;
   RepKind kind = RepKind::Mean;
   const float* hash_w = nullptr;    // [head_dim, head_dim] row-major, Hash only
@@ -68,6 +69,7 @@ struct BlockSelectParams {
   int32_t* out_indices = nullptr;             // [out_indptr[n_lists]]
   int32_t* out_last_len = nullptr;            // [n_lists]
   int n_seqs = 0;
+  int64_t n_blocks = 0;  // blocks in the rep table; > 0 enables bounds checks of block ids
   int n_heads = 0, n_kv_heads = 0, head_dim = 0, block_size = 0;
   int sink_blocks = 1, local_blocks = 2;
   RepKind kind = RepKind::Mean;

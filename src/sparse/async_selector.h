@@ -23,7 +23,7 @@ struct AsyncSelectorOptions {
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   int n_workers = 2;            // worker threads (1..64)
   int queue_slots = 256;        // query slots in the ring: pending jobs at most
-  int max_blocks_per_seq = 8192;  // longest block table a job may carry
+  int max_blocks_per_seq = 1 << 20;  // longest block table a job may carry
 };
 
 /// One sequence of a submission.
@@ -86,7 +86,7 @@ class AsyncSelector {
     int32_t seq_len = 0, n_blocks = 0;
     const void* reps = nullptr;
     std::vector<float> q;          // [n_heads, head_dim]
-    std::vector<int32_t> table;    // [max_blocks_per_seq]
+    std::vector<int32_t> table;    // [n_blocks], capacity kept across jobs
   };
   struct Key {
     int64_t seq_id;
@@ -101,7 +101,7 @@ class AsyncSelector {
 
   AsyncSelector(const SparseConfig& cfg, const AsyncSelectorOptions& opt,
                 std::vector<float> hash_w);
-  void worker_loop();
+  void worker_loop(int index);
   /// Runs cpu::block_select for one slot into *out (worker-local scratch).
   Status run_job(const Slot& job, AsyncResult* out, std::vector<int32_t>* scratch) const;
 
@@ -117,7 +117,8 @@ class AsyncSelector {
   std::vector<int> free_slots_;
   std::deque<int> pending_;                       // slot ids, oldest first
   std::unordered_map<Key, int, KeyHash> pending_by_key_;
-  std::vector<int64_t> running_seq_;              // per worker: seq_id running, or -1 idle
+  std::vector<char> running_;                     // per worker: a job is running
+  std::vector<int64_t> running_seq_;              // per worker: its sequence
   std::unordered_map<Key, AsyncResult, KeyHash> results_;
   AsyncStats stats_;
   bool stop_ = false;

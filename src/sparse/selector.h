@@ -17,10 +17,11 @@ namespace gsa::sparse {
 
 class AsyncSelector;
 
-/// Model dimensions the selector needs.
+/// Model dimensions the selector needs, and the asynchronous selector's ring size.
 struct SelectorDims {
   int n_layers = 0;
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  int async_queue_slots = 0;  // pending (sequence, layer) jobs at most; 0: 64 * n_layers
 };
 
 /// One decoding sequence of a step (one query token). The block table is read during

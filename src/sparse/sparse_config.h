@@ -26,7 +26,7 @@ struct SparseConfig {
   backend::QueryMode query = backend::QueryMode::GroupMean;
   Scope scope = Scope::PerLayer;
   int sink_blocks = 1;             // first blocks always kept
-  int local_blocks = 2;            // last blocks always kept (the partial block among them)
+  int local_blocks = 2;            // last blocks always kept, >= 1 (the partial block among them)
   double budget_ratio = 0.3;       // blocks attended = ratio * n_blocks, clamped below
   int budget_min_tokens = 4096;    // clamp of the ratio budget: 32 blocks at block_size 128
   int budget_max_tokens = 6144;    //                            48 blocks at block_size 128
@@ -57,7 +57,7 @@ const char* scope_name(Scope scope);
 const char* selector_kind_name(SelectorKind kind);
 
 /// Blocks always kept for a sequence of n_blocks blocks: min(n_blocks, sink + local) (the two
-/// ranges may overlap on short sequences), plus the last block when local_blocks is 0.
+/// ranges may overlap on short sequences).
 int forced_blocks(const SparseConfig& cfg, int n_blocks);
 
 /// Blocks attended per step for a sequence of n_blocks blocks, forced blocks included:

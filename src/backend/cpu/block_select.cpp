@@ -1,0 +1,317 @@
+// CPU reference of GSA block selection (ops_sparse.h BlockSelectParams): score every full,
+// non-forced block of each list against the decode query, keep the top ones by partial
+// selection (nth_element; ties towards the lower logical index), add the forced sink/local
+// blocks and write the list sorted by logical index. Budgets and gating are the host's (sparse/).
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace gsa::cpu {
+namespace {
+
+using backend::BlockSelectParams;
+using backend::QueryMode;
+using backend::RepKind;
+
+constexpr int kMaxHeadDim = 1024;
+constexpr int kMaxBlockSize = 4096;
+
+// Dot product with 8 independent accumulators, so the compiler keeps one SIMD register of
+// partial sums (a single running sum would serialize on the add latency and not vectorize).
+inline float dot(const float* a, const float* b, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+}
+
+// sum_d max(q_d * mn_d, q_d * mx_d): the largest q.k over the box [mn, mx].
+inline float box_bound(const float* q, const float* mn, const float* mx, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j)
+      acc[j] += std::max(q[i + j] * mn[i + j], q[i + j] * mx[i + j]);
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += std::max(q[i] * mn[i], q[i] * mx[i]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+}
+
+// Best Hamming similarity (equal bits) between qbits and any token of a Hash representation.
+inline float hash_best(const uint32_t* qbits, const uint32_t* rep, int block_size, int words) {
+  int best_diff = words * 32;
+  for (int t = 0; t < block_size; ++t) {
+    const uint32_t* kt = rep + int64_t(t) * words;
+    int diff = 0;
+    for (int w = 0; w < words; ++w) diff += std::popcount(qbits[w] ^ kt[w]);
+    best_diff = std::min(best_diff, diff);
+  }
+  return float(words * 32 - best_diff);
+}
+
+bool is_forced(int64_t j, int64_t n, const BlockSelectParams& p, bool partial) {
+  return j < p.sink_blocks || j >= n - p.local_blocks || (partial && j == n - 1);
+}
+
+int64_t forced_count(int64_t n, const BlockSelectParams& p, bool partial) {
+  const int64_t sink = std::min<int64_t>(p.sink_blocks, n);
+  const int64_t local_lo = std::max<int64_t>(n - p.local_blocks, sink);
+  int64_t count = sink + (n - local_lo);
+  if (partial && p.local_blocks == 0 && n - 1 >= sink) count += 1;
+  return count;
+}
+
+Status check_params(const BlockSelectParams& p, bool* needs_scores) {
+  *needs_scores = false;
+  if (p.act_type != DType::F32) return unsupported("block_select: cpu supports act_type f32 only");
+  if (p.n_seqs < 0) return invalid_argument("block_select: n_seqs {} < 0", p.n_seqs);
+  if (p.n_heads <= 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0)
+    return invalid_argument(
+        "block_select: n_heads {}, n_kv_heads {}, head_dim {}, block_size {} must be > 0",
+        p.n_heads, p.n_kv_heads, p.head_dim, p.block_size);
+  if (p.n_heads % p.n_kv_heads != 0)
+    return invalid_argument("block_select: n_heads {} not a multiple of n_kv_heads {}", p.n_heads,
+                            p.n_kv_heads);
+  if (p.head_dim > kMaxHeadDim || p.block_size > kMaxBlockSize)
+    return invalid_argument("block_select: head_dim {} (max {}) or block_size {} (max {})",
+                            p.head_dim, kMaxHeadDim, p.block_size, kMaxBlockSize);
+  if (p.sink_blocks < 0 || p.local_blocks < 0)
+    return invalid_argument("block_select: sink_blocks {} and local_blocks {} must be >= 0",
+                            p.sink_blocks, p.local_blocks);
+  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash)
+    return invalid_argument("block_select: unknown representation kind {}", int(p.kind));
+  if (p.query_mode != QueryMode::GroupMean && p.query_mode != QueryMode::GroupMax)
+    return invalid_argument("block_select: unknown query mode {}", int(p.query_mode));
+  if (p.kind == RepKind::Hash) {
+    if (p.head_dim % 32 != 0)
+      return invalid_argument("block_select: hash needs head_dim % 32 == 0, got {}", p.head_dim);
+    if (!p.hash_w) return invalid_argument("block_select: hash needs hash_w");
+  }
+  if (p.n_seqs == 0) return Status::ok();
+  if (!p.block_table_indptr || !p.seq_len || !p.out_indptr || !p.out_last_len)
+    return invalid_argument("block_select: null block_table_indptr, seq_len, out_indptr or "
+                            "out_last_len");
+  const int lists_per_seq = p.per_kv_head ? p.n_kv_heads : 1;
+  if (p.block_table_indptr[0] != 0 || p.out_indptr[0] != 0)
+    return invalid_argument("block_select: block_table_indptr[0] {} and out_indptr[0] {} must be 0",
+                            p.block_table_indptr[0], p.out_indptr[0]);
+  if (p.block_table_indptr[p.n_seqs] > 0 && !p.block_table)
+    return invalid_argument("block_select: null block_table");
+  if (p.out_indptr[int64_t(p.n_seqs) * lists_per_seq] > 0 && !p.out_indices)
+    return invalid_argument("block_select: null out_indices");
+  for (int s = 0; s < p.n_seqs; ++s) {
+    const int64_t b0 = p.block_table_indptr[s], b1 = p.block_table_indptr[s + 1];
+    if (b1 < b0) return invalid_argument("block_select: block_table_indptr decreases at {}", s);
+    const int64_t n = b1 - b0;
+    const int64_t len = p.seq_len[s];
+    if (len < 0 || len > n * p.block_size || (n > 0 && len <= (n - 1) * p.block_size))
+      return invalid_argument("block_select: sequence {} has {} tokens but {} blocks of {}", s,
+                              len, n, p.block_size);
+    const bool partial = len % p.block_size != 0;
+    const int64_t forced = forced_count(n, p, partial);
+    for (int h = 0; h < lists_per_seq; ++h) {
+      const int64_t i = int64_t(s) * lists_per_seq + h;
+      const int64_t size = int64_t(p.out_indptr[i + 1]) - p.out_indptr[i];
+      if (size < forced || size > n)
+        return invalid_argument("block_select: list {} has size {}, expected {}..{} (forced..blocks)",
+                                i, size, forced, n);
+      if (size < n) *needs_scores = true;
+    }
+    for (int64_t j = b0; j < b1; ++j) {
+      const int32_t b = p.block_table[j];
+      if (b < 0 || (p.n_blocks > 0 && b >= p.n_blocks))
+        return invalid_argument("block_select: sequence {} block {} has physical id {} outside "
+                                "[0, {})", s, j - b0, b,
+                                p.n_blocks > 0 ? p.n_blocks : int64_t(INT32_MAX));
+    }
+  }
+  if (*needs_scores && (!p.q || !p.reps))
+    return invalid_argument("block_select: null q or reps");
+  return Status::ok();
+}
+
+struct Candidate {
+  float score;
+  int32_t logical;
+};
+
+// Higher score first, then lower logical index: a strict total order, so the result does not
+// depend on the order nth_element visits elements.
+inline bool better(const Candidate& a, const Candidate& b) {
+  if (a.score != b.score) return a.score > b.score;
+  return a.logical < b.logical;
+}
+
+// Per-thread scratch, reused across the lists a thread handles.
+struct Scratch {
+  int prepared_seq = -1;         // sequence whose queries are in `queries`
+  std::vector<float> queries;    // [n_q, head_dim] scoring queries (group means or heads)
+  std::vector<uint32_t> qbits;   // [n_q, head_dim / 32] Hash only
+  std::vector<float> proj;       // [head_dim]
+  std::vector<Candidate> cands;  // [n_blocks]
+  std::vector<uint8_t> keep;     // [n_blocks]
+};
+
+class Selector {
+ public:
+  explicit Selector(const BlockSelectParams& p)
+      : p_(p), group_(p.n_heads / p.n_kv_heads), words_(p.head_dim / 32),
+        rep_bytes_(backend::rep_bytes(p.kind, p.head_dim, p.block_size)),
+        lists_per_seq_(p.per_kv_head ? p.n_kv_heads : 1) {}
+
+  int64_t n_lists() const { return int64_t(p_.n_seqs) * lists_per_seq_; }
+
+  void run_list(int64_t list, Scratch& sc) const {
+    const int s = int(list / lists_per_seq_);
+    const int head = p_.per_kv_head ? int(list % lists_per_seq_) : -1;
+    const int32_t* table = p_.block_table + p_.block_table_indptr[s];
+    const int64_t n = int64_t(p_.block_table_indptr[s + 1]) - p_.block_table_indptr[s];
+    const int64_t len = p_.seq_len[s];
+    const bool partial = len % p_.block_size != 0;
+    int32_t* out = p_.out_indices + p_.out_indptr[list];
+    const int64_t size = int64_t(p_.out_indptr[list + 1]) - p_.out_indptr[list];
+    const int64_t last_len = n > 0 ? len - (n - 1) * p_.block_size : 0;
+    if (size == n) {  // every block: no scoring, so "budget covers all" is exactly dense
+      std::copy(table, table + n, out);
+      p_.out_last_len[list] = int32_t(last_len);
+      return;
+    }
+    prepare_queries(s, sc);
+    sc.cands.clear();
+    for (int64_t j = 0; j < n; ++j) {
+      if (is_forced(j, n, p_, partial)) continue;
+      float score = score_block(table[j], head, sc);
+      if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
+      sc.cands.push_back({score, int32_t(j)});
+    }
+    const int64_t k = size - forced_count(n, p_, partial);
+    sc.keep.assign(size_t(n), 0);
+    if (k > 0 && k < int64_t(sc.cands.size()))
+      std::nth_element(sc.cands.begin(), sc.cands.begin() + k, sc.cands.end(), better);
+    for (int64_t c = 0; c < k; ++c) sc.keep[size_t(sc.cands[size_t(c)].logical)] = 1;
+    int64_t w = 0;
+    int64_t last = -1;
+    for (int64_t j = 0; j < n; ++j) {
+      if (sc.keep[size_t(j)] || is_forced(j, n, p_, partial)) {
+        out[w++] = table[j];
+        last = j;
+      }
+    }
+    GSA_ASSERT(w == size, "block_select: list size mismatch");
+    p_.out_last_len[list] = last == n - 1 ? int32_t(last_len) : int32_t(size > 0 ? p_.block_size : 0);
+  }
+
+ private:
+  // Scoring queries of sequence s: GroupMean -> n_kv_heads group means; GroupMax -> the n_heads
+  // query heads. Hash also gets each query's sign bits of q.W.
+  void prepare_queries(int s, Scratch& sc) const {
+    if (sc.prepared_seq == s) return;
+    sc.prepared_seq = s;
+    const int hd = p_.head_dim;
+    const float* q = static_cast<const float*>(p_.q) + int64_t(s) * p_.n_heads * hd;
+    const bool mean = p_.query_mode == QueryMode::GroupMean;
+    const int n_q = mean ? p_.n_kv_heads : p_.n_heads;
+    sc.queries.resize(size_t(n_q) * hd);
+    if (mean) {
+      const float inv = 1.0f / float(group_);
+      for (int h = 0; h < p_.n_kv_heads; ++h) {
+        float* dst = sc.queries.data() + int64_t(h) * hd;
+        std::fill(dst, dst + hd, 0.0f);
+        for (int g = 0; g < group_; ++g) {
+          const float* src = q + int64_t(h * group_ + g) * hd;
+          for (int d = 0; d < hd; ++d) dst[d] += src[d];
+        }
+        for (int d = 0; d < hd; ++d) dst[d] *= inv;
+      }
+    } else {
+      std::copy(q, q + int64_t(n_q) * hd, sc.queries.begin());
+    }
+    if (p_.kind != RepKind::Hash) return;
+    sc.qbits.resize(size_t(n_q) * words_);
+    sc.proj.resize(size_t(hd));
+    for (int i = 0; i < n_q; ++i) {
+      const float* qi = sc.queries.data() + int64_t(i) * hd;
+      std::fill(sc.proj.begin(), sc.proj.end(), 0.0f);
+      for (int r = 0; r < hd; ++r) {
+        const float* wr = p_.hash_w + int64_t(r) * hd;
+        for (int d = 0; d < hd; ++d) sc.proj[size_t(d)] += qi[r] * wr[d];
+      }
+      for (int w = 0; w < words_; ++w) {
+        uint32_t bits = 0;
+        for (int j = 0; j < 32; ++j) bits |= uint32_t(sc.proj[size_t(w * 32 + j)] > 0.0f) << j;
+        sc.qbits[size_t(i) * words_ + w] = bits;
+      }
+    }
+  }
+
+  // Score of query i (an index into sc.queries) against kv head h of physical block b.
+  float score_one(int32_t b, int h, int i, const Scratch& sc) const {
+    const uint8_t* rep = static_cast<const uint8_t*>(p_.reps) +
+                         (int64_t(b) * p_.n_kv_heads + h) * rep_bytes_;
+    const float* qi = sc.queries.data() + int64_t(i) * p_.head_dim;
+    switch (p_.kind) {
+      case RepKind::Mean:
+        return dot(qi, reinterpret_cast<const float*>(rep), p_.head_dim);
+      case RepKind::MinMax: {
+        const float* mn = reinterpret_cast<const float*>(rep);
+        return box_bound(qi, mn, mn + p_.head_dim, p_.head_dim);
+      }
+      case RepKind::Hash:
+        return hash_best(sc.qbits.data() + int64_t(i) * words_,
+                         reinterpret_cast<const uint32_t*>(rep), p_.block_size, words_);
+    }
+    return 0.0f;
+  }
+
+  // Score of kv head h (GroupMean: its group query; GroupMax: max over its query heads).
+  float score_head(int32_t b, int h, const Scratch& sc) const {
+    if (p_.query_mode == QueryMode::GroupMean) return score_one(b, h, h, sc);
+    float best = -std::numeric_limits<float>::infinity();
+    for (int g = 0; g < group_; ++g) {
+      const float v = score_one(b, h, h * group_ + g, sc);
+      best = std::isnan(v) ? best : std::max(best, v);
+    }
+    return best;
+  }
+
+  // head >= 0: that kv head's score (per_kv_head); head < 0: the sum over kv heads.
+  float score_block(int32_t b, int head, const Scratch& sc) const {
+    if (head >= 0) return score_head(b, head, sc);
+    float sum = 0.0f;
+    for (int h = 0; h < p_.n_kv_heads; ++h) sum += score_head(b, h, sc);
+    return sum;
+  }
+
+  const BlockSelectParams& p_;
+  const int group_, words_;
+  const int64_t rep_bytes_;
+  const int lists_per_seq_;
+};
+
+}  // namespace
+
+Status block_select(const BlockSelectParams& p, ThreadPool* pool) {
+  bool needs_scores = false;
+  GSA_RETURN_IF_ERROR(check_params(p, &needs_scores));
+  if (p.n_seqs == 0) return Status::ok();
+  const Selector sel(p);
+  auto work = [&](int64_t begin, int64_t end, int) {
+    Scratch sc;
+    for (int64_t list = begin; list < end; ++list) sel.run_list(list, sc);
+  };
+  if (pool && sel.n_lists() > 1 && needs_scores) {
+    pool->parallel_for(sel.n_lists(), work);
+  } else {
+    work(0, sel.n_lists(), 0);
+  }
+  return Status::ok();
+}
+
+}  // namespace gsa::cpu

@@ -1,0 +1,289 @@
+// SparseConfig validation, JSON round trip, the budget rule, min_context gating and the seeded
+// orthogonal Hash matrix. JSON exceptions are caught here and become InvalidArgument.
+#include "sparse/sparse_config.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+namespace gsa::sparse {
+
+using backend::QueryMode;
+using backend::RepKind;
+
+const char* rep_kind_name(RepKind kind) {
+  switch (kind) {
+    case RepKind::Mean: return "mean";
+    case RepKind::MinMax: return "minmax";
+    case RepKind::Hash: return "hash";
+  }
+  return "unknown";
+}
+const char* query_mode_name(QueryMode mode) {
+  switch (mode) {
+    case QueryMode::GroupMean: return "group_mean";
+    case QueryMode::GroupMax: return "group_max";
+  }
+  return "unknown";
+}
+const char* scope_name(Scope scope) {
+  switch (scope) {
+    case Scope::PerLayer: return "per_layer";
+    case Scope::PerKvHead: return "per_kv_head";
+  }
+  return "unknown";
+}
+const char* selector_kind_name(SelectorKind kind) {
+  switch (kind) {
+    case SelectorKind::Device: return "device";
+    case SelectorKind::Cpu: return "cpu";
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr int kMaxBlockSize = 4096;
+constexpr int kMaxWorkers = 64;
+
+bool is_pow2(int v) { return v > 0 && (v & (v - 1)) == 0; }
+
+// Budget bounds in blocks for the ratio rule (at least 1 block each).
+int min_budget(const SparseConfig& c) { return std::max(1, c.budget_min_tokens / c.block_size); }
+int max_budget(const SparseConfig& c) { return std::max(1, c.budget_max_tokens / c.block_size); }
+
+}  // namespace
+
+Status validate(const SparseConfig& c) {
+  if (!is_pow2(c.block_size) || c.block_size > kMaxBlockSize)
+    return invalid_argument("sparse config: block_size {} must be a power of two in [1, {}]",
+                            c.block_size, kMaxBlockSize);
+  if (c.representation != RepKind::Mean && c.representation != RepKind::MinMax &&
+      c.representation != RepKind::Hash)
+    return invalid_argument("sparse config: unknown representation {}", int(c.representation));
+  if (c.query != QueryMode::GroupMean && c.query != QueryMode::GroupMax)
+    return invalid_argument("sparse config: unknown query mode {}", int(c.query));
+  if (c.scope != Scope::PerLayer && c.scope != Scope::PerKvHead)
+    return invalid_argument("sparse config: unknown scope {}", int(c.scope));
+  if (c.selector != SelectorKind::Device && c.selector != SelectorKind::Cpu)
+    return invalid_argument("sparse config: unknown selector {}", int(c.selector));
+  if (c.sink_blocks < 0) return invalid_argument("sparse config: sink_blocks {} < 0", c.sink_blocks);
+  if (c.local_blocks < 1)
+    return invalid_argument("sparse config: local_blocks {} < 1 (the last block is always kept)",
+                            c.local_blocks);
+  if (!(c.budget_ratio > 0.0 && c.budget_ratio <= 1.0))
+    return invalid_argument("sparse config: budget_ratio {} outside (0, 1]", c.budget_ratio);
+  if (c.budget_min_tokens < c.block_size)
+    return invalid_argument("sparse config: budget_min_tokens {} < block_size {}",
+                            c.budget_min_tokens, c.block_size);
+  if (c.budget_max_tokens < c.budget_min_tokens)
+    return invalid_argument("sparse config: budget_max_tokens {} < budget_min_tokens {}",
+                            c.budget_max_tokens, c.budget_min_tokens);
+  if (c.budget_tokens < 0)
+    return invalid_argument("sparse config: budget_tokens {} < 0", c.budget_tokens);
+  if (c.budget_tokens % c.block_size != 0)
+    return invalid_argument("sparse config: budget_tokens {} is not a multiple of block_size {}",
+                            c.budget_tokens, c.block_size);
+  const int forced = c.sink_blocks + c.local_blocks;
+  const int smallest = c.budget_tokens > 0 ? c.budget_tokens / c.block_size : min_budget(c);
+  if (smallest < forced)
+    return invalid_argument("sparse config: a budget of {} blocks is smaller than sink_blocks + "
+                            "local_blocks = {}", smallest, forced);
+  if (c.min_context < 0) return invalid_argument("sparse config: min_context {} < 0", c.min_context);
+  if (c.select_every < 1)
+    return invalid_argument("sparse config: select_every {} < 1", c.select_every);
+  if (c.lag < 0) return invalid_argument("sparse config: lag {} < 0", c.lag);
+  if (c.lag > 0 && c.selector != SelectorKind::Cpu)
+    return invalid_argument("sparse config: lag {} needs selector \"cpu\" (the asynchronous "
+                            "selector)", c.lag);
+  if (c.cpu_workers < 1 || c.cpu_workers > kMaxWorkers)
+    return invalid_argument("sparse config: cpu_workers {} outside [1, {}]", c.cpu_workers,
+                            kMaxWorkers);
+  return Status::ok();
+}
+
+int forced_blocks(const SparseConfig& c, int n_blocks) {
+  if (n_blocks <= 0) return 0;
+  const int sink = std::min(std::max(c.sink_blocks, 0), n_blocks);
+  const int local_lo = std::max(n_blocks - std::max(c.local_blocks, 1), sink);
+  return sink + (n_blocks - local_lo);
+}
+
+int budget_blocks(const SparseConfig& c, int n_blocks) {
+  if (n_blocks <= 0) return 0;
+  int budget;
+  if (c.budget_tokens > 0) {
+    budget = c.budget_tokens / c.block_size;
+  } else {
+    const double raw = std::round(c.budget_ratio * double(n_blocks));
+    budget = int(std::clamp(raw, double(min_budget(c)), double(max_budget(c))));
+  }
+  budget = std::max(budget, forced_blocks(c, n_blocks));
+  return std::min(budget, n_blocks);
+}
+
+bool sparse_eligible(const SparseConfig& c, int64_t seq_len) {
+  return c.enabled && seq_len >= c.min_context;
+}
+
+std::vector<float> make_hash_matrix(int head_dim, uint64_t seed) {
+  if (head_dim <= 0) return {};
+  const size_t n = size_t(head_dim);
+  std::vector<double> m(n * n);
+  // Box-Muller over a splitmix64 stream: the same numbers on every platform, unlike
+  // std::normal_distribution.
+  uint64_t state = seed;
+  auto next_unit = [&state]() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double(z >> 11) + 0.5) * (1.0 / 9007199254740992.0);  // (0, 1)
+  };
+  for (size_t i = 0; i < m.size(); i += 2) {
+    const double r = std::sqrt(-2.0 * std::log(next_unit()));
+    const double t = 6.283185307179586 * next_unit();
+    m[i] = r * std::cos(t);
+    if (i + 1 < m.size()) m[i + 1] = r * std::sin(t);
+  }
+  // Modified Gram-Schmidt over columns (entry (r, c) at m[r * n + c]), twice for accuracy.
+  for (size_t c = 0; c < n; ++c) {
+    for (int pass = 0; pass < 2; ++pass) {
+      for (size_t prev = 0; prev < c; ++prev) {
+        double d = 0.0;
+        for (size_t r = 0; r < n; ++r) d += m[r * n + c] * m[r * n + prev];
+        for (size_t r = 0; r < n; ++r) m[r * n + c] -= d * m[r * n + prev];
+      }
+    }
+    double norm = 0.0;
+    for (size_t r = 0; r < n; ++r) norm += m[r * n + c] * m[r * n + c];
+    norm = std::sqrt(norm);
+    for (size_t r = 0; r < n; ++r) m[r * n + c] /= norm;
+  }
+  return std::vector<float>(m.begin(), m.end());
+}
+
+namespace {
+
+using nlohmann::json;
+
+template <typename E>
+Status parse_enum(const json& v, const char* key, std::initializer_list<std::pair<const char*, E>> names,
+                  E* out) {
+  if (!v.is_string()) return invalid_argument("sparse config: \"{}\" must be a string", key);
+  const std::string s = v.get<std::string>();
+  std::string allowed;
+  for (const auto& [name, value] : names) {
+    if (s == name) {
+      *out = value;
+      return Status::ok();
+    }
+    allowed += allowed.empty() ? name : std::string(", ") + name;
+  }
+  return invalid_argument("sparse config: \"{}\" = \"{}\" is not one of {}", key, s, allowed);
+}
+
+Status parse_int(const json& v, const char* key, int* out) {
+  if (!v.is_number_integer())
+    return invalid_argument("sparse config: \"{}\" must be an integer", key);
+  const int64_t x = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)
+                        ? INT64_MAX
+                        : v.get<int64_t>();
+  if (x < INT32_MIN || x > INT32_MAX)
+    return invalid_argument("sparse config: \"{}\" = {} out of range", key, x);
+  *out = int(x);
+  return Status::ok();
+}
+
+Status apply_key(const std::string& key, const json& v, SparseConfig* c) {
+  if (key == "enabled") {
+    if (!v.is_boolean()) return invalid_argument("sparse config: \"enabled\" must be a boolean");
+    c->enabled = v.get<bool>();
+    return Status::ok();
+  }
+  if (key == "block_size") return parse_int(v, "block_size", &c->block_size);
+  if (key == "sink_blocks") return parse_int(v, "sink_blocks", &c->sink_blocks);
+  if (key == "local_blocks") return parse_int(v, "local_blocks", &c->local_blocks);
+  if (key == "budget_min_tokens") return parse_int(v, "budget_min_tokens", &c->budget_min_tokens);
+  if (key == "budget_max_tokens") return parse_int(v, "budget_max_tokens", &c->budget_max_tokens);
+  if (key == "budget_tokens") return parse_int(v, "budget_tokens", &c->budget_tokens);
+  if (key == "min_context") return parse_int(v, "min_context", &c->min_context);
+  if (key == "select_every") return parse_int(v, "select_every", &c->select_every);
+  if (key == "lag") return parse_int(v, "lag", &c->lag);
+  if (key == "cpu_workers") return parse_int(v, "cpu_workers", &c->cpu_workers);
+  if (key == "budget_ratio") {
+    if (!v.is_number()) return invalid_argument("sparse config: \"budget_ratio\" must be a number");
+    c->budget_ratio = v.get<double>();
+    return Status::ok();
+  }
+  if (key == "hash_seed") {
+    if (!v.is_number_unsigned())
+      return invalid_argument("sparse config: \"hash_seed\" must be a non-negative integer");
+    c->hash_seed = v.get<uint64_t>();
+    return Status::ok();
+  }
+  if (key == "representation")
+    return parse_enum<RepKind>(v, "representation",
+                               {{"mean", RepKind::Mean}, {"minmax", RepKind::MinMax},
+                                {"hash", RepKind::Hash}},
+                               &c->representation);
+  if (key == "query")
+    return parse_enum<QueryMode>(
+        v, "query", {{"group_mean", QueryMode::GroupMean}, {"group_max", QueryMode::GroupMax}},
+        &c->query);
+  if (key == "scope")
+    return parse_enum<Scope>(v, "scope",
+                             {{"per_layer", Scope::PerLayer}, {"per_kv_head", Scope::PerKvHead}},
+                             &c->scope);
+  if (key == "selector")
+    return parse_enum<SelectorKind>(
+        v, "selector", {{"device", SelectorKind::Device}, {"cpu", SelectorKind::Cpu}},
+        &c->selector);
+  return invalid_argument("sparse config: unknown key \"{}\"", key);
+}
+
+}  // namespace
+
+Result<SparseConfig> parse_sparse_config_json(std::string_view text) {
+  json doc;
+  try {
+    doc = json::parse(text.begin(), text.end());
+  } catch (const json::exception& e) {
+    return invalid_argument("sparse config: invalid JSON: {}", e.what());
+  }
+  if (!doc.is_object()) return invalid_argument("sparse config: expected a JSON object");
+  SparseConfig cfg;
+  try {
+    for (const auto& [key, value] : doc.items()) GSA_RETURN_IF_ERROR(apply_key(key, value, &cfg));
+  } catch (const json::exception& e) {
+    return invalid_argument("sparse config: {}", e.what());
+  }
+  GSA_RETURN_IF_ERROR(validate(cfg));
+  return cfg;
+}
+
+std::string to_json(const SparseConfig& c) {
+  json j = {
+      {"enabled", c.enabled},
+      {"block_size", c.block_size},
+      {"representation", rep_kind_name(c.representation)},
+      {"query", query_mode_name(c.query)},
+      {"scope", scope_name(c.scope)},
+      {"sink_blocks", c.sink_blocks},
+      {"local_blocks", c.local_blocks},
+      {"budget_ratio", c.budget_ratio},
+      {"budget_min_tokens", c.budget_min_tokens},
+      {"budget_max_tokens", c.budget_max_tokens},
+      {"budget_tokens", c.budget_tokens},
+      {"min_context", c.min_context},
+      {"select_every", c.select_every},
+      {"lag", c.lag},
+      {"selector", selector_kind_name(c.selector)},
+      {"cpu_workers", c.cpu_workers},
+      {"hash_seed", c.hash_seed},
+  };
+  return j.dump();
+}
+
+}  // namespace gsa::sparse

@@ -1,0 +1,341 @@
+// cpu::block_select: top-k against brute-force scores for every representation, query mode
+// and scope; the selection invariants (deterministic, sorted, forced blocks, exact size, no
+// index past the end, a budget covering every block selects every block); parameter errors.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "sparse/sparse_config.h"
+#include "sparse_test_util.h"
+
+namespace gsa::sparse::test {
+namespace {
+
+using backend::BlockSelectParams;
+using backend::QueryMode;
+using backend::RepKind;
+
+struct Case {
+  Batch batch;
+  int n_heads = 0;
+  RepKind kind = RepKind::Mean;
+  QueryMode mode = QueryMode::GroupMean;
+  bool per_kv_head = false;
+  int sink = 1, local = 2;
+  std::vector<float> q;        // [n_seqs, n_heads, head_dim]
+  std::vector<float> hash_w;   // [head_dim, head_dim]
+  std::vector<uint8_t> reps;   // [n_phys, n_kv_heads, rep_bytes]
+  std::vector<int32_t> sizes;  // per sequence
+
+  int lists_per_seq() const { return per_kv_head ? batch.n_kv_heads : 1; }
+};
+
+Case make_case(uint32_t seed, std::vector<int32_t> lens, int n_heads, int n_kv, int hd, int bs,
+               RepKind kind, QueryMode mode, bool per_kv_head, std::vector<int32_t> sizes) {
+  std::mt19937 rng(seed);
+  Case c;
+  c.batch = make_batch(rng, lens, n_kv, hd, bs);
+  c.n_heads = n_heads;
+  c.kind = kind;
+  c.mode = mode;
+  c.per_kv_head = per_kv_head;
+  c.q = random_vec(rng, lens.size() * size_t(n_heads) * hd);
+  c.hash_w = make_hash_matrix(hd, seed);
+  c.sizes = std::move(sizes);
+  const int64_t rb = backend::rep_bytes(kind, hd, bs);
+  c.reps.assign(size_t(c.batch.n_phys) * n_kv * rb, 0);
+  std::vector<int32_t> all(size_t(c.batch.n_phys));
+  std::iota(all.begin(), all.end(), 0);
+  backend::RepUpdateParams u;
+  u.k_cache = c.batch.k_cache.data();
+  u.reps = c.reps.data();
+  u.blocks = all.data();
+  u.n_update = c.batch.n_phys;
+  u.n_kv_heads = n_kv;
+  u.head_dim = hd;
+  u.block_size = bs;
+  u.kind = kind;
+  u.hash_w = c.hash_w.data();
+  EXPECT_TRUE(cpu::rep_update(u, nullptr).is_ok());
+  return c;
+}
+
+struct Output {
+  std::vector<int32_t> indptr, indices, last_len;
+  Status status;
+};
+
+Output run(const Case& c, ThreadPool* pool) {
+  Output o;
+  o.indptr.push_back(0);
+  for (int s = 0; s < c.batch.n_seqs(); ++s)
+    for (int l = 0; l < c.lists_per_seq(); ++l) o.indptr.push_back(o.indptr.back() + c.sizes[size_t(s)]);
+  o.indices.assign(size_t(o.indptr.back()), -7);
+  o.last_len.assign(o.indptr.size() - 1, -7);
+  BlockSelectParams p;
+  p.q = c.q.data();
+  p.reps = c.reps.data();
+  p.block_table_indptr = c.batch.bt_indptr.data();
+  p.block_table = c.batch.block_table.data();
+  p.seq_len = c.batch.seq_len.data();
+  p.out_indptr = o.indptr.data();
+  p.out_indices = o.indices.data();
+  p.out_last_len = o.last_len.data();
+  p.n_seqs = c.batch.n_seqs();
+  p.n_blocks = c.batch.n_phys;
+  p.n_heads = c.n_heads;
+  p.n_kv_heads = c.batch.n_kv_heads;
+  p.head_dim = c.batch.head_dim;
+  p.block_size = c.batch.block_size;
+  p.sink_blocks = c.sink;
+  p.local_blocks = c.local;
+  p.kind = c.kind;
+  p.query_mode = c.mode;
+  p.per_kv_head = c.per_kv_head;
+  p.hash_w = c.hash_w.empty() ? nullptr : c.hash_w.data();
+  o.status = cpu::block_select(p, pool);
+  return o;
+}
+
+// Brute-force score of (sequence s, list head or -1 for the sum, logical block j).
+double brute(const Case& c, int s, int head, int j) {
+  const Batch& b = c.batch;
+  const int group = c.n_heads / b.n_kv_heads, hd = b.head_dim;
+  const float* q = c.q.data() + size_t(s) * c.n_heads * hd;
+  auto head_score = [&](int h) {
+    if (c.mode == QueryMode::GroupMean) {
+      std::vector<float> mean(size_t(hd), 0.0f);
+      for (int g = 0; g < group; ++g)
+        for (int d = 0; d < hd; ++d) mean[size_t(d)] += q[(h * group + g) * hd + d] / group;
+      return brute_score(b, c.kind, mean.data(), b.table(s)[j], h, c.hash_w);
+    }
+    double best = -1e300;
+    for (int g = 0; g < group; ++g)
+      best = std::max(best, brute_score(b, c.kind, q + (h * group + g) * hd, b.table(s)[j], h,
+                                        c.hash_w));
+    return best;
+  };
+  if (head >= 0) return head_score(head);
+  double sum = 0;
+  for (int h = 0; h < b.n_kv_heads; ++h) sum += head_score(h);
+  return sum;
+}
+
+// Checks every invariant of one run, and that the chosen blocks are a top-k of brute-force
+// scores (up to `tol` for float rounding).
+void check(const Case& c, const Output& o, double tol) {
+  ASSERT_TRUE(o.status.is_ok()) << o.status.to_string();
+  const Batch& b = c.batch;
+  for (int s = 0; s < b.n_seqs(); ++s) {
+    const int n = b.n_blocks(s);
+    for (int l = 0; l < c.lists_per_seq(); ++l) {
+      const int i = s * c.lists_per_seq() + l;
+      const int size = o.indptr[size_t(i) + 1] - o.indptr[size_t(i)];
+      std::vector<int> lg = to_logical(o.indices.data() + o.indptr[size_t(i)], size, b.table(s), n);
+      ASSERT_EQ(int(lg.size()), c.sizes[size_t(s)]);
+      for (size_t k = 0; k < lg.size(); ++k) {
+        ASSERT_GE(lg[k], 0) << "id not in the sequence's table";
+        ASSERT_LT(lg[k], n);
+        if (k > 0) {
+          ASSERT_LT(lg[k - 1], lg[k]) << "not sorted by logical index";
+        }
+      }
+      std::set<int> chosen(lg.begin(), lg.end());
+      std::set<int> forced;
+      for (int j = 0; j < std::min(c.sink, n); ++j) forced.insert(j);
+      for (int j = std::max(0, n - c.local); j < n; ++j) forced.insert(j);
+      for (int j : forced) ASSERT_TRUE(chosen.count(j)) << "forced block " << j << " missing";
+      const int expect_last = lg.back() == n - 1 ? b.seq_len[size_t(s)] - (n - 1) * b.block_size
+                                                 : b.block_size;
+      EXPECT_EQ(o.last_len[size_t(i)], expect_last);
+      double min_in = 1e300, max_out = -1e300;
+      for (int j = 0; j < n; ++j) {
+        if (forced.count(j)) continue;
+        const double v = brute(c, s, c.per_kv_head ? l : -1, j);
+        if (chosen.count(j)) {
+          min_in = std::min(min_in, v);
+        } else {
+          max_out = std::max(max_out, v);
+        }
+      }
+      EXPECT_GE(min_in, max_out - tol) << "a better block was left out (seq " << s << ")";
+    }
+  }
+}
+
+struct Variant {
+  RepKind kind;
+  QueryMode mode;
+  bool per_kv_head;
+};
+
+class BlockSelectVariants : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(BlockSelectVariants, TopKOfBruteForceScoresAndInvariants) {
+  const Variant v = GetParam();
+  // GQA ratios 1, 3 and 4; ragged last blocks; a sequence of exactly full blocks.
+  const int shapes[3][2] = {{2, 2}, {9, 3}, {8, 2}};
+  ThreadPool pool(3);
+  for (int si = 0; si < 3; ++si) {
+    Case c = make_case(100 + si, {16 * 20 + 5, 16 * 12, 16 * 31 + 15}, shapes[si][0],
+                       shapes[si][1], 64, 16, v.kind, v.mode, v.per_kv_head, {8, 5, 12});
+    const double tol = v.kind == RepKind::Hash ? 0.0 : 1e-4;
+    Output a = run(c, &pool);
+    check(c, a, tol);
+    Output serial = run(c, nullptr);
+    EXPECT_EQ(a.indices, serial.indices) << "depends on threading";
+    EXPECT_EQ(a.last_len, serial.last_len);
+    Output again = run(c, &pool);
+    EXPECT_EQ(a.indices, again.indices) << "not deterministic";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, BlockSelectVariants,
+    ::testing::Values(Variant{RepKind::Mean, QueryMode::GroupMean, false},
+                      Variant{RepKind::Mean, QueryMode::GroupMax, false},
+                      Variant{RepKind::Mean, QueryMode::GroupMean, true},
+                      Variant{RepKind::MinMax, QueryMode::GroupMean, false},
+                      Variant{RepKind::MinMax, QueryMode::GroupMax, true},
+                      Variant{RepKind::Hash, QueryMode::GroupMean, false},
+                      Variant{RepKind::Hash, QueryMode::GroupMax, true}));
+
+TEST(BlockSelect, BudgetCoveringEveryBlockSelectsEveryBlock) {
+  Case c = make_case(7, {16 * 9 + 3, 16 * 4}, 4, 2, 32, 16, RepKind::Mean, QueryMode::GroupMean,
+                     false, {10, 4});
+  c.q.assign(c.q.size(), std::numeric_limits<float>::quiet_NaN());  // never read
+  Output o = run(c, nullptr);
+  ASSERT_TRUE(o.status.is_ok()) << o.status.to_string();
+  EXPECT_EQ(o.indices, c.batch.block_table);
+  EXPECT_EQ(o.last_len, (std::vector<int32_t>{3, 16}));
+}
+
+TEST(BlockSelect, TiesGoToTheLowerLogicalIndex) {
+  Case c = make_case(8, {16 * 12 + 1}, 2, 1, 32, 16, RepKind::Mean, QueryMode::GroupMean, false,
+                     {6});
+  c.q.assign(c.q.size(), 0.0f);  // every score is 0
+  Output o = run(c, nullptr);
+  ASSERT_TRUE(o.status.is_ok());
+  EXPECT_EQ(to_logical(o.indices.data(), 6, c.batch.table(0), 13),
+            (std::vector<int>{0, 1, 2, 3, 11, 12}));
+}
+
+TEST(BlockSelect, NanQueriesStillGiveAValidList) {
+  Case c = make_case(9, {16 * 10 + 7}, 4, 2, 32, 16, RepKind::MinMax, QueryMode::GroupMax, false,
+                     {5});
+  c.q[3] = std::numeric_limits<float>::quiet_NaN();
+  c.q[40] = std::numeric_limits<float>::infinity();
+  Output o = run(c, nullptr);
+  ASSERT_TRUE(o.status.is_ok());
+  std::vector<int> lg = to_logical(o.indices.data(), 5, c.batch.table(0), 11);
+  EXPECT_TRUE(std::is_sorted(lg.begin(), lg.end()));
+  EXPECT_EQ(lg.front(), 0);
+  EXPECT_EQ(lg.back(), 10);
+}
+
+// Query heads 0 and 1 share kv head 0: group mean = e1, so mean scoring prefers the block whose
+// mean key is 2 e1; the max over heads prefers the block whose mean key is e0 (head 0 gives 10).
+TEST(BlockSelect, GroupMeanAndGroupMaxDiffer) {
+  const int hd = 32, bs = 16;
+  Case c = make_case(10, {bs * 6}, 2, 1, hd, bs, RepKind::Mean, QueryMode::GroupMean, false, {4});
+  std::fill(c.reps.begin(), c.reps.end(), 0);
+  float* reps = reinterpret_cast<float*>(c.reps.data());
+  const int32_t block_a = c.batch.table(0)[2], block_b = c.batch.table(0)[3];
+  reps[block_a * hd + 0] = 1.0f;
+  reps[block_b * hd + 1] = 2.0f;
+  std::fill(c.q.begin(), c.q.end(), 0.0f);
+  c.q[0] = 10.0f;
+  c.q[1] = 1.0f;
+  c.q[hd + 0] = -10.0f;
+  c.q[hd + 1] = 1.0f;
+  Output mean = run(c, nullptr);
+  c.mode = QueryMode::GroupMax;
+  Output max = run(c, nullptr);
+  ASSERT_TRUE(mean.status.is_ok() && max.status.is_ok());
+  EXPECT_EQ(to_logical(mean.indices.data(), 4, c.batch.table(0), 6), (std::vector<int>{0, 3, 4, 5}));
+  EXPECT_EQ(to_logical(max.indices.data(), 4, c.batch.table(0), 6), (std::vector<int>{0, 2, 4, 5}));
+}
+
+// Kv head 0 favours logical block 2, kv head 1 favours block 3: per_kv_head gives each head its
+// own block; per_layer sums and picks the block with the larger total.
+TEST(BlockSelect, PerKvHeadListsFollowTheirOwnHead) {
+  const int hd = 32, bs = 16;
+  Case c = make_case(11, {bs * 7}, 2, 2, hd, bs, RepKind::Mean, QueryMode::GroupMean, true, {4});
+  std::fill(c.reps.begin(), c.reps.end(), 0);
+  float* reps = reinterpret_cast<float*>(c.reps.data());
+  auto rep = [&](int logical, int h) { return reps + (c.batch.table(0)[logical] * 2 + h) * hd; };
+  rep(2, 0)[0] = 5.0f;
+  rep(3, 1)[0] = 3.0f;
+  rep(3, 0)[0] = 1.0f;
+  std::fill(c.q.begin(), c.q.end(), 0.0f);
+  c.q[0] = 1.0f;       // query head 0 -> kv head 0
+  c.q[hd] = 1.0f;      // query head 1 -> kv head 1
+  Output per_head = run(c, nullptr);
+  ASSERT_TRUE(per_head.status.is_ok());
+  ASSERT_EQ(per_head.indptr, (std::vector<int32_t>{0, 4, 8}));
+  EXPECT_EQ(to_logical(per_head.indices.data(), 4, c.batch.table(0), 7),
+            (std::vector<int>{0, 2, 5, 6}));
+  EXPECT_EQ(to_logical(per_head.indices.data() + 4, 4, c.batch.table(0), 7),
+            (std::vector<int>{0, 3, 5, 6}));
+  c.per_kv_head = false;
+  Output per_layer = run(c, nullptr);
+  ASSERT_TRUE(per_layer.status.is_ok());
+  EXPECT_EQ(to_logical(per_layer.indices.data(), 4, c.batch.table(0), 7),
+            (std::vector<int>{0, 2, 5, 6}));  // 5 > 3 + 1
+}
+
+TEST(BlockSelect, RejectsBadParameters) {
+  Case base = make_case(12, {16 * 10 + 2}, 4, 2, 32, 16, RepKind::Mean, QueryMode::GroupMean,
+                        false, {5});
+  EXPECT_TRUE(run(base, nullptr).status.is_ok());
+  auto code = [](const Case& c) { return run(c, nullptr).status.code(); };
+  Case c = base;
+  c.sizes = {2};  // fewer than the 3 forced blocks
+  EXPECT_EQ(code(c), StatusCode::InvalidArgument);
+  c.sizes = {12};  // more than the 11 blocks
+  EXPECT_EQ(code(c), StatusCode::InvalidArgument);
+  c = base;
+  c.batch.seq_len[0] = 16 * 10;  // 10 tokens' worth of blocks but 11 blocks listed
+  EXPECT_EQ(code(c), StatusCode::InvalidArgument);
+  c = base;
+  c.batch.block_table[3] = c.batch.n_phys;  // past the rep table
+  EXPECT_EQ(code(c), StatusCode::InvalidArgument);
+  c = base;
+  c.n_heads = 3;  // not a multiple of n_kv_heads
+  EXPECT_EQ(code(c), StatusCode::InvalidArgument);
+  c = base;
+  c.sink = -1;
+  EXPECT_EQ(code(c), StatusCode::InvalidArgument);
+  c = base;
+  c.kind = RepKind::Hash;
+  c.hash_w.clear();
+  EXPECT_EQ(code(c), StatusCode::InvalidArgument);
+
+  // Unsupported dtype, null q when scoring is needed.
+  Output o;
+  o.indptr = {0, 5};
+  o.indices.resize(5);
+  o.last_len.resize(1);
+  BlockSelectParams p;
+  p.q = nullptr;
+  p.reps = base.reps.data();
+  p.block_table_indptr = base.batch.bt_indptr.data();
+  p.block_table = base.batch.block_table.data();
+  p.seq_len = base.batch.seq_len.data();
+  p.out_indptr = o.indptr.data();
+  p.out_indices = o.indices.data();
+  p.out_last_len = o.last_len.data();
+  p.n_seqs = 1;
+  p.n_heads = 4;
+  p.n_kv_heads = 2;
+  p.head_dim = 32;
+  p.block_size = 16;
+  EXPECT_EQ(cpu::block_select(p, nullptr).code(), StatusCode::InvalidArgument);
+  p.q = base.q.data();
+  p.act_type = DType::BF16;
+  EXPECT_EQ(cpu::block_select(p, nullptr).code(), StatusCode::Unsupported);
+}
+
+}  // namespace
+}  // namespace gsa::sparse::test

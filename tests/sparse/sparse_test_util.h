@@ -1,0 +1,118 @@
+// Helpers shared by the sparse tests: a synthetic paged K cache with random block placement,
+// brute-force (double precision) block scores straight from the GSA specification, and CSR
+// checks of selection invariants.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backend/ops_sparse.h"
+
+namespace gsa::sparse::test {
+
+inline std::vector<float> random_vec(std::mt19937& rng, size_t n, float lo = -1.0f,
+                                     float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+/// A batch of sequences over a shared paged cache. Physical ids are a random permutation so
+/// logical order and physical order differ.
+struct Batch {
+  int n_kv_heads = 0, head_dim = 0, block_size = 0, n_phys = 0;
+  std::vector<int32_t> seq_len;      // [n_seqs]
+  std::vector<int32_t> bt_indptr;    // [n_seqs + 1]
+  std::vector<int32_t> block_table;  // [bt_indptr.back()]
+  std::vector<float> k_cache;        // [n_phys, n_kv_heads, block_size, head_dim]
+  int n_seqs() const { return int(seq_len.size()); }
+  const int32_t* table(int s) const { return block_table.data() + bt_indptr[size_t(s)]; }
+  int n_blocks(int s) const { return bt_indptr[size_t(s) + 1] - bt_indptr[size_t(s)]; }
+};
+
+inline Batch make_batch(std::mt19937& rng, const std::vector<int32_t>& seq_lens, int n_kv_heads,
+                        int head_dim, int block_size, int spare_blocks = 3) {
+  Batch b;
+  b.n_kv_heads = n_kv_heads;
+  b.head_dim = head_dim;
+  b.block_size = block_size;
+  b.seq_len = seq_lens;
+  b.bt_indptr.push_back(0);
+  for (int32_t len : seq_lens)
+    b.bt_indptr.push_back(b.bt_indptr.back() + (len + block_size - 1) / block_size);
+  b.n_phys = b.bt_indptr.back() + spare_blocks;
+  std::vector<int32_t> perm(size_t(b.n_phys));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  b.block_table.assign(perm.begin(), perm.begin() + b.bt_indptr.back());
+  b.k_cache = random_vec(rng, size_t(b.n_phys) * n_kv_heads * block_size * head_dim);
+  return b;
+}
+
+/// Key t of (physical block, kv head).
+inline const float* key(const Batch& b, int32_t phys, int h, int t) {
+  return b.k_cache.data() +
+         ((int64_t(phys) * b.n_kv_heads + h) * b.block_size + t) * b.head_dim;
+}
+
+/// sign(x . W[:, d]) > 0 in double, and |x . W[:, d]| (to skip near-zero projections).
+inline void hash_project(const float* x, const std::vector<float>& w, int hd,
+                         std::vector<double>* proj) {
+  proj->assign(size_t(hd), 0.0);
+  for (int d = 0; d < hd; ++d)
+    for (int i = 0; i < hd; ++i) (*proj)[size_t(d)] += double(x[i]) * w[size_t(i) * hd + d];
+}
+
+/// Brute-force score of one query vector against kv head h of a physical block, from the keys
+/// (not from the kernel's representations): Mean -> q.mean(k); MinMax -> sum_d max(q_d min_d,
+/// q_d max_d); Hash -> best count of equal sign bits of q.W and k.W over the block's tokens.
+inline double brute_score(const Batch& b, backend::RepKind kind, const float* q, int32_t phys,
+                          int h, const std::vector<float>& hash_w) {
+  const int hd = b.head_dim, bs = b.block_size;
+  if (kind == backend::RepKind::Mean) {
+    double s = 0.0;
+    for (int t = 0; t < bs; ++t)
+      for (int d = 0; d < hd; ++d) s += double(q[d]) * key(b, phys, h, t)[d];
+    return s / bs;
+  }
+  if (kind == backend::RepKind::MinMax) {
+    double s = 0.0;
+    for (int d = 0; d < hd; ++d) {
+      double mn = key(b, phys, h, 0)[d], mx = mn;
+      for (int t = 1; t < bs; ++t) {
+        mn = std::min(mn, double(key(b, phys, h, t)[d]));
+        mx = std::max(mx, double(key(b, phys, h, t)[d]));
+      }
+      s += std::max(q[d] * mn, q[d] * mx);
+    }
+    return s;
+  }
+  std::vector<double> qp, kp;
+  hash_project(q, hash_w, hd, &qp);
+  int best = 0;
+  for (int t = 0; t < bs; ++t) {
+    hash_project(key(b, phys, h, t), hash_w, hd, &kp);
+    int eq = 0;
+    for (int d = 0; d < hd; ++d) eq += (qp[size_t(d)] > 0) == (kp[size_t(d)] > 0);
+    best = std::max(best, eq);
+  }
+  return best;
+}
+
+/// The logical indices of a list of physical ids, or -1 for an id not in the table.
+inline std::vector<int> to_logical(const int32_t* ids, int n_ids, const int32_t* table,
+                                   int n_blocks) {
+  std::vector<int> out;
+  for (int k = 0; k < n_ids; ++k) {
+    const int32_t* it = std::find(table, table + n_blocks, ids[k]);
+    out.push_back(it == table + n_blocks ? -1 : int(it - table));
+  }
+  return out;
+}
+
+}  // namespace gsa::sparse::test
