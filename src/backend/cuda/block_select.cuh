@@ -1,0 +1,274 @@
+// Device code of GSA block selection (ops_sparse.h BlockSelectParams), in two kernels and no
+// host synchronization: block_score_kernel (a warp per block, many CTAs per sequence) writes
+// every full block's score to a workspace; block_topk_kernel (a CTA per list) radix-selects the
+// top-k of the non-forced full blocks, adds the forced ones and writes the sorted CSR list.
+#pragma once
+
+#include <cub/block/block_scan.cuh>
+
+#include "backend/cuda/common.cuh"
+
+namespace gsa::cuda {
+
+struct SelectArgs {
+  const void* q;                       // [n_seqs, n_heads, head_dim]  QT
+  const void* reps;                    // [n_blocks, n_kv_heads, rep_bytes]
+  const int32_t* bt_indptr;            // [n_seqs + 1]
+  const int32_t* block_table;          // [bt_indptr[n_seqs]]
+  const int32_t* seq_len;              // [n_seqs]
+  const int32_t* out_indptr;           // [n_lists + 1]
+  int32_t* out_indices;                // [out_indptr[n_lists]]
+  int32_t* out_last_len;               // [n_lists]
+  const float* hash_w;                 // [head_dim, head_dim], Hash only
+  float* scores;                       // [n_lists, max_blocks] workspace
+  int64_t n_blocks;                    // > 0: ids outside [0, n_blocks) are never scored
+  int n_seqs, n_heads, n_kv_heads, head_dim, block_size, group;
+  int sink_blocks, local_blocks;
+  int max_blocks;
+  int kind;        // backend::RepKind
+  bool group_max;  // QueryMode::GroupMax
+  bool per_kv_head;
+};
+
+constexpr int kScoreThreads = 256;
+constexpr int kTopkThreads = 512;
+constexpr int kMaxScoreQueries = 64;   // query vectors one CTA keeps in shared memory
+constexpr int kMaxSelectHeadDim = 128;
+
+__device__ __forceinline__ bool select_forced(const SelectArgs& a, int b, int n, int len) {
+  return b < a.sink_blocks || b >= n - a.local_blocks || int64_t(b + 1) * a.block_size > len;
+}
+
+/// grid (score CTAs per sequence, n_seqs). Shared: the scoring queries (group means, or every
+/// head for GroupMax) and, for Hash, their sign bits.
+template <typename QT>
+__global__ void __launch_bounds__(kScoreThreads) block_score_kernel(const SelectArgs a) {
+  __shared__ float sm_q[kMaxScoreQueries][kMaxSelectHeadDim];
+  __shared__ uint32_t sm_bits[kMaxScoreQueries][kMaxSelectHeadDim / 32];
+  const int s = blockIdx.y;
+  const int D = a.head_dim;
+  const int n_q = a.group_max ? a.n_heads : a.n_kv_heads;  // scoring queries
+  const int q_per_kv = a.group_max ? a.group : 1;
+  const QT* qs = static_cast<const QT*>(a.q) + int64_t(s) * a.n_heads * D;
+  for (int i = threadIdx.x; i < n_q * D; i += blockDim.x) {
+    const int qi = i / D, d = i % D;
+    if (a.group_max) {
+      sm_q[qi][d] = load_f32(qs, int64_t(qi) * D + d);
+    } else {
+      float sum = 0.0f;
+      for (int j = 0; j < a.group; ++j) sum += load_f32(qs, int64_t(qi * a.group + j) * D + d);
+      sm_q[qi][d] = sum * (1.0f / float(a.group));
+    }
+  }
+  __syncthreads();
+  const int words = D / 32;
+  if (a.kind == 2) {  // Hash: bit c of query qi = (q . W[:, c]) > 0
+    for (int u = threadIdx.x; u < n_q * words; u += blockDim.x) {
+      const int qi = u / words, wd = u % words;
+      uint32_t bits = 0;
+      for (int j = 0; j < 32; ++j) {
+        const int c = wd * 32 + j;
+        float proj = 0.0f;
+        for (int i = 0; i < D; ++i) proj = __fadd_rn(proj, __fmul_rn(sm_q[qi][i], a.hash_w[int64_t(i) * D + c]));
+        bits |= uint32_t(proj > 0.0f) << j;
+      }
+      sm_bits[qi][wd] = bits;
+    }
+    __syncthreads();
+  }
+
+  const int bt0 = a.bt_indptr[s];
+  const int n = min(a.bt_indptr[s + 1] - bt0, a.max_blocks);
+  const int len = a.seq_len[s];
+  const int lane = threadIdx.x & 31;
+  const int warps_total = gridDim.x * (blockDim.x / 32);
+  const int64_t rep_elems = a.kind == 0 ? D : a.kind == 1 ? 2 * D : int64_t(a.block_size) * words;
+  for (int b = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5); b < n; b += warps_total) {
+    if (select_forced(a, b, n, len)) continue;
+    const int phys = a.block_table[bt0 + b];
+    const bool ok = phys >= 0 && (a.n_blocks <= 0 || phys < a.n_blocks);
+    float total = 0.0f;
+    for (int h = 0; h < a.n_kv_heads; ++h) {
+      float score = -INFINITY;
+      if (ok) {
+        const int64_t rep_off = (int64_t(phys) * a.n_kv_heads + h) * rep_elems;
+        for (int qj = 0; qj < q_per_kv; ++qj) {
+          const int qi = h * q_per_kv + qj;
+          float sc;
+          if (a.kind == 2) {
+            const uint32_t* bits = static_cast<const uint32_t*>(a.reps) + rep_off;
+            int best = 0;
+            for (int t = lane; t < a.block_size; t += 32) {
+              int eq = 0;
+              for (int wd = 0; wd < words; ++wd) eq += 32 - __popc(bits[t * words + wd] ^ sm_bits[qi][wd]);
+              best = max(best, eq);
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+            sc = float(best);
+          } else {
+            const float* rep = static_cast<const float*>(a.reps) + rep_off;
+            float part = 0.0f;
+            for (int d = lane; d < D; d += 32) {
+              const float qd = sm_q[qi][d];
+              part += a.kind == 0 ? qd * rep[d] : fmaxf(qd * rep[d], qd * rep[D + d]);
+            }
+            sc = warp_sum(part);
+          }
+          score = fmaxf(score, sc);
+        }
+      }
+      if (a.per_kv_head) {
+        if (lane == 0) a.scores[(int64_t(s) * a.n_kv_heads + h) * a.max_blocks + b] = score;
+      } else {
+        total += score;
+      }
+    }
+    if (!a.per_kv_head && lane == 0) a.scores[int64_t(s) * a.max_blocks + b] = total;
+  }
+}
+
+/// Monotone map of a float score to uint32 (larger score -> larger key); candidate keys are >= 1
+/// so 0 can mean "not a candidate"; NaN and -inf rank lowest, equal (as in the CPU reference).
+__device__ __forceinline__ uint32_t select_key(float x) {
+  if (x != x || x == -INFINITY) return 1u;
+  const uint32_t u = __float_as_uint(x);
+  const uint32_t k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return k == 0u ? 1u : k;
+}
+
+/// grid (n_lists): top-k of the list's candidates by (score desc, index asc), plus the forced
+/// blocks, written in logical order.
+__global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectArgs a) {
+  using Scan = cub::BlockScan<int, kTopkThreads>;
+  __shared__ typename Scan::TempStorage sm_scan;
+  __shared__ int sm_hist[256];
+  __shared__ int sm_count;
+  __shared__ uint32_t sm_prefix;
+  __shared__ int sm_remaining;
+
+  const int li = blockIdx.x;
+  const int s = a.per_kv_head ? li / a.n_kv_heads : li;
+  const int bt0 = a.bt_indptr[s];
+  const int n = a.bt_indptr[s + 1] - bt0;
+  const int len = a.seq_len[s];
+  const int out0 = a.out_indptr[li];
+  const int size = a.out_indptr[li + 1] - out0;
+  const float* scores = a.scores + int64_t(li) * a.max_blocks;
+  const int tid = threadIdx.x;
+
+  auto key_of = [&](int b) -> uint32_t {
+    if (b >= n || b >= a.max_blocks || select_forced(a, b, n, len)) return 0u;
+    return select_key(scores[b]);
+  };
+
+  // Forced and candidate counts.
+  if (tid == 0) sm_count = 0;
+  __syncthreads();
+  int forced = 0, cand = 0;
+  for (int b = tid; b < n; b += blockDim.x) {
+    forced += select_forced(a, b, n, len);
+    cand += key_of(b) != 0u;
+  }
+  atomicAdd(&sm_count, forced);
+  __syncthreads();
+  const int n_forced = sm_count;
+  __syncthreads();
+  if (tid == 0) sm_count = 0;
+  __syncthreads();
+  atomicAdd(&sm_count, cand);
+  __syncthreads();
+  const int n_cand = sm_count;
+  __syncthreads();
+  const int k = max(0, min(size - n_forced, n_cand));
+
+  // Radix select of the k-th largest key, 8 bits at a time from the top.
+  uint32_t thresh = 1u;  // k == n_cand: every candidate (keys >= 1)
+  int need_eq = 0;
+  bool take_all = k == n_cand;
+  if (k > 0 && !take_all) {
+    if (tid == 0) sm_prefix = 0u, sm_remaining = k;
+    uint32_t mask = 0u;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int i = tid; i < 256; i += blockDim.x) sm_hist[i] = 0;
+      __syncthreads();
+      const uint32_t prefix = sm_prefix;
+      for (int b = tid; b < n; b += blockDim.x) {
+        const uint32_t key = key_of(b);
+        if (key != 0u && (key & mask) == prefix) atomicAdd(&sm_hist[(key >> shift) & 255u], 1);
+      }
+      __syncthreads();
+      if (tid < 32) {
+        // Lane l owns digits 255 - 8l .. 248 - 8l (descending).
+        int c[8], lane_sum = 0;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) lane_sum += (c[j] = sm_hist[255 - 8 * tid - j]);
+        int incl = lane_sum;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const int v = __shfl_up_sync(0xffffffffu, incl, o);
+          if (tid >= o) incl += v;
+        }
+        const int rem = sm_remaining;
+        const int excl = incl - lane_sum;
+        if (excl < rem && rem <= incl) {
+          int before = excl;
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            if (before < rem && rem <= before + c[j]) {
+              sm_prefix = prefix | (uint32_t(255 - 8 * tid - j) << shift);
+              sm_remaining = rem - before;
+            }
+            before += c[j];
+          }
+        }
+      }
+      __syncthreads();
+      mask |= 255u << shift;
+    }
+    thresh = sm_prefix;
+    need_eq = sm_remaining;
+  }
+
+  // Output positions: forced, keys above the threshold, and the first need_eq keys equal to it.
+  if (tid == 0) sm_count = -1;
+  __syncthreads();
+  int carry_eq = 0, carry_sel = 0, my_last = -1;
+  for (int base = 0; base < n; base += blockDim.x) {
+    const int b = base + tid;
+    const uint32_t key = b < n ? key_of(b) : 0u;
+    const bool eq = !take_all && k > 0 && key != 0u && key == thresh;
+    int eq_rank, eq_total;
+    Scan(sm_scan).ExclusiveSum(int(eq), eq_rank, eq_total);
+    __syncthreads();
+    bool sel = false;
+    if (b < n) {
+      if (select_forced(a, b, n, len)) sel = true;
+      else if (k > 0 && key != 0u) sel = take_all || key > thresh || (eq && carry_eq + eq_rank < need_eq);
+    }
+    int pos, sel_total;
+    Scan(sm_scan).ExclusiveSum(int(sel), pos, sel_total);
+    __syncthreads();
+    pos += carry_sel;
+    if (sel && pos < size) {
+      a.out_indices[out0 + pos] = a.block_table[bt0 + b];
+      my_last = b;
+    }
+    carry_eq += eq_total;
+    carry_sel += sel_total;
+  }
+  // Slots the selection could not fill (sizes inconsistent with the sequence) get -1, which
+  // attention skips.
+  for (int pos = carry_sel + tid; pos < size; pos += blockDim.x) a.out_indices[out0 + pos] = -1;
+  // The list's last entry is the largest block index written.
+  atomicMax(&sm_count, my_last);
+  __syncthreads();
+  if (tid == 0) {
+    const int last_b = sm_count;
+    int last_len = 0;
+    if (last_b >= 0) last_len = last_b == n - 1 ? len - (n - 1) * a.block_size : a.block_size;
+    a.out_last_len[li] = max(0, min(last_len, a.block_size));
+  }
+}
+
+}  // namespace gsa::cuda

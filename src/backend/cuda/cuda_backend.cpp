@@ -1,0 +1,263 @@
+// CudaBackend, part 1: device setup, memory, transfers, events, workspaces and the factory
+// functions of backend.h. The ops (validation + launch) are in cuda_ops.cpp. Every CUDA error
+// becomes an Internal Status with file:line; allocation failures become OutOfMemory.
+#include "backend/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "backend/cuda/cuda_check.h"
+
+namespace gsa::backend {
+
+namespace {
+constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+}  // namespace
+
+Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return internal_error("cuda: no usable device: {}", cudaGetErrorString(err));
+  }
+  if (device < 0 || device >= count)
+    return invalid_argument("cuda: device {} outside [0, {})", device, count);
+  std::unique_ptr<CudaBackend> b(new CudaBackend());
+  b->device_ = device;
+  GSA_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  GSA_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&b->sm_count_, cudaDevAttrMultiProcessorCount, device));
+  cudaStream_t s = nullptr;
+  GSA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  b->stream_ = s;
+  GSA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  b->side_stream_ = s;
+  cudaEvent_t e = nullptr;
+  GSA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  b->side_ready_ = e;
+  cublasHandle_t h = nullptr;
+  const cublasStatus_t cs = cublasCreate(&h);
+  if (cs != CUBLAS_STATUS_SUCCESS) return internal_error("cuda: cublasCreate failed: {}", int(cs));
+  b->cublas_ = h;
+  GSA_CUBLAS_RETURN_IF_ERROR(cublasSetStream(h, b->stream_));
+  const cudaError_t werr = cudaMalloc(&b->cublas_ws_, kCublasWorkspaceBytes);
+  if (werr != cudaSuccess) {
+    cudaGetLastError();
+    return out_of_memory("cuda: cannot allocate the cuBLAS workspace ({} bytes)", kCublasWorkspaceBytes);
+  }
+  // An explicit workspace keeps cuBLAS from allocating during CUDA graph capture.
+  GSA_CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(h, b->cublas_ws_, kCublasWorkspaceBytes));
+  return b;
+}
+
+CudaBackend::~CudaBackend() {
+  cudaSetDevice(device_);
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (side_stream_) cudaStreamSynchronize(side_stream_);
+  if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+  cudaFree(cublas_ws_);
+  cudaFree(attn_ws_o_);
+  cudaFree(attn_ws_lse_);
+  cudaFree(select_ws_);
+  cudaFree(convert_ws_);
+  if (side_ready_) cudaEventDestroy(side_ready_);
+  if (side_stream_) cudaStreamDestroy(side_stream_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+Result<void*> CudaBackend::alloc(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, bytes == 0 ? 256 : bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free allocation error
+    return out_of_memory("cuda: cannot allocate {} bytes on device {}: {}", bytes, device_,
+                         cudaGetErrorString(err));
+  }
+  return p;
+}
+
+void CudaBackend::free(void* ptr) {
+  if (ptr) cudaFree(ptr);
+}
+
+Status CudaBackend::upload(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return Status::ok();
+  GSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::download(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return Status::ok();
+  GSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  GSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::copy(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return Status::ok();
+  GSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::synchronize() {
+  GSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  GSA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+int CudaBackend::attention_splits(int64_t work_items) const {
+  if (work_items <= 0) return 1;
+  const int64_t target = int64_t(sm_count_) * attn_ctas_per_sm_;
+  const int64_t splits = (target + work_items - 1) / work_items;
+  return int(splits < 1 ? 1 : splits > 256 ? 256 : splits);
+}
+
+Status CudaBackend::ensure_attention_ws(size_t floats_o, size_t floats_lse) {
+  if (floats_o > attn_ws_o_floats_) {
+    cudaFree(attn_ws_o_);
+    attn_ws_o_ = nullptr;
+    attn_ws_o_floats_ = 0;
+    GSA_ASSIGN_OR_RETURN(void* p, alloc(floats_o * sizeof(float)));
+    attn_ws_o_ = static_cast<float*>(p);
+    attn_ws_o_floats_ = floats_o;
+  }
+  if (floats_lse > attn_ws_lse_floats_) {
+    cudaFree(attn_ws_lse_);
+    attn_ws_lse_ = nullptr;
+    attn_ws_lse_floats_ = 0;
+    GSA_ASSIGN_OR_RETURN(void* p, alloc(floats_lse * sizeof(float)));
+    attn_ws_lse_ = static_cast<float*>(p);
+    attn_ws_lse_floats_ = floats_lse;
+  }
+  return Status::ok();
+}
+
+Status CudaBackend::ensure_select_ws(size_t floats) {
+  if (floats <= select_ws_floats_) return Status::ok();
+  cudaFree(select_ws_);
+  select_ws_ = nullptr;
+  select_ws_floats_ = 0;
+  GSA_ASSIGN_OR_RETURN(void* p, alloc(floats * sizeof(float)));
+  select_ws_ = static_cast<float*>(p);
+  select_ws_floats_ = floats;
+  return Status::ok();
+}
+
+Status CudaBackend::ensure_convert_ws(size_t bytes) {
+  if (bytes <= convert_ws_bytes_) return Status::ok();
+  cudaFree(convert_ws_);
+  convert_ws_ = nullptr;
+  convert_ws_bytes_ = 0;
+  GSA_ASSIGN_OR_RETURN(void* p, alloc(bytes));
+  convert_ws_ = p;
+  convert_ws_bytes_ = bytes;
+  return Status::ok();
+}
+
+Status CudaBackend::reserve_attention(int64_t n_tokens, int n_heads, int n_kv_heads, int head_dim) {
+  if (n_tokens <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0)
+    return invalid_argument("reserve_attention: bad shape n_tokens={} n_heads={} n_kv_heads={} head_dim={}",
+                            n_tokens, n_heads, n_kv_heads, head_dim);
+  const int group = n_heads / n_kv_heads > 0 ? n_heads / n_kv_heads : 1;
+  const int64_t splits = attention_splits(n_tokens * ((group + 15) / 16) * n_kv_heads);
+  const size_t rows = size_t(n_tokens) * size_t(n_heads) * size_t(splits);
+  return ensure_attention_ws(rows * size_t(head_dim), rows);
+}
+
+Status CudaBackend::reserve_select(int64_t n_lists) {
+  if (n_lists <= 0) return invalid_argument("reserve_select: n_lists {} must be > 0", n_lists);
+  return ensure_select_ws(size_t(n_lists) * size_t(max_select_blocks_));
+}
+
+Result<void*> CudaBackend::alloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t err = cudaHostAlloc(&p, bytes == 0 ? 64 : bytes, cudaHostAllocPortable);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return out_of_memory("cuda: cannot allocate {} bytes of pinned host memory: {}", bytes,
+                         cudaGetErrorString(err));
+  }
+  return p;
+}
+
+void CudaBackend::free_pinned(void* ptr) {
+  if (ptr) cudaFreeHost(ptr);
+}
+
+Result<CudaEvent> CudaBackend::create_event() {
+  cudaEvent_t e = nullptr;
+  GSA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return e;
+}
+
+void CudaBackend::destroy_event(CudaEvent event) {
+  if (event) cudaEventDestroy(event);
+}
+
+Status CudaBackend::copy_to_host_async(void* dst_pinned, const void* src, size_t bytes, CudaEvent event) {
+  if (!event) return invalid_argument("copy_to_host_async: null event");
+  GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(side_ready_, stream_));
+  GSA_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side_stream_, side_ready_, 0));
+  if (bytes) GSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst_pinned, src, bytes, cudaMemcpyDeviceToHost, side_stream_));
+  GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(event, side_stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::copy_to_device_async(void* dst, const void* src_pinned, size_t bytes, CudaEvent event) {
+  if (!event) return invalid_argument("copy_to_device_async: null event");
+  if (bytes) GSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src_pinned, bytes, cudaMemcpyHostToDevice, side_stream_));
+  GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(event, side_stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::upload_async(void* dst, const void* src_pinned, size_t bytes) {
+  if (bytes) GSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src_pinned, bytes, cudaMemcpyHostToDevice, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::wait_event(CudaEvent event) {
+  if (!event) return invalid_argument("wait_event: null event");
+  GSA_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, event, 0));
+  return Status::ok();
+}
+
+Status CudaBackend::record_event(CudaEvent event) {
+  if (!event) return invalid_argument("record_event: null event");
+  GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(event, stream_));
+  return Status::ok();
+}
+
+Result<bool> CudaBackend::event_done(CudaEvent event) {
+  if (!event) return invalid_argument("event_done: null event");
+  const cudaError_t err = cudaEventQuery(event);
+  if (err == cudaSuccess) return true;
+  if (err == cudaErrorNotReady) {
+    cudaGetLastError();
+    return false;
+  }
+  GSA_CUDA_RETURN_IF_ERROR(err);
+  return false;
+}
+
+Status CudaBackend::event_synchronize(CudaEvent event) {
+  if (!event) return invalid_argument("event_synchronize: null event");
+  GSA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(event));
+  return Status::ok();
+}
+
+bool cuda_available() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return count > 0;
+}
+
+Result<std::unique_ptr<Backend>> make_cuda_backend(int device) {
+  GSA_ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> b, CudaBackend::create(device));
+  return std::unique_ptr<Backend>(std::move(b));
+}
+
+}  // namespace gsa::backend

@@ -1,0 +1,119 @@
+// The CUDA Backend (H200, sm_90): device memory, one compute stream, cuBLAS GEMMs and the gsa
+// kernels, plus what the pipelined CPU selector needs on the GPU path: pinned host memory, a
+// side stream for query/selection copies that never stalls the compute stream, and events.
+// Free of CUDA headers so engine code can hold one; the handles are the CUDA runtime's own types.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "backend/backend.h"
+
+struct CUevent_st;
+struct CUstream_st;
+
+namespace gsa::backend {
+
+/// Same type as cudaEvent_t / cudaStream_t.
+using CudaEvent = CUevent_st*;
+using CudaStream = CUstream_st*;
+
+class CudaBackend final : public Backend {
+ public:
+  /// Opens `device`, creates the streams, the cuBLAS handle and its workspace.
+  static Result<std::unique_ptr<CudaBackend>> create(int device);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  DeviceKind kind() const override { return DeviceKind::Cuda; }
+  const char* name() const override { return "cuda"; }
+
+  Result<void*> alloc(size_t bytes) override;
+  void free(void* ptr) override;
+  /// Asynchronous on the compute stream; `src` may be reused once this returns.
+  Status upload(void* dst, const void* src, size_t bytes) override;
+  /// Waits for the compute stream, then returns with `dst` filled.
+  Status download(void* dst, const void* src, size_t bytes) override;
+  Status copy(void* dst, const void* src, size_t bytes) override;
+  Status synchronize() override;
+
+  Status matmul(const MatmulParams& p) override;
+  Status rmsnorm(const RmsNormParams& p) override;
+  Status rope(const RopeParams& p) override;
+  Status kv_append(const KvAppendParams& p) override;
+  Status attention(const AttentionParams& p) override;
+  Status swiglu(const SwigluParams& p) override;
+  Status add(const AddParams& p) override;
+  Status embed(const EmbedParams& p) override;
+  Status fill_random(const FillRandomParams& p) override;
+  Status rep_update(const RepUpdateParams& p) override;
+  Status block_select(const BlockSelectParams& p) override;
+
+  // --- Device facts and tuning -------------------------------------------------------------
+  int device() const { return device_; }
+  int sm_count() const { return sm_count_; }
+  CudaStream stream() const { return stream_; }
+  /// Decode attention splits each key range so that about `ctas` CTAs run per SM (default 4).
+  void set_attention_ctas_per_sm(int ctas) { attn_ctas_per_sm_ = ctas < 1 ? 1 : ctas; }
+  /// The split count decode attention uses for this many (sequence, kv head) work items.
+  int attention_splits(int64_t work_items) const;
+  /// Grows the workspaces now so that later calls (e.g. inside CUDA graph capture) allocate
+  /// nothing: decode attention over up to n_tokens rows of n_heads heads, and block selection
+  /// over up to n_lists lists.
+  Status reserve_attention(int64_t n_tokens, int n_heads, int n_kv_heads, int head_dim);
+  Status reserve_select(int64_t n_lists);
+  /// Sequences longer than this many blocks are scored only on their first max_select_blocks
+  /// blocks (later non-forced blocks are never selected). Default 32768.
+  int max_select_blocks() const { return max_select_blocks_; }
+
+  // --- Pinned host memory and side-stream transfers (pipelined CPU selector) ---------------
+  /// Page-locked host memory (cudaHostAlloc); OutOfMemory on failure.
+  Result<void*> alloc_pinned(size_t bytes);
+  void free_pinned(void* ptr);
+  Result<CudaEvent> create_event();
+  void destroy_event(CudaEvent event);
+  /// Copies backend memory `src` to pinned host memory `dst` on the side stream, after all work
+  /// queued on the compute stream so far, and records `event` when the bytes have landed. The
+  /// compute stream does not wait; `src` must not be overwritten until `event` completes.
+  Status copy_to_host_async(void* dst_pinned, const void* src, size_t bytes, CudaEvent event);
+  /// Copies pinned host memory to backend memory on the side stream and records `event`; the
+  /// compute stream uses `dst` only after wait_event(event).
+  Status copy_to_device_async(void* dst, const void* src_pinned, size_t bytes, CudaEvent event);
+  /// Pinned host -> backend copy on the compute stream (ordered with the ops, no host wait).
+  Status upload_async(void* dst, const void* src_pinned, size_t bytes);
+  /// Makes the compute stream wait for `event` (a device-side wait; the host returns at once).
+  Status wait_event(CudaEvent event);
+  /// Records `event` on the compute stream.
+  Status record_event(CudaEvent event);
+  /// Host side: true once `event` has completed (never blocks).
+  Result<bool> event_done(CudaEvent event);
+  /// Host side: blocks until `event` has completed.
+  Status event_synchronize(CudaEvent event);
+
+ private:
+  CudaBackend() = default;
+  Status ensure_attention_ws(size_t floats_o, size_t floats_lse);
+  Status ensure_select_ws(size_t floats);
+  Status ensure_convert_ws(size_t bytes);
+
+  int device_ = 0;
+  int sm_count_ = 132;
+  int attn_ctas_per_sm_ = 4;
+  int max_select_blocks_ = 32768;
+  CudaStream stream_ = nullptr;
+  CudaStream side_stream_ = nullptr;
+  CudaEvent side_ready_ = nullptr;  // compute-stream point the side stream waits for
+  void* cublas_ = nullptr;          // cublasHandle_t
+  void* cublas_ws_ = nullptr;
+  float* attn_ws_o_ = nullptr;
+  float* attn_ws_lse_ = nullptr;
+  size_t attn_ws_o_floats_ = 0, attn_ws_lse_floats_ = 0;
+  float* select_ws_ = nullptr;
+  size_t select_ws_floats_ = 0;
+  void* convert_ws_ = nullptr;
+  size_t convert_ws_bytes_ = 0;
+};
+
+}  // namespace gsa::backend

@@ -1,0 +1,238 @@
+// CudaBackend, part 2: the ops. Each checks its parameter struct (shapes, types, pointers;
+// device-resident indices cannot be read here, the kernels bounds-check them against n_blocks),
+// refuses what the kernels do not support with Unsupported, and launches on the compute
+// stream. Matmuls go to cuBLAS (bf16 in, f32 accumulate).
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_launch.h"
+
+namespace gsa::backend {
+
+namespace {
+
+bool act_ok(DType t) { return t == DType::F32 || t == DType::BF16; }
+
+Status check_act(const char* op, DType t) {
+  if (!act_ok(t)) return unsupported("cuda {}: activations must be f32 or bf16, got dtype {}", op, int(t));
+  return Status::ok();
+}
+
+// Largest element count the grid-stride kernels index (int64 everywhere; this only guards
+// products of untrusted shapes against overflow).
+constexpr int64_t kMaxElems = int64_t(1) << 46;
+
+bool shape_ok(int64_t a, int64_t b) { return a >= 0 && b >= 0 && (a == 0 || b <= kMaxElems / a); }
+
+}  // namespace
+
+Status CudaBackend::matmul(const MatmulParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("matmul", p.act_type));
+  if (p.m < 0 || p.n <= 0 || p.k <= 0 || p.m > INT32_MAX || p.n > INT32_MAX || p.k > INT32_MAX)
+    return invalid_argument("matmul: bad shape m={} n={} k={}", p.m, p.n, p.k);
+  if (p.m == 0) return Status::ok();
+  if (!p.x || !p.w || !p.y) return invalid_argument("matmul: null pointer");
+  if (p.w_type != DType::BF16 && p.w_type != DType::F32)
+    return unsupported("cuda matmul: weights must be bf16 or f32, got dtype {}", int(p.w_type));
+  if (p.w_type == DType::F32 && p.act_type != DType::F32)
+    return unsupported("cuda matmul: f32 weights need f32 activations");
+  auto* h = static_cast<cublasHandle_t>(cublas_);
+  const int m = int(p.m), n = int(p.n), k = int(p.k);
+  const float alpha = 1.0f, beta = 0.0f;
+  // Row-major y[m, n] = x[m, k] . w[n, k]^T is column-major y^T[n, m] = w^T' . x^T.
+  if (p.w_type == DType::F32) {
+    GSA_CUBLAS_RETURN_IF_ERROR(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha,
+                                           static_cast<const float*>(p.w), k,
+                                           static_cast<const float*>(p.x), k, &beta,
+                                           static_cast<float*>(p.y), n));
+  } else {
+    const void* x = p.x;
+    if (p.act_type == DType::F32) {
+      // f32 activations against bf16 weights: x is rounded to bf16 once, y stays f32.
+      GSA_RETURN_IF_ERROR(ensure_convert_ws(size_t(p.m) * size_t(p.k) * 2));
+      GSA_CUDA_RETURN_IF_ERROR(cuda::convert(p.x, DType::F32, convert_ws_, DType::BF16, p.m * p.k, stream_));
+      x = convert_ws_;
+    }
+    const cudaDataType_t ytype = p.act_type == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+    GSA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, p.w,
+                                            CUDA_R_16BF, k, x, CUDA_R_16BF, k, &beta, p.y, ytype, n,
+                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  if (p.bias) GSA_CUDA_RETURN_IF_ERROR(cuda::add_bias(p.y, p.bias, p.m, p.n, p.act_type, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::rmsnorm(const RmsNormParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("rmsnorm", p.act_type));
+  if (p.n_rows < 0 || p.dim <= 0 || p.n_rows > INT32_MAX || !shape_ok(p.n_rows, p.dim))
+    return invalid_argument("rmsnorm: bad shape n_rows={} dim={}", p.n_rows, p.dim);
+  if (!(p.eps >= 0.0f) || !std::isfinite(p.eps)) return invalid_argument("rmsnorm: bad eps {}", p.eps);
+  if (p.n_rows == 0) return Status::ok();
+  if (!p.x || !p.w || !p.y) return invalid_argument("rmsnorm: null pointer");
+  GSA_CUDA_RETURN_IF_ERROR(cuda::rmsnorm(p, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::rope(const RopeParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("rope", p.act_type));
+  if (p.n_tokens < 0 || p.n_tokens > INT32_MAX || p.n_heads <= 0 || p.head_dim <= 0)
+    return invalid_argument("rope: bad shape n_tokens={} n_heads={} head_dim={}", p.n_tokens,
+                            p.n_heads, p.head_dim);
+  if (p.rot_dim <= 0 || p.rot_dim > p.head_dim || p.rot_dim % 2 != 0)
+    return invalid_argument("rope: rot_dim {} must be even and in (0, head_dim={}]", p.rot_dim, p.head_dim);
+  if (!(p.theta > 0.0f) || !std::isfinite(p.theta)) return invalid_argument("rope: bad theta {}", p.theta);
+  if (p.n_tokens == 0) return Status::ok();
+  if (!p.x || !p.pos) return invalid_argument("rope: null pointer");
+  // Same float expression as the CPU reference, so both start the recurrence identically.
+  const float theta_scale = std::pow(p.theta, -2.0f / float(p.rot_dim));
+  GSA_CUDA_RETURN_IF_ERROR(cuda::rope(p, theta_scale, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::kv_append(const KvAppendParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("kv_append", p.act_type));
+  if (!act_ok(p.kv_type)) return unsupported("cuda kv_append: kv_type must be f32 or bf16");
+  if (p.n_tokens < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 || p.n_blocks < 0 ||
+      !shape_ok(p.n_tokens, int64_t(p.n_kv_heads) * p.head_dim))
+    return invalid_argument("kv_append: bad shape n_tokens={} n_kv_heads={} head_dim={} block_size={} n_blocks={}",
+                            p.n_tokens, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks);
+  if (p.n_tokens == 0) return Status::ok();
+  if (!p.k || !p.v || !p.k_cache || !p.v_cache || !p.slot_mapping)
+    return invalid_argument("kv_append: null pointer");
+  GSA_CUDA_RETURN_IF_ERROR(cuda::kv_append(p, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::attention(const AttentionParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("attention", p.act_type));
+  if (p.kv_type != DType::BF16) return unsupported("cuda attention: kv_type must be bf16");
+  if (p.n_seqs < 0 || p.n_tokens < 0 || p.n_heads <= 0 || p.n_kv_heads <= 0 || p.block_size <= 0 ||
+      p.n_blocks < 0 || p.n_tokens > INT32_MAX)
+    return invalid_argument("attention: bad shape n_seqs={} n_tokens={} n_heads={} n_kv_heads={} block_size={}",
+                            p.n_seqs, p.n_tokens, p.n_heads, p.n_kv_heads, p.block_size);
+  if (p.n_heads % p.n_kv_heads != 0)
+    return invalid_argument("attention: n_heads {} is not a multiple of n_kv_heads {}", p.n_heads, p.n_kv_heads);
+  if (!cuda::attention_head_dim_supported(p.head_dim))
+    return unsupported("cuda attention: head_dim {} (supported: 64, 128)", p.head_dim);
+  if (p.block_size % 16 != 0)
+    return unsupported("cuda attention: block_size {} must be a multiple of 16", p.block_size);
+  if (!std::isfinite(p.scale) || p.scale < 0.0f) return invalid_argument("attention: bad scale {}", p.scale);
+  if (p.n_tokens == 0) return Status::ok();
+  if (p.n_seqs == 0) return invalid_argument("attention: {} query rows but no sequences", p.n_tokens);
+  if (!p.q || !p.k_cache || !p.v_cache || !p.out || !p.q_indptr || !p.q_pos || !p.kv_indptr ||
+      !p.kv_indices || !p.kv_last_len)
+    return invalid_argument("attention: null pointer");
+  const int group = p.n_heads / p.n_kv_heads;
+  if (p.n_kv_heads > 65535)
+    return unsupported("cuda attention: {} kv heads is too many for one launch", p.n_kv_heads);
+  int splits = 1;
+  if (p.n_tokens == p.n_seqs) {
+    splits = attention_splits(int64_t(p.n_seqs) * ((group + 15) / 16) * p.n_kv_heads);
+    if (splits > 1) {
+      const size_t rows = size_t(p.n_tokens) * size_t(p.n_heads) * size_t(splits);
+      GSA_RETURN_IF_ERROR(ensure_attention_ws(rows * size_t(p.head_dim), rows));
+    }
+  }
+  GSA_CUDA_RETURN_IF_ERROR(cuda::attention(p, splits, attn_ws_o_, attn_ws_lse_, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::swiglu(const SwigluParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("swiglu", p.act_type));
+  if (p.n_rows < 0 || p.dim <= 0 || !shape_ok(p.n_rows, 2 * p.dim))
+    return invalid_argument("swiglu: bad shape n_rows={} dim={}", p.n_rows, p.dim);
+  if (p.n_rows == 0) return Status::ok();
+  if (!p.gate_up || !p.out) return invalid_argument("swiglu: null pointer");
+  GSA_CUDA_RETURN_IF_ERROR(cuda::swiglu(p, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::add(const AddParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("add", p.act_type));
+  if (p.n < 0 || p.n > kMaxElems) return invalid_argument("add: bad n {}", p.n);
+  if (p.n == 0) return Status::ok();
+  if (!p.x || !p.y) return invalid_argument("add: null pointer");
+  GSA_CUDA_RETURN_IF_ERROR(cuda::add(p, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::embed(const EmbedParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("embed", p.act_type));
+  if (p.table_type != DType::F32 && p.table_type != DType::BF16 && p.table_type != DType::F16)
+    return unsupported("cuda embed: table must be f32, f16 or bf16");
+  if (p.n_tokens < 0 || p.n_tokens > INT32_MAX || p.vocab <= 0 || p.dim <= 0 || !shape_ok(p.vocab, p.dim))
+    return invalid_argument("embed: bad shape n_tokens={} vocab={} dim={}", p.n_tokens, p.vocab, p.dim);
+  if (p.n_tokens == 0) return Status::ok();
+  if (!p.ids || !p.table || !p.out) return invalid_argument("embed: null pointer");
+  GSA_CUDA_RETURN_IF_ERROR(cuda::embed(p, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::fill_random(const FillRandomParams& p) {
+  if (p.type != DType::F32 && p.type != DType::BF16)
+    return unsupported("cuda fill_random: type must be f32 or bf16");
+  if (p.n < 0 || p.n > kMaxElems) return invalid_argument("fill_random: bad n {}", p.n);
+  if (!std::isfinite(p.scale)) return invalid_argument("fill_random: bad scale {}", p.scale);
+  if (p.n == 0) return Status::ok();
+  if (!p.dst) return invalid_argument("fill_random: null dst");
+  GSA_CUDA_RETURN_IF_ERROR(cuda::fill_random(p, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::rep_update(const RepUpdateParams& p) {
+  if (!act_ok(p.kv_type)) return unsupported("cuda rep_update: kv_type must be f32 or bf16");
+  if (p.n_update < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 || p.n_blocks < 0)
+    return invalid_argument("rep_update: bad shape n_update={} n_kv_heads={} head_dim={} block_size={}",
+                            p.n_update, p.n_kv_heads, p.head_dim, p.block_size);
+  if (p.n_kv_heads > 65535) return unsupported("cuda rep_update: {} kv heads", p.n_kv_heads);
+  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash)
+    return invalid_argument("rep_update: unknown representation kind {}", int(p.kind));
+  if (p.kind == RepKind::Hash) {
+    if (p.head_dim % 32 != 0)
+      return invalid_argument("rep_update: hash needs head_dim % 32 == 0, got {}", p.head_dim);
+    if (!p.hash_w) return invalid_argument("rep_update: hash needs hash_w");
+    if (int64_t(p.block_size) * p.head_dim * 4 > 200 * 1024)
+      return unsupported("cuda rep_update: hash of block_size {} x head_dim {} exceeds shared memory",
+                         p.block_size, p.head_dim);
+  }
+  if (p.n_update == 0) return Status::ok();
+  if (!p.k_cache || !p.reps || !p.blocks) return invalid_argument("rep_update: null k_cache, reps or blocks");
+  GSA_CUDA_RETURN_IF_ERROR(cuda::rep_update(p, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::block_select(const BlockSelectParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("block_select", p.act_type));
+  if (p.n_seqs < 0 || p.n_heads <= 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 ||
+      p.sink_blocks < 0 || p.local_blocks < 0 || p.n_blocks < 0)
+    return invalid_argument("block_select: bad shape n_seqs={} n_heads={} n_kv_heads={} head_dim={} block_size={} sink={} local={}",
+                            p.n_seqs, p.n_heads, p.n_kv_heads, p.head_dim, p.block_size,
+                            p.sink_blocks, p.local_blocks);
+  if (p.n_heads % p.n_kv_heads != 0)
+    return invalid_argument("block_select: n_heads {} is not a multiple of n_kv_heads {}", p.n_heads, p.n_kv_heads);
+  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash)
+    return invalid_argument("block_select: unknown representation kind {}", int(p.kind));
+  if (p.query_mode != QueryMode::GroupMean && p.query_mode != QueryMode::GroupMax)
+    return invalid_argument("block_select: unknown query mode {}", int(p.query_mode));
+  if (p.head_dim > 128 || p.head_dim % 32 != 0)
+    return unsupported("cuda block_select: head_dim {} (supported: multiples of 32 up to 128)", p.head_dim);
+  const int n_q = p.query_mode == QueryMode::GroupMax ? p.n_heads : p.n_kv_heads;
+  if (n_q > 64) return unsupported("cuda block_select: {} scoring queries per sequence (max 64)", n_q);
+  if (p.kind == RepKind::Hash && !p.hash_w) return invalid_argument("block_select: hash needs hash_w");
+  if (p.n_seqs > 65535) return unsupported("cuda block_select: {} sequences in one call", p.n_seqs);
+  if (p.n_seqs == 0) return Status::ok();
+  if (!p.q || !p.reps || !p.block_table_indptr || !p.block_table || !p.seq_len || !p.out_indptr ||
+      !p.out_indices || !p.out_last_len)
+    return invalid_argument("block_select: null pointer");
+  const int64_t n_lists = p.per_kv_head ? int64_t(p.n_seqs) * p.n_kv_heads : p.n_seqs;
+  GSA_RETURN_IF_ERROR(ensure_select_ws(size_t(n_lists) * size_t(max_select_blocks_)));
+  const int ctas = int((int64_t(sm_count_) * 2 + p.n_seqs - 1) / p.n_seqs);
+  GSA_CUDA_RETURN_IF_ERROR(cuda::block_select(p, select_ws_, max_select_blocks_, ctas, stream_));
+  return Status::ok();
+}
+
+}  // namespace gsa::backend

@@ -1,0 +1,136 @@
+// Device code of the row-wise and elementwise ops: RMSNorm, RoPE, SwiGLU, residual add, bias
+// add, embedding gather, type conversion and the counter-based random fill. All accumulate in
+// f32 and are templated on the element type (float or __nv_bfloat16).
+#pragma once
+
+#include "backend/cuda/common.cuh"
+
+namespace gsa::cuda {
+
+/// One CTA per row: y = x / sqrt(mean(x^2) + eps) * w. In place allowed.
+template <typename T>
+__global__ void rmsnorm_kernel(const T* x,         // [n_rows, dim]
+                               const float* __restrict__ w,  // [dim]
+                               T* y,               // [n_rows, dim]
+                               int64_t dim, float eps) {
+  __shared__ float sm_part[32];
+  const T* xr = x + int64_t(blockIdx.x) * dim;
+  T* yr = y + int64_t(blockIdx.x) * dim;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = load_f32(xr, i);
+    ss += v * v;
+  }
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) sm_part[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < (blockDim.x + 31) / 32 ? sm_part[threadIdx.x] : 0.0f;
+    v = warp_sum(v);
+    if (threadIdx.x == 0) sm_part[0] = v;
+  }
+  __syncthreads();
+  const float inv = rsqrtf(sm_part[0] / float(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) store_f32(yr, i, load_f32(xr, i) * inv * w[i]);
+}
+
+/// One CTA per token. Angles follow the CPU reference's float recurrence (angle_i = pos *
+/// theta_scale^i by repeated multiplication), computed once per token into shared memory.
+template <typename T>
+__global__ void rope_kernel(T* x,                          // [n_tokens, n_heads, head_dim]
+                            const int32_t* __restrict__ pos,  // [n_tokens]
+                            int n_heads, int head_dim, int rot_dim, float theta_scale, bool neox) {
+  extern __shared__ float sm_cs[];  // [rot_dim / 2, 2] (cos, sin)
+  const int half = rot_dim / 2;
+  const int64_t tok = blockIdx.x;
+  if (threadIdx.x == 0) {
+    float angle = float(pos[tok]);
+    for (int i = 0; i < half; ++i) {
+      sm_cs[2 * i] = angle;
+      angle *= theta_scale;
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    const float angle = sm_cs[2 * i];
+    sm_cs[2 * i] = cosf(angle);
+    sm_cs[2 * i + 1] = sinf(angle);
+  }
+  __syncthreads();
+  const int stride = neox ? half : 1;
+  for (int idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
+    const int h = idx / half, i = idx % half;
+    T* v = x + (tok * n_heads + h) * head_dim + (neox ? i : 2 * i);
+    const float c = sm_cs[2 * i], s = sm_cs[2 * i + 1];
+    const float x0 = load_f32(v, 0), x1 = load_f32(v, stride);
+    store_f32(v, 0, x0 * c - x1 * s);
+    store_f32(v, stride, x0 * s + x1 * c);
+  }
+}
+
+template <typename T>
+__global__ void swiglu_kernel(const T* __restrict__ gate_up,  // [n_rows, 2 * dim]
+                              T* __restrict__ out,            // [n_rows, dim]
+                              int64_t n_rows, int64_t dim) {
+  const int64_t n = n_rows * dim;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / dim, c = i % dim;
+    const float gt = load_f32(gate_up, r * 2 * dim + c);
+    const float up = load_f32(gate_up, r * 2 * dim + dim + c);
+    store_f32(out, i, gt / (1.0f + __expf(-gt)) * up);
+  }
+}
+
+template <typename T>
+__global__ void add_kernel(const T* x,  // [n]
+                           T* y,        // [n]
+                           int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    store_f32(y, i, load_f32(y, i) + load_f32(x, i));
+}
+
+template <typename T>
+__global__ void add_bias_kernel(T* y,                           // [m, n]
+                                const float* __restrict__ bias,  // [n]
+                                int64_t m, int64_t n) {
+  const int64_t total = m * n;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    store_f32(y, i, load_f32(y, i) + bias[i % n]);
+}
+
+template <typename S, typename D>
+__global__ void convert_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    store_f32(dst, i, load_f32(src, i));
+}
+
+/// One CTA per token; ids outside [0, vocab) give a zero row (the host validates ids it owns).
+template <typename TT, typename T>
+__global__ void embed_kernel(const int32_t* __restrict__ ids,  // [n_tokens]
+                             const TT* __restrict__ table,      // [vocab, dim]
+                             T* __restrict__ out,               // [n_tokens, dim]
+                             int64_t vocab, int64_t dim) {
+  const int64_t tok = blockIdx.x;
+  const int64_t id = ids[tok];
+  const bool ok = id >= 0 && id < vocab;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+    store_f32(out, tok * dim + i, ok ? load_f32(table, id * dim + i) : 0.0f);
+}
+
+/// Same generator as backend::fill_random_value (ops.h), bit for bit.
+__device__ __forceinline__ float fill_random_value_dev(uint64_t seed, uint64_t i) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + i + 1;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return float(int64_t(z >> 40) - (int64_t(1) << 23)) * (1.0f / float(1 << 23));
+}
+
+template <typename T>
+__global__ void fill_random_kernel(T* __restrict__ dst,  // [n]
+                                   int64_t n, float scale, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    store_f32(dst, i, fill_random_value_dev(seed, uint64_t(i)) * scale);
+}
+
+}  // namespace gsa::cuda
