@@ -7,9 +7,11 @@ ByteLevel decoder and the added tokens (control tokens as special, user-defined 
 added tokens). Every corpus case is encoded with parse_special on and off. When llama-cpp-python
 is importable, llama.cpp's tokenizer (vocab_only) is run on the same cases and any disagreement
 is reported. Chat template cases are rendered from the file's template with jinja2, the way
-transformers renders them. Writes tests/golden/tokenizer/<model>.json.
+transformers renders them. Writes tests/golden/tokenizer/<model>.json, and
+pretokenizer_splits.json: the pieces of every case under each pre-tokenizer family (gpt2,
+smollm, qwen2, llama-bpe), which checks the regexes of families no local model uses.
 
-Usage: scripts/gen_tokenizer_goldens.py MODEL.gguf [MODEL2.gguf ...] [--out DIR] [--corpus FILE]
+Usage: scripts/gen_tokenizer_goldens.py [MODEL.gguf ...] [--out DIR] [--corpus FILE]
 Needs: pip install gguf==0.19.0 tokenizers jinja2 (llama-cpp-python optional).
 """
 import argparse
@@ -77,6 +79,19 @@ def family_of(pre):
     raise SystemExit(f"pre-tokenizer '{pre}' has no Hugging Face equivalent in this script")
 
 
+def hf_pre_tokenizer(family):
+    if family == "gpt2":
+        return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if family == "smollm":
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    split = QWEN2_SPLIT if family == "qwen2" else LLAMA3_SPLIT
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
 def build_hf(tokens, types, merges, pre):
     family = family_of(pre)
     vocab = {}
@@ -85,17 +100,7 @@ def build_hf(tokens, types, merges, pre):
     pairs = [tuple(m.split(" ", 1)) for m in merges]
     bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=(family == "llama3"))
     tok = Tokenizer(bpe)
-    if family == "gpt2":
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    elif family == "smollm":
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-    else:
-        split = QWEN2_SPLIT if family == "qwen2" else LLAMA3_SPLIT
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = hf_pre_tokenizer(family)
     tok.decoder = decoders.ByteLevel()
     special = [AddedToken(t, special=True, normalized=False)
                for t, ty in zip(tokens, types) if ty == CONTROL]
@@ -190,14 +195,37 @@ def generate(path, corpus, out_dir):
     print(f"{dest}: {len(cases)} cases, {len(chats)} chats, reference: {reference}")
 
 
+def generate_splits(corpus, out_dir):
+    """Pieces of every corpus case under each pre-tokenizer family (no model needed)."""
+    out = {"reference": None, "families": {}}
+    import tokenizers
+    out["reference"] = f"tokenizers {tokenizers.__version__} pre_tokenizers"
+    for family, names in PRE_FAMILIES.items():
+        pre = hf_pre_tokenizer(family)
+        cases = []
+        for c in corpus["cases"]:
+            text = c["text"]
+            # Offsets are in code points of the original text.
+            pieces = [text[a:b] for _, (a, b) in pre.pre_tokenize_str(text)]
+            assert "".join(pieces) == text, (family, c["name"])
+            cases.append({"name": c["name"], "pieces": pieces})
+        out["families"][names[0]] = cases
+    dest = os.path.join(out_dir, "pretokenizer_splits.json")
+    with open(dest, "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False, indent=None, separators=(",", ":"))
+        f.write("\n")
+    print(f"{dest}: {len(PRE_FAMILIES)} pre-tokenizers x {len(corpus['cases'])} cases")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("models", nargs="+", help="GGUF files")
+    ap.add_argument("models", nargs="*", help="GGUF files (none: only the pre-tokenizer splits)")
     ap.add_argument("--out", default=GOLDEN_DIR)
     ap.add_argument("--corpus", default=os.path.join(GOLDEN_DIR, "corpus.json"))
     args = ap.parse_args()
     with open(args.corpus, encoding="utf-8") as f:
         corpus = json.load(f)
+    generate_splits(corpus, args.out)
     for path in args.models:
         generate(path, corpus, args.out)
 
