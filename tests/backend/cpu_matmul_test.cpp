@@ -71,6 +71,11 @@ TEST(CpuMatmul, LargeSlicesSingleAndMultiThreaded) {
   check_matmul({33, 1000, 200, true, DType::F32}, &three, 12);
   check_matmul({33, 1000, 200, false, DType::BF16}, &three, 13);
   check_matmul({9, 300, 100, true, DType::F32}, &one, 14);
+  // Past the tiled kernel's row limit: sgemm when OpenBLAS has AVX-512 kernels (CTest runs this
+  // binary a second time with OPENBLAS_CORETYPE=SkylakeX), the tiled kernel otherwise.
+  check_matmul({100, 130, 70, true, DType::F32}, &three, 15);
+  check_matmul({300, 70, 600, false, DType::F32}, &three, 16);
+  check_matmul({129, 200, 33, true, DType::BF16}, &three, 17);
 }
 
 TEST(CpuMatmul, ZeroK) {

@@ -11,6 +11,7 @@
 // once they are inlined; silence that for the header's lines only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #define GSA_CPU_AVX512 1
@@ -113,34 +114,53 @@ inline float exp_shift_sum(float* x, int64_t n, float m) {
   return _mm512_reduce_add_ps(acc);
 }
 
-/// s[j] = scale * (q . k[j]) for keys j < n; k is [n, hd] row-major.
+// Lane sums of 4 vectors, kept per 128-bit lane: lane L of the result holds
+// [sum_L(a), sum_L(b), sum_L(c), sum_L(d)], sum_L being the sum of a vector's 4 floats in lane L.
+inline __m512 lane_sums4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                       _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+// Full sums of 16 vectors from their lane_sums4 (u0: vectors 0-3, ..., u3: 12-15): lane i of the
+// result is the sum of vector i.
+inline __m512 finish_sums16(__m512 u0, __m512 u1, __m512 u2, __m512 u3) {
+  const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(u2, u3, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(u2, u3, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(s01, s23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// lane_sums4 of q . k[j] for the 4 keys at k (k is [4, hd], hd a multiple of 16).
+inline __m512 dot_quad(const float* q, const float* k, int64_t hd) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t d = 0; d < hd; d += 16) {
+    const __m512 qv = _mm512_loadu_ps(q + d);
+    a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + d), a0);
+    a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + hd + d), a1);
+    a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + 2 * hd + d), a2);
+    a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + 3 * hd + d), a3);
+  }
+  return lane_sums4(a0, a1, a2, a3);
+}
+
+/// s[j] = scale * (q . k[j]) for keys j < n; k is [n, hd] row-major. Sixteen keys at a time,
+/// reduced together by a transpose (3 shuffles and adds per key instead of a full reduction).
 inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float scale, float* s) {
-  if (hd % 16 != 0) {
-    for (int64_t j = 0; j < n; ++j) s[j] = dot(q, k + j * hd, hd) * scale;
-    return;
-  }
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const float* k0 = k + j * hd;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t d = 0; d < hd; d += 16) {
-      const __m512 qv = _mm512_loadu_ps(q + d);
-      a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + d), a0);
-      a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + hd + d), a1);
-      a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 2 * hd + d), a2);
-      a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 3 * hd + d), a3);
+  if (hd % 16 == 0) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (; j + 16 <= n; j += 16) {
+      const float* kj = k + j * hd;
+      const __m512 u0 = dot_quad(q, kj, hd), u1 = dot_quad(q, kj + 4 * hd, hd);
+      const __m512 u2 = dot_quad(q, kj + 8 * hd, hd), u3 = dot_quad(q, kj + 12 * hd, hd);
+      _mm512_storeu_ps(s + j, _mm512_mul_ps(finish_sums16(u0, u1, u2, u3), vs));
     }
-    s[j] = _mm512_reduce_add_ps(a0) * scale;
-    s[j + 1] = _mm512_reduce_add_ps(a1) * scale;
-    s[j + 2] = _mm512_reduce_add_ps(a2) * scale;
-    s[j + 3] = _mm512_reduce_add_ps(a3) * scale;
   }
-  for (; j < n; ++j) {
-    __m512 a0 = _mm512_setzero_ps();
-    for (int64_t d = 0; d < hd; d += 16)
-      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + j * hd + d), a0);
-    s[j] = _mm512_reduce_add_ps(a0) * scale;
-  }
+  for (; j < n; ++j) s[j] = dot(q, k + j * hd, hd) * scale;
 }
 
 /// acc = acc * corr + sum_j p[j] * v[j] for j < n; v is [n, hd] row-major, acc is [hd].

@@ -1,13 +1,16 @@
-// CPU matmul y = x . w^T (+ bias): f32 activations, f32 or bf16 weights. Few rows (decode) run a
-// hand-written GEMV over the pool that reads each weight row once for all rows of x; more rows
-// call OpenBLAS sgemm on per-thread slices of w (bf16 panels are widened to f32 first).
-// OpenBLAS runs single-threaded inside our pool, so the process never has two busy pools.
+// CPU matmul y = x . w^T (+ bias): f32 activations, f32 or bf16 weights. Up to 64 rows (decode,
+// small batches) run our own 4x4-tiled dot-product kernel over the pool, which reads each weight
+// row from memory once; more rows call OpenBLAS sgemm on per-thread slices of w, unless OpenBLAS
+// fell back to pre-AVX-512 kernels (it does on CPUs it cannot name), where the tiled kernel is
+// faster. OpenBLAS runs single-threaded inside our pool, so there is never a second busy pool.
 #include <cblas.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <climits>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -18,12 +21,34 @@ namespace {
 
 using backend::MatmulParams;
 
-// Rows of x up to which the GEMV path beats sgemm (bench_cpu_ops: gemv wins at m = 1 and stays
-// ahead up to a handful of rows because the weight stream dominates).
-constexpr int64_t kGemvMaxRows = 4;
-// Weight rows per GEMV task and per bf16 panel handed to sgemm.
-constexpr int64_t kGemvRowsPerTask = 64;
+// Rows of x up to which the tiled kernel is used even when OpenBLAS has AVX-512 kernels
+// (bench_cpu_ops on a Sapphire Rapids VM, one thread: m=1 4x faster than sgemv, m=32 1.5x faster
+// than sgemm; at m=512 sgemm(SkylakeX kernels) is ~1.2x faster).
+constexpr int64_t kTiledMaxRows = 64;
+// Weight rows per tiled-kernel task and per bf16 panel handed to sgemm.
+constexpr int64_t kTiledRowsPerTask = 64;
 constexpr int64_t kBf16PanelRows = 64;
+
+// True when OpenBLAS runs AVX-512 kernels. Debian's DYNAMIC_ARCH build names unknown CPUs
+// (e.g. VMs reporting a generic "Xeon Processor") "Prescott" and runs SSE3 kernels ~3x slower
+// than ours; OPENBLAS_CORETYPE=SkylakeX fixes that. Decided once, so results stay deterministic.
+bool blas_has_avx512_kernels() {
+  static const bool fast = [] {
+#if GSA_CPU_AVX512
+    const char* name = openblas_get_corename();
+    if (!name) return false;
+    for (const char* good : {"skylakex", "cooperlake", "sapphirerapids", "zen"}) {
+      std::string lower(name);
+      for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+      if (lower.find(good) != std::string::npos) return true;
+    }
+    return false;
+#else
+    return true;
+#endif
+  }();
+  return fast;
+}
 
 // OpenBLAS uses its own threads unless told otherwise; we split work over our pool instead and
 // keep OpenBLAS at one thread (set once per process).
@@ -97,33 +122,94 @@ void dot4(const float* x, const W* w, int64_t k, float* out) {
 }
 #endif
 
-// Weight rows [j0, j1) against every row of x; each weight row is read from memory once.
+#if GSA_CPU_AVX512
+// Tile of 4 rows of x against 4 weight rows: 16 accumulators (8 loads per 16 FMAs), reduced
+// together by one transpose. out[4 * i + r] = x[i, :] . w[r, :].
 template <typename W>
-void gemv_rows(const MatmulParams& p, const W* w, int64_t j0, int64_t j1) {
+void tile4x4(const float* x, const W* w, int64_t k, float* out) {
+  __m512 a[4][4];
+  for (auto& row : a)
+    for (auto& v : row) v = _mm512_setzero_ps();
+  int64_t d = 0;
+  for (; d + 16 <= k; d += 16) {
+    const __m512 w0 = load16(w + d), w1 = load16(w + k + d);
+    const __m512 w2 = load16(w + 2 * k + d), w3 = load16(w + 3 * k + d);
+    for (int i = 0; i < 4; ++i) {
+      const __m512 xv = _mm512_loadu_ps(x + i * k + d);
+      a[i][0] = _mm512_fmadd_ps(xv, w0, a[i][0]);
+      a[i][1] = _mm512_fmadd_ps(xv, w1, a[i][1]);
+      a[i][2] = _mm512_fmadd_ps(xv, w2, a[i][2]);
+      a[i][3] = _mm512_fmadd_ps(xv, w3, a[i][3]);
+    }
+  }
+  if (d < k) {
+    const __mmask16 m = simd::tail_mask(k - d);
+    const __m512 w0 = load16_tail(w + d, m), w1 = load16_tail(w + k + d, m);
+    const __m512 w2 = load16_tail(w + 2 * k + d, m), w3 = load16_tail(w + 3 * k + d, m);
+    for (int i = 0; i < 4; ++i) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * k + d);
+      a[i][0] = _mm512_fmadd_ps(xv, w0, a[i][0]);
+      a[i][1] = _mm512_fmadd_ps(xv, w1, a[i][1]);
+      a[i][2] = _mm512_fmadd_ps(xv, w2, a[i][2]);
+      a[i][3] = _mm512_fmadd_ps(xv, w3, a[i][3]);
+    }
+  }
+  __m512 u[4];
+  for (int i = 0; i < 4; ++i) u[i] = simd::lane_sums4(a[i][0], a[i][1], a[i][2], a[i][3]);
+  _mm512_storeu_ps(out, simd::finish_sums16(u[0], u[1], u[2], u[3]));
+}
+#else
+template <typename W>
+void tile4x4(const float* x, const W* w, int64_t k, float* out) {
+  for (int i = 0; i < 4; ++i) dot4(x + i * k, w, k, out + 4 * i);
+}
+#endif
+
+// Weight rows [j0, j1) against rows [i0, i1) of x; each 4-row weight group is loaded once and
+// reused from L1 by every 4-row tile of x.
+template <typename W>
+void tiled_rows(const MatmulParams& p, const W* w, int64_t j0, int64_t j1, int64_t i0, int64_t i1) {
   const float* x = static_cast<const float*>(p.x);
   float* y = static_cast<float*>(p.y);
   const int64_t k = p.k, n = p.n;
-  int64_t j = j0;
-  for (; j + 4 <= j1; j += 4) {
-    for (int64_t i = 0; i < p.m; ++i) {
-      float r[4];
-      dot4(x + i * k, w + j * k, k, r);
-      for (int t = 0; t < 4; ++t) y[i * n + j + t] = r[t] + (p.bias ? p.bias[j + t] : 0.0f);
+  auto bias = [&](int64_t j) { return p.bias ? p.bias[j] : 0.0f; };
+  {
+    int64_t j = j0;
+    for (; j + 4 <= j1; j += 4) {
+      int64_t i = i0;
+      for (; i + 4 <= i1; i += 4) {
+        float r[16];
+        tile4x4(x + i * k, w + j * k, k, r);
+        for (int a = 0; a < 4; ++a)
+          for (int t = 0; t < 4; ++t) y[(i + a) * n + j + t] = r[4 * a + t] + bias(j + t);
+      }
+      for (; i < i1; ++i) {
+        float r[4];
+        dot4(x + i * k, w + j * k, k, r);
+        for (int t = 0; t < 4; ++t) y[i * n + j + t] = r[t] + bias(j + t);
+      }
     }
+    for (; j < j1; ++j)
+      for (int64_t i = i0; i < i1; ++i) y[i * n + j] = dot1(x + i * k, w + j * k, k) + bias(j);
   }
-  for (; j < j1; ++j)
-    for (int64_t i = 0; i < p.m; ++i)
-      y[i * n + j] = dot1(x + i * k, w + j * k, k) + (p.bias ? p.bias[j] : 0.0f);
 }
 
+// Tasks are (64 weight rows) x (a pass of x rows small enough, ~256 KiB, to stay in L2).
 template <typename W>
-void gemv(const MatmulParams& p, ThreadPool* pool) {
+void tiled(const MatmulParams& p, ThreadPool* pool) {
   const W* w = static_cast<const W*>(p.w);
-  const int64_t n_tasks = (p.n + kGemvRowsPerTask - 1) / kGemvRowsPerTask;
-  // Below ~64K multiply-adds the pool's wake-up costs more than it saves.
-  const int64_t min_tasks = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, p.k * p.m * kGemvRowsPerTask));
-  pool->parallel_for(n_tasks, [&](int64_t b, int64_t e, int) {
-    gemv_rows(p, w, b * kGemvRowsPerTask, std::min(p.n, e * kGemvRowsPerTask));
+  const int64_t rows_per_pass = std::max<int64_t>(4, (65536 / p.k) / 4 * 4);
+  const int64_t n_passes = (p.m + rows_per_pass - 1) / rows_per_pass;
+  const int64_t n_jtasks = (p.n + kTiledRowsPerTask - 1) / kTiledRowsPerTask;
+  // Below ~64K multiply-adds per chunk the pool's wake-up costs more than it saves.
+  const int64_t task_work = std::min(p.m, rows_per_pass) * p.k * kTiledRowsPerTask;
+  const int64_t min_tasks = std::max<int64_t>(1, 65536 / task_work);
+  pool->parallel_for(n_jtasks * n_passes, [&](int64_t b, int64_t e, int) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t jt = t / n_passes, pass = t % n_passes;
+      tiled_rows(p, w, jt * kTiledRowsPerTask, std::min(p.n, (jt + 1) * kTiledRowsPerTask),
+                 pass * rows_per_pass, std::min(p.m, (pass + 1) * rows_per_pass));
+    }
   }, min_tasks);
 }
 
@@ -204,9 +290,9 @@ Status matmul(const MatmulParams& p, ThreadPool* pool) {
     return Status::ok();
   }
   const bool bf16 = p.w_type == DType::BF16;
-  if (p.m <= kGemvMaxRows) {
-    if (bf16) gemv<uint16_t>(p, pool);
-    else gemv<float>(p, pool);
+  if (p.m <= kTiledMaxRows || !blas_has_avx512_kernels()) {
+    if (bf16) tiled<uint16_t>(p, pool);
+    else tiled<float>(p, pool);
     return Status::ok();
   }
   blas_single_threaded();
