@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Generates the per-position logit goldens that gsa's model tests compare against (llama.cpp).
+
+Reference: llama.cpp through its Python binding (llama-cpp-python, built by scripts/build-llama-cpp),
+CPU, 2 threads, n_batch 512, logits_all, flash attention off, F32 KV cache. The prompts are
+tokenized by llama.cpp with the model's own tokenizer (`tokenize(text, add_bos=True, special=...)`:
+BOS is added only where the GGUF's tokenizer.ggml.add_bos_token asks for it), evaluated in one
+`eval(tokens)` from an empty cache, and the top-20 logits of the stored positions are written.
+
+Output: tests/golden/logits/<model-name>.json, one object:
+  format       "gsa-logits-goldens/1"
+  model        {name, file, sha256, size}: the GGUF (scripts/fetch-model NAME gives it)
+  reference    {llama_cpp_python, n_ctx, n_batch, n_ubatch, n_threads, type_k, type_v, flash_attn,
+                system_info}
+  top_k        20
+  prompts      list of
+    name         "short", "prose", "code", "chat", "mixed", "long"
+    text         the prompt text (all prompts are written for this file, see PROMPTS below)
+    special      whether special tokens in the text were parsed (the chat prompt)
+    tokens       token ids, BOS included where the model adds one; feed exactly these
+    positions    list of {pos, top}: pos is the index in `tokens` whose next-token logits these
+                 are; top is [[token_id, logit], ...] (top_k pairs, logit desc, 4 decimals)
+  Short prompts store every position; the long one (~2K tokens) every 8th position plus the last
+  64. Logits are raw (no softmax, no temperature).
+
+Comparing: expect top-1 agreement at every stored position except where top-1 and top-2 differ by
+less than the engines' numeric difference (the margin is in `top`), and a max |logit diff| over
+the stored top-k of order 1e-1: llama.cpp quantizes activations to Q8 for quantized matmuls, gsa
+need not. Determinism: same llama.cpp build + same CPU flags give the same numbers.
+
+Usage: scripts/gen_logits_goldens.py [--models smollm2-135m,qwen2.5-coder-0.5b] [--out DIR]
+       [--long-tokens 2000]. Needs `import llama_cpp` (scripts/build-llama-cpp) and the models
+       (scripts/fetch-model). Runtime: about a minute per model on 2 cores.
+"""
+
+import argparse
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TOP_K = 20
+LONG_STRIDE = 8
+LONG_TAIL = 64
+
+PROSE = (
+    "The lighthouse keeper wrote in his log every evening, even when nothing happened. On the "
+    "third of March he noted that the wind had turned from the west to the north, that the supply "
+    "boat was two days late, and that the gulls had gone quiet before noon. His daughter, who "
+    "read the log years later, said it was less a record of the sea than a record of patience. "
+    "She kept the book on a shelf beside her own notebooks, which were full of measurements of "
+    "tides, drawings of shells, and questions she never found time to answer."
+)
+
+CODE = '''def merge_intervals(intervals):
+    """Merge overlapping [start, end) intervals; returns a new sorted list."""
+    if not intervals:
+        return []
+    ordered = sorted(intervals, key=lambda iv: iv[0])
+    merged = [list(ordered[0])]
+    for start, end in ordered[1:]:
+        last = merged[-1]
+        if start <= last[1]:
+            last[1] = max(last[1], end)
+        else:
+            merged.append([start, end])
+    return [tuple(iv) for iv in merged]
+
+
+if __name__ == "__main__":
+    print(merge_intervals([(5, 8), (1, 3), (2, 4), (8, 10)]))
+'''
+
+CHAT = (
+    "<|im_start|>system\nYou are a concise assistant who answers in one or two sentences."
+    "<|im_end|>\n<|im_start|>user\nWhy does a metal spoon feel colder than a wooden one at the "
+    "same room temperature?<|im_end|>\n<|im_start|>assistant\n"
+)
+
+MIXED = (
+    "Order #40917: 3 x 250 g coffee @ EUR 7.45 = EUR 22.35 (paid 2024-11-05, 14:32 UTC).\n"
+    "Crème brûlée, naïve façade, Straße, smörgåsbord; 東京 and Zürich; emoji: 🙂🚀.\n"
+    "    indented line\twith\ttabs   and  extra   spaces!!! ... ??? {json: [1, 2.5e-3, -7]}"
+)
+
+# Sentences of the long prompt; it repeats them in a fixed pseudo-random order until it reaches the
+# target token count. One sentence carries a fact the question at the end asks about.
+LONG_SENTENCES = [
+    "The village sat at the edge of a wide valley where the river bent twice before reaching the sea.",
+    "Every spring the orchards flowered at once, and for a week the air smelled of pears and wet soil.",
+    "The baker opened at five, and the first loaves were usually gone before the church bell rang six.",
+    "Children walked to school along the old rail line, which had not carried a train in forty years.",
+    "In winter the pond froze thick enough to hold the whole school, teachers included.",
+    "The library was one room above the post office, with a ladder to reach the highest shelves.",
+    "A retired surveyor kept careful maps of every path, fence and stream within a day's walk.",
+    "Market day was Thursday, when farmers from the hills brought cheese, honey and wool.",
+    "The clock on the town hall ran four minutes fast, and nobody had ever agreed to fix it.",
+    "Most houses were built of grey stone quarried from the ridge to the north of the valley.",
+    "At dusk the swifts circled the bell tower in loud, fast loops before settling for the night.",
+    "The ferry across the river could carry two cars, eleven people and, once, a nervous horse.",
+    "A small observatory on the hill opened to visitors on clear nights in late summer.",
+    "The mill had been turned into a workshop where a family repaired bicycles and sewing machines.",
+    "When the river flooded, the water reached the third step of the town hall and no further.",
+    "Letters took three days to reach the capital, and replies usually took a week to come back.",
+    "The schoolteacher organised a long walk each autumn to count birds along the river banks.",
+    "The innkeeper claimed his soup recipe was older than the bridge, which was very old indeed.",
+    "On the longest day of the year, people carried lanterns up the ridge and watched the sunrise.",
+    "Nobody could remember who had planted the single palm tree that grew beside the fountain.",
+    "The blacksmith's forge now made garden gates, railings and, occasionally, sculptures.",
+    "A narrow road climbed the ridge in eleven tight bends, each one marked by a white stone.",
+    "The harvest festival ended with a race between teams pushing wheelbarrows full of apples.",
+    "Fog filled the valley most mornings in October and lifted slowly as the sun warmed the slopes.",
+]
+LONG_NEEDLE = "The secret word that opens the old observatory door is 'copperfinch'."
+LONG_QUESTION = "\n\nQuestion: what is the secret word that opens the old observatory door?\nAnswer:"
+
+
+def long_text(count_tokens, target):
+    """Builds the long prompt: sentences in a fixed LCG order until `target` tokens are reached."""
+    state = 12345
+    parts = []
+    needle_at = 40
+    while True:
+        if len(parts) == needle_at:
+            parts.append(LONG_NEEDLE)
+        state = (1103515245 * state + 12345) % (1 << 31)
+        parts.append(LONG_SENTENCES[state % len(LONG_SENTENCES)])
+        text = " ".join(parts) + LONG_QUESTION
+        if len(parts) > needle_at and count_tokens(text) >= target:
+            return text
+
+
+def load_fetch_model():
+    """Imports scripts/fetch-model (no .py suffix) for its pinned model table."""
+    path = str(ROOT / "scripts" / "fetch-model")
+    loader = importlib.machinery.SourceFileLoader("fetch_model", path)
+    spec = importlib.util.spec_from_loader("fetch_model", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def top_pairs(row, k):
+    """[[token_id, logit], ...] of the k largest logits of one row, logit desc (ties: lower id)."""
+    idx = np.argpartition(-row, k)[:k]
+    idx = idx[np.lexsort((idx, -row[idx]))]
+    return [[int(i), round(float(row[i]), 4)] for i in idx]
+
+
+def stored_positions(n, is_long):
+    if not is_long:
+        return list(range(n))
+    keep = set(range(0, n, LONG_STRIDE)) | set(range(max(0, n - LONG_TAIL), n))
+    return sorted(keep)
+
+
+def generate(name, fm, args, llama_cpp):
+    model = fm.MODELS[name]
+    path = fm.model_dir(None) / model.file
+    if not fm.is_valid(path, model):
+        raise SystemExit(f"gen_logits_goldens: {path} missing or wrong sha256; "
+                         f"run scripts/fetch-model {name}")
+    n_ctx = args.long_tokens + 256
+    params = dict(n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=args.threads,
+                  n_threads_batch=args.threads, logits_all=True, flash_attn=False,
+                  type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, seed=0,
+                  verbose=False)
+    llm = llama_cpp.Llama(model_path=str(path), **params)
+
+    def tok(text, special=False):
+        return llm.tokenize(text.encode("utf-8"), add_bos=True, special=special)
+
+    prompts = [("short", "The capital of France is", False), ("prose", PROSE, False),
+               ("code", CODE, False), ("chat", CHAT, True), ("mixed", MIXED, False),
+               ("long", long_text(lambda t: len(tok(t)), args.long_tokens), False)]
+    out_prompts = []
+    for pname, text, special in prompts:
+        tokens = tok(text, special)
+        if len(tokens) >= n_ctx:
+            raise SystemExit(f"gen_logits_goldens: prompt '{pname}' has {len(tokens)} tokens, "
+                             f"n_ctx {n_ctx}")
+        llm.reset()
+        llm.eval(tokens)
+        scores = np.asarray(llm.scores[: len(tokens)], dtype=np.float32)
+        if not np.all(np.isfinite(scores)):
+            raise SystemExit(f"gen_logits_goldens: non-finite logits for prompt '{pname}'")
+        positions = [{"pos": p, "top": top_pairs(scores[p], TOP_K)}
+                     for p in stored_positions(len(tokens), pname == "long")]
+        top1 = [pp["top"][0][0] for pp in positions]
+        print(f"  {name} {pname}: {len(tokens)} tokens, {len(positions)} positions stored, "
+              f"next after prompt: {llm.detokenize([top1[-1]]).decode('utf-8', 'replace')!r}",
+              file=sys.stderr)
+        out_prompts.append({"name": pname, "text": text, "special": special, "tokens": tokens,
+                            "positions": positions})
+    return {
+        "format": "gsa-logits-goldens/1",
+        "model": {"name": name, "file": model.file, "sha256": model.sha256, "size": model.size},
+        "reference": {
+            "llama_cpp_python": llama_cpp.__version__, "n_ctx": n_ctx, "n_batch": 512,
+            "n_ubatch": 512, "n_threads": args.threads, "type_k": "f32", "type_v": "f32",
+            "flash_attn": False,
+            "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+        },
+        "top_k": TOP_K,
+        "prompts": out_prompts,
+    }
+
+
+def write_compact(obj, path):
+    """JSON with one line per stored position, so diffs of regenerated goldens stay readable."""
+    prompts = obj["prompts"]
+    lines = ["{"]
+    for key, value in obj.items():
+        if key != "prompts":
+            lines.append(f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)},")
+    lines.append(' "prompts": [')
+    for i, p in enumerate(prompts):
+        meta = {k: p[k] for k in ("name", "text", "special")}
+        lines.append(" {" + json.dumps(meta, ensure_ascii=False)[1:-1] + ",")
+        lines.append('  "tokens": ' + json.dumps(p["tokens"]) + ",")
+        lines.append('  "positions": [')
+        rows = [f"   {json.dumps(pp, separators=(',', ':'))}" for pp in p["positions"]]
+        lines.append(",\n".join(rows))
+        lines.append("  ]}" + ("," if i + 1 < len(prompts) else ""))
+    lines.append(" ]\n}\n")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    json.loads(path.read_text(encoding="utf-8"))  # the file must parse
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b")
+    ap.add_argument("--out", default=str(ROOT / "tests" / "golden" / "logits"))
+    ap.add_argument("--long-tokens", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise SystemExit(f"gen_logits_goldens: cannot import llama_cpp ({e}); "
+                         "run scripts/build-llama-cpp")
+    fm = load_fetch_model()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.models.split(","):
+        if name not in fm.MODELS:
+            raise SystemExit(f"gen_logits_goldens: unknown model '{name}'")
+        obj = generate(name, fm, args, llama_cpp)
+        path = out / f"{name}.json"
+        write_compact(obj, path)
+        print(f"{path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
