@@ -128,6 +128,14 @@ void run_item(const AttentionParams& p, const Ctx& c, const Item& it, Scratch& s
     const int64_t n_keys = pos == list_len - 1 ? p.kv_last_len[list] : bs;
     const float* kb = c.k_cache + (blk * nkv + it.kv_head) * bs * hd;  // [block_size, head_dim]
     const float* vb = c.v_cache + (blk * nkv + it.kv_head) * bs * hd;  // [block_size, head_dim]
+    // The next listed block, prefetched while the first query vector reads this one.
+    const float* pf_k = nullptr;
+    const float* pf_v = nullptr;
+    if (pos + 1 < pos_end) {
+      const int64_t next = (int64_t(p.kv_indices[list_start + pos + 1]) * nkv + it.kv_head) * bs * hd;
+      pf_k = c.k_cache + next;
+      pf_v = c.v_cache + next;
+    }
     for (int64_t rr = 0; rr < n_rows; ++rr) {
       const int64_t row = it.row_begin + rr;
       const int64_t limit = std::min<int64_t>(n_keys, int64_t(p.q_pos[row]) - pos * bs + 1);
@@ -136,13 +144,14 @@ void run_item(const AttentionParams& p, const Ctx& c, const Item& it, Scratch& s
         const int64_t r = rr * g + gi;
         const float* qv = c.q + (row * p.n_heads + int64_t(it.kv_head) * g + gi) * hd;
         float* s = sc.s.data();
-        simd::scores(qv, kb, limit, hd, c.scale, s);
+        const bool first = rr == 0 && gi == 0;
+        simd::scores(qv, kb, limit, hd, c.scale, s, first ? pf_k : nullptr);
         const float m_new = std::max(sc.m[size_t(r)], simd::max(s, limit));
         const float corr = std::exp(sc.m[size_t(r)] - m_new);  // 0 on the first block
         const float sum = simd::exp_shift_sum(s, limit, m_new);
         sc.l[size_t(r)] = sc.l[size_t(r)] * corr + sum;
         sc.m[size_t(r)] = m_new;
-        simd::rescale_accumulate(s, vb, limit, hd, corr, sc.acc.data() + r * hd);
+        simd::rescale_accumulate(s, vb, limit, hd, corr, sc.acc.data() + r * hd, first ? pf_v : nullptr);
       }
     }
   }

@@ -3,6 +3,7 @@
 // helper has one fixed order of operations, so equal inputs give bit-equal outputs.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -147,13 +148,23 @@ inline __m512 dot_quad(const float* q, const float* k, int64_t hd) {
   return lane_sums4(a0, a1, a2, a3);
 }
 
+/// Prefetches floats [0, n) of p into L2, one request per cache line.
+inline void prefetch_l2(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T1);
+}
+
 /// s[j] = scale * (q . k[j]) for keys j < n; k is [n, hd] row-major. Sixteen keys at a time,
 /// reduced together by a transpose (3 shuffles and adds per key instead of a full reduction).
-inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float scale, float* s) {
+/// pf, when set, is the same span of the next block: prefetched as this one is read, because
+/// the hardware prefetcher does not follow jumps between blocks (or 4 KiB pages).
+inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float scale, float* s,
+                   const float* pf = nullptr) {
   int64_t j = 0;
+  if (pf) prefetch_l2(pf + (n / 16) * 16 * hd, (n % 16) * hd);
   if (hd % 16 == 0) {
     const __m512 vs = _mm512_set1_ps(scale);
     for (; j + 16 <= n; j += 16) {
+      if (pf) prefetch_l2(pf + j * hd, 16 * hd);
       const float* kj = k + j * hd;
       const __m512 u0 = dot_quad(q, kj, hd), u1 = dot_quad(q, kj + 4 * hd, hd);
       const __m512 u2 = dot_quad(q, kj + 8 * hd, hd), u3 = dot_quad(q, kj + 12 * hd, hd);
@@ -166,7 +177,10 @@ inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float 
 /// acc = acc * corr + sum_j p[j] * v[j] for j < n; v is [n, hd] row-major, acc is [hd].
 /// Holds 64 dims of acc in registers while streaming the values.
 inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_t hd, float corr,
-                               float* acc) {
+                               float* acc, const float* pf = nullptr) {
+  if (pf) {
+    for (int64_t j = 0; j < n; j += 16) prefetch_l2(pf + j * hd, std::min<int64_t>(16, n - j) * hd);
+  }
   if (hd % 16 != 0) {
     scale(acc, corr, hd);
     for (int64_t j = 0; j < n; ++j) axpy(p[j], v + j * hd, acc, hd);
@@ -227,11 +241,12 @@ inline float exp_shift_sum(float* x, int64_t n, float m) {
   return acc;
 }
 
-inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float scale, float* s) {
+inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float scale, float* s,
+                   const float* = nullptr) {
   for (int64_t j = 0; j < n; ++j) s[j] = dot(q, k + j * hd, hd) * scale;
 }
 inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_t hd, float corr,
-                               float* acc) {
+                               float* acc, const float* = nullptr) {
   scale(acc, corr, hd);
   for (int64_t j = 0; j < n; ++j) axpy(p[j], v + j * hd, acc, hd);
 }
