@@ -1,6 +1,7 @@
 // CPU kernel benchmarks: the machine's streaming-read ceiling, matmul at SmolLM2-135M shapes
-// (ours next to raw OpenBLAS, f32 and bf16 weights) and paged decode attention (dense and
-// sparse lists) with bytes of KV read and GB/s. Prints Google Benchmark tables; asserts nothing.
+// (ours next to raw OpenBLAS, f32 and bf16 weights), paged decode attention (dense and sparse
+// lists) with bytes of KV read and GB/s, and causal prefill attention. Prints Google Benchmark
+// tables; asserts nothing. GSA_BENCH_THREADS sets the pool size.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -187,6 +188,44 @@ BENCHMARK(BM_DecodeAttention)
       b->ArgNames({"ctx", "batch", "heads", "kv", "bs", "budget"});
     })
     ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// Prefill attention: one prompt of n tokens attending causally to itself. Args: n, n_heads,
+// n_kv_heads, block_size. GFLOPS counts the causal half of QK^T and PV.
+void BM_PrefillAttention(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const int n_heads = int(state.range(1)), n_kv = int(state.range(2)), bs = int(state.range(3));
+  const int hd = 64;
+  const int64_t n_blocks = (n + bs - 1) / bs;
+  const size_t cache_n = size_t(n_blocks * n_kv * bs * hd);
+  auto kc = random_buffer<float>(cache_n, 5);
+  auto vc = random_buffer<float>(cache_n, 6);
+  auto q = random_buffer<float>(size_t(n * n_heads * hd), 7);
+  auto out = random_buffer<float>(size_t(n * n_heads * hd), 8);
+  std::vector<int32_t> q_indptr = {0, int32_t(n)}, q_pos(static_cast<size_t>(n)),
+                       kv_indptr = {0, int32_t(n_blocks)}, kv_indices(static_cast<size_t>(n_blocks)),
+                       kv_last_len = {int32_t(n - (n_blocks - 1) * bs)};
+  std::iota(q_pos.begin(), q_pos.end(), 0);
+  std::iota(kv_indices.begin(), kv_indices.end(), 0);
+  AttentionParams p;
+  p.q = q.data(), p.k_cache = kc.data(), p.v_cache = vc.data(), p.out = out.data();
+  p.q_indptr = q_indptr.data(), p.q_pos = q_pos.data();
+  p.kv_indptr = kv_indptr.data(), p.kv_indices = kv_indices.data(), p.kv_last_len = kv_last_len.data();
+  p.n_seqs = 1, p.n_tokens = n, p.n_blocks = n_blocks;
+  p.n_heads = n_heads, p.n_kv_heads = n_kv, p.head_dim = hd, p.block_size = bs;
+  for (auto _ : state) {
+    if (!gsa::cpu::attention(p, &pool()).is_ok()) state.SkipWithError("attention failed");
+    benchmark::ClobberMemory();
+  }
+  const double flops = 2.0 * 2.0 * double(n) * double(n + 1) / 2.0 * hd * n_heads;
+  state.counters["GFLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_PrefillAttention)
+    ->Args({512, 9, 3, 128})
+    ->Args({2048, 9, 3, 128})
+    ->Args({2048, 14, 2, 16})
+    ->ArgNames({"n", "heads", "kv", "bs"})
+    ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
 }  // namespace

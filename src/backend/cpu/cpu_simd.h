@@ -193,18 +193,34 @@ inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_
     __m512 a1 = _mm512_mul_ps(vc, _mm512_loadu_ps(acc + d0 + 16));
     __m512 a2 = _mm512_mul_ps(vc, _mm512_loadu_ps(acc + d0 + 32));
     __m512 a3 = _mm512_mul_ps(vc, _mm512_loadu_ps(acc + d0 + 48));
-    const float* vj = v + d0;
-    for (int64_t j = 0; j < n; ++j, vj += hd) {
+    // Odd keys go to a second set of accumulators: one chain per register would wait on the
+    // FMA latency every key and run at half the FMA throughput.
+    __m512 b0 = _mm512_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+    const float* vj = v + d0;       // even key
+    const float* vk = v + hd + d0;  // odd key
+    int64_t j = 0;
+    for (; j + 2 <= n; j += 2, vj += 2 * hd, vk += 2 * hd) {
+      const __m512 pj = _mm512_set1_ps(p[j]), pk = _mm512_set1_ps(p[j + 1]);
+      a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj), a0);
+      a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16), a1);
+      a2 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 32), a2);
+      a3 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 48), a3);
+      b0 = _mm512_fmadd_ps(pk, _mm512_loadu_ps(vk), b0);
+      b1 = _mm512_fmadd_ps(pk, _mm512_loadu_ps(vk + 16), b1);
+      b2 = _mm512_fmadd_ps(pk, _mm512_loadu_ps(vk + 32), b2);
+      b3 = _mm512_fmadd_ps(pk, _mm512_loadu_ps(vk + 48), b3);
+    }
+    if (j < n) {
       const __m512 pj = _mm512_set1_ps(p[j]);
       a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj), a0);
       a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16), a1);
       a2 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 32), a2);
       a3 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 48), a3);
     }
-    _mm512_storeu_ps(acc + d0, a0);
-    _mm512_storeu_ps(acc + d0 + 16, a1);
-    _mm512_storeu_ps(acc + d0 + 32, a2);
-    _mm512_storeu_ps(acc + d0 + 48, a3);
+    _mm512_storeu_ps(acc + d0, _mm512_add_ps(a0, b0));
+    _mm512_storeu_ps(acc + d0 + 16, _mm512_add_ps(a1, b1));
+    _mm512_storeu_ps(acc + d0 + 32, _mm512_add_ps(a2, b2));
+    _mm512_storeu_ps(acc + d0 + 48, _mm512_add_ps(a3, b3));
   }
   for (; d0 < hd; d0 += 16) {
     __m512 a0 = _mm512_mul_ps(vc, _mm512_loadu_ps(acc + d0));
