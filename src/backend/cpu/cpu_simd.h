@@ -164,10 +164,17 @@ inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float 
   if (hd % 16 == 0) {
     const __m512 vs = _mm512_set1_ps(scale);
     for (; j + 16 <= n; j += 16) {
-      if (pf) prefetch_l2(pf + j * hd, 16 * hd);
+      // Prefetches interleaved with the dot products: a burst would fill the line-fill buffers
+      // and stall the loads this block needs.
       const float* kj = k + j * hd;
-      const __m512 u0 = dot_quad(q, kj, hd), u1 = dot_quad(q, kj + 4 * hd, hd);
-      const __m512 u2 = dot_quad(q, kj + 8 * hd, hd), u3 = dot_quad(q, kj + 12 * hd, hd);
+      if (pf) prefetch_l2(pf + j * hd, 4 * hd);
+      const __m512 u0 = dot_quad(q, kj, hd);
+      if (pf) prefetch_l2(pf + (j + 4) * hd, 4 * hd);
+      const __m512 u1 = dot_quad(q, kj + 4 * hd, hd);
+      if (pf) prefetch_l2(pf + (j + 8) * hd, 4 * hd);
+      const __m512 u2 = dot_quad(q, kj + 8 * hd, hd);
+      if (pf) prefetch_l2(pf + (j + 12) * hd, 4 * hd);
+      const __m512 u3 = dot_quad(q, kj + 12 * hd, hd);
       _mm512_storeu_ps(s + j, _mm512_mul_ps(finish_sums16(u0, u1, u2, u3), vs));
     }
   }
@@ -178,10 +185,8 @@ inline void scores(const float* q, const float* k, int64_t n, int64_t hd, float 
 /// Holds 64 dims of acc in registers while streaming the values.
 inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_t hd, float corr,
                                float* acc, const float* pf = nullptr) {
-  if (pf) {
-    for (int64_t j = 0; j < n; j += 16) prefetch_l2(pf + j * hd, std::min<int64_t>(16, n - j) * hd);
-  }
   if (hd % 16 != 0) {
+    if (pf) prefetch_l2(pf, n * hd);
     scale(acc, corr, hd);
     for (int64_t j = 0; j < n; ++j) axpy(p[j], v + j * hd, acc, hd);
     return;
@@ -199,7 +204,10 @@ inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_
     const float* vj = v + d0;       // even key
     const float* vk = v + hd + d0;  // odd key
     int64_t j = 0;
+    // The first 64-dim pass prefetches the next block's two rows as it reads these two.
+    const float* pfj = d0 == 0 ? pf : nullptr;
     for (; j + 2 <= n; j += 2, vj += 2 * hd, vk += 2 * hd) {
+      if (pfj) prefetch_l2(pfj + j * hd, 2 * hd);
       const __m512 pj = _mm512_set1_ps(p[j]), pk = _mm512_set1_ps(p[j + 1]);
       a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj), a0);
       a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16), a1);
@@ -211,6 +219,7 @@ inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_
       b3 = _mm512_fmadd_ps(pk, _mm512_loadu_ps(vk + 48), b3);
     }
     if (j < n) {
+      if (pfj) prefetch_l2(pfj + j * hd, hd);
       const __m512 pj = _mm512_set1_ps(p[j]);
       a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj), a0);
       a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16), a1);
