@@ -125,7 +125,7 @@ void convert_f64(const uint8_t* src, float* dst, int64_t n) {
 // ---- legacy 32-element blocks ----------------------------------------------------------------
 
 // block_q4_0 { f16 d; u8 qs[16]; }: x = (nibble - 8) * d, low nibbles first.
-void block_q4_0(const uint8_t* b, float* y) {
+void block_q4_0(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   const uint8_t* qs = b + 2;
   for (int j = 0; j < kQK / 2; ++j) {
@@ -135,7 +135,7 @@ void block_q4_0(const uint8_t* b, float* y) {
 }
 
 // block_q4_1 { f16 d; f16 m; u8 qs[16]; }: x = nibble * d + m.
-void block_q4_1(const uint8_t* b, float* y) {
+void block_q4_1(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   const float m = load_f16(b + 2);
   const uint8_t* qs = b + 4;
@@ -146,7 +146,7 @@ void block_q4_1(const uint8_t* b, float* y) {
 }
 
 // block_q5_0 { f16 d; u8 qh[4]; u8 qs[16]; }: 5th bit of element j in bit j of qh.
-void block_q5_0(const uint8_t* b, float* y) {
+void block_q5_0(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   uint32_t qh;
   std::memcpy(&qh, b + 2, 4);
@@ -160,7 +160,7 @@ void block_q5_0(const uint8_t* b, float* y) {
 }
 
 // block_q5_1 { f16 d; f16 m; u8 qh[4]; u8 qs[16]; }
-void block_q5_1(const uint8_t* b, float* y) {
+void block_q5_1(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   const float m = load_f16(b + 2);
   uint32_t qh;
@@ -175,21 +175,21 @@ void block_q5_1(const uint8_t* b, float* y) {
 }
 
 // block_q8_0 { f16 d; i8 qs[32]; }
-void block_q8_0(const uint8_t* b, float* y) {
+void block_q8_0(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
   for (int j = 0; j < kQK; ++j) y[j] = float(qs[j]) * d;
 }
 
 // block_q8_1 { f16 d; f16 s; i8 qs[32]; } (s = d * sum(qs) is only used by dot products)
-void block_q8_1(const uint8_t* b, float* y) {
+void block_q8_1(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   const int8_t* qs = reinterpret_cast<const int8_t*>(b + 4);
   for (int j = 0; j < kQK; ++j) y[j] = float(qs[j]) * d;
 }
 
 // block_iq4_nl { f16 d; u8 qs[16]; }: non-linear 4-bit codebook.
-void block_iq4_nl(const uint8_t* b, float* y) {
+void block_iq4_nl(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   const uint8_t* qs = b + 2;
   for (int j = 0; j < kQK / 2; ++j) {
@@ -202,7 +202,7 @@ void block_iq4_nl(const uint8_t* b, float* y) {
 
 // block_q2_K { u8 scales[16]; u8 qs[64]; f16 d; f16 dmin; }: 16 groups of 16, each with a 4-bit
 // scale (low nibble) and a 4-bit min (high nibble); 2-bit quants, four planes per 32 bytes.
-void block_q2_k(const uint8_t* b, float* y) {
+void block_q2_k(const uint8_t* __restrict b, float* __restrict y) {
   const uint8_t* scales = b;
   const uint8_t* q = b + 16;
   const float d = load_f16(b + 80);
@@ -225,7 +225,7 @@ void block_q2_k(const uint8_t* b, float* y) {
 
 // block_q3_K { u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d; }: 2 low bits in qs, the third
 // (inverted: set means +0, clear means -4) in hmask; 16 six-bit scales packed into 12 bytes.
-void block_q3_k(const uint8_t* b, float* y) {
+void block_q3_k(const uint8_t* __restrict b, float* __restrict y) {
   const uint8_t* hm = b;
   const uint8_t* q = b + 32;
   const uint8_t* packed = b + 96;
@@ -268,7 +268,7 @@ inline void scale_min_k4(int j, const uint8_t* q, int* sc, int* mn) {
 }
 
 // block_q4_K { f16 d; f16 dmin; u8 scales[12]; u8 qs[128]; }: 8 groups of 32.
-void block_q4_k(const uint8_t* b, float* y) {
+void block_q4_k(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   const float dmin = load_f16(b + 2);
   const uint8_t* scales = b + 4;
@@ -287,7 +287,7 @@ void block_q4_k(const uint8_t* b, float* y) {
 }
 
 // block_q5_K { f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]; }
-void block_q5_k(const uint8_t* b, float* y) {
+void block_q5_k(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   const float dmin = load_f16(b + 2);
   const uint8_t* scales = b + 4;
@@ -310,22 +310,27 @@ void block_q5_k(const uint8_t* b, float* y) {
 }
 
 // block_q6_K { u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d; }: 4 low bits in ql, 2 high in qh.
-void block_q6_k(const uint8_t* b, float* y) {
+void block_q6_k(const uint8_t* __restrict b, float* __restrict y) {
   const uint8_t* ql = b;
   const uint8_t* qh = b + 128;
   const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
   const float d = load_f16(b + 208);
   for (int n = 0; n < kQKK; n += 128) {
-    for (int l = 0; l < 32; ++l) {
-      const int is = l / 16;
-      const int q1 = int((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
-      const int q2 = int((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
-      const int q3 = int((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-      const int q4 = int((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-      y[l] = d * float(sc[is]) * float(q1);
-      y[l + 32] = d * float(sc[is + 2]) * float(q2);
-      y[l + 64] = d * float(sc[is + 4]) * float(q3);
-      y[l + 96] = d * float(sc[is + 6]) * float(q4);
+    // Four output rows of 32 per 128 elements; scales change every 16 elements, so the inner
+    // loops run over 16 lanes with loop-invariant scales (vectorizes; ggml's form does not).
+    for (int half = 0; half < 2; ++half) {
+      const float s1 = d * float(sc[half]), s2 = d * float(sc[half + 2]);
+      const float s3 = d * float(sc[half + 4]), s4 = d * float(sc[half + 6]);
+      for (int l = 16 * half; l < 16 * half + 16; ++l) {
+        const int q1 = int((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = int((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = int((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = int((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[l] = s1 * float(q1);
+        y[l + 32] = s2 * float(q2);
+        y[l + 64] = s3 * float(q3);
+        y[l + 96] = s4 * float(q4);
+      }
     }
     y += 128;
     ql += 64;
@@ -335,7 +340,7 @@ void block_q6_k(const uint8_t* b, float* y) {
 }
 
 // block_q8_K { f32 d; i8 qs[256]; i16 bsums[16]; } (bsums only serve dot products)
-void block_q8_k(const uint8_t* b, float* y) {
+void block_q8_k(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f32(b);
   const int8_t* qs = reinterpret_cast<const int8_t*>(b + 4);
   for (int j = 0; j < kQKK; ++j) y[j] = d * float(qs[j]);
@@ -343,7 +348,7 @@ void block_q8_k(const uint8_t* b, float* y) {
 
 // block_iq4_xs { f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]; }: 8 groups of 32 with
 // 6-bit signed scales, values from the IQ4_NL codebook.
-void block_iq4_xs(const uint8_t* b, float* y) {
+void block_iq4_xs(const uint8_t* __restrict b, float* __restrict y) {
   const float d = load_f16(b);
   uint16_t scales_h;
   std::memcpy(&scales_h, b + 2, 2);
