@@ -25,10 +25,15 @@ constexpr const char* kLlama3 =
     R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+)"
     R"(|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
-// PCRE2's \s (with UCP: separators plus \t\n\v\f\r) lacks U+0085 (NEL), which the Unicode
-// White_Space property, Hugging Face tokenizers and llama.cpp all count as whitespace. Rewrites
-// \s and \S to include it, inside and outside character classes.
-std::string with_nel_as_space(std::string_view pattern) {
+// The Unicode White_Space property, which Hugging Face tokenizers (Oniguruma) and llama.cpp use
+// for \s. PCRE2's \s differs at the edges (it lacks U+0085 and still counts U+180E, a space
+// before Unicode 6.3), so patterns are rewritten to use this list.
+constexpr const char* kWhiteSpace =
+    R"(\t\n\x{0B}\f\r\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F})"
+    R"(\x{205F}\x{3000})";
+
+// Rewrites \s and \S (inside and outside character classes) to the White_Space list.
+std::string with_unicode_white_space(std::string_view pattern) {
   std::string out;
   bool in_class = false;
   for (size_t i = 0; i < pattern.size(); ++i) {
@@ -36,9 +41,9 @@ std::string with_nel_as_space(std::string_view pattern) {
     if (c == '\\' && i + 1 < pattern.size()) {
       const char e = pattern[++i];
       if (e == 's') {
-        out += in_class ? R"(\s\x{85})" : R"([\s\x{85}])";
+        out += in_class ? std::string(kWhiteSpace) : "[" + std::string(kWhiteSpace) + "]";
       } else if (e == 'S' && !in_class) {
-        out += R"([^\s\x{85}])";
+        out += "[^" + std::string(kWhiteSpace) + "]";
       } else {
         out += c;
         out += e;
@@ -102,7 +107,7 @@ Result<std::shared_ptr<const PreTokenizer>> PreTokenizer::create(std::string_vie
   }
   std::shared_ptr<PreTokenizer> p(new PreTokenizer());
   for (const std::string& written : patterns) {
-    const std::string pattern = with_nel_as_space(written);
+    const std::string pattern = with_unicode_white_space(written);
     int err = 0;
     PCRE2_SIZE err_off = 0;
     pcre2_code* code =
