@@ -20,8 +20,8 @@ struct KnownModel {
 // Names that scripts/fetch-model knows, and the file it places in the models directory.
 constexpr KnownModel kKnownModels[] = {
     {"smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf"},
-    {"qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"},
-    {"qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"},
+    {"qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"},
+    {"qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"},
 };
 constexpr const char* kDefaultModel = "smollm2-135m";
 

@@ -163,6 +163,10 @@ Result<int64_t> Engine::add_request(RequestInput in) {
                             max_context_);
   for (int32_t t : in.prompt)
     if (t < 0 || t >= h.vocab) return invalid_argument("token id {} outside [0, {})", t, h.vocab);
+  const int64_t blocks = (int64_t(in.prompt.size()) + cfg_.block_size - 1) / cfg_.block_size;
+  if (blocks > kv_.pool().n_blocks())
+    return invalid_argument("the prompt needs {} KV blocks; the KV cache holds {} (raise --kv-tokens)",
+                            blocks, kv_.pool().n_blocks());
   if (in.n < 1 || in.n > cfg_.max_batch)
     return invalid_argument("n must be in [1, {}], got {}", cfg_.max_batch, in.n);
   GSA_RETURN_IF_ERROR(in.sampling.validate());
@@ -177,10 +181,18 @@ Result<int64_t> Engine::add_request(RequestInput in) {
 bool Engine::has_work() const { return !prefilling_.empty() || !running_.empty(); }
 
 Status Engine::step(std::vector<TokenEvent>* events) {
-  // Prefill first while there is room in the decode batch, so new requests join quickly.
-  if (!prefilling_.empty() && int(running_.size()) < cfg_.max_batch) return prefill_step(events);
+  // Prefill first while there is room in the decode batch, so new requests join quickly; when
+  // the KV cache cannot take a prompt yet, decode the running sequences (they free blocks).
+  if (!prefilling_.empty() && int(running_.size()) < cfg_.max_batch) {
+    bool progressed = false;
+    GSA_RETURN_IF_ERROR(prefill_step(events, &progressed));
+    if (progressed || running_.empty()) return Status::ok();
+  }
   if (!running_.empty()) return decode_step(events);
-  if (!prefilling_.empty()) return prefill_step(events);
+  if (!prefilling_.empty()) {
+    bool progressed = false;
+    return prefill_step(events, &progressed);
+  }
   return Status::ok();
 }
 
@@ -240,7 +252,7 @@ void Engine::accept_token(Seq& s, int32_t token, std::vector<TokenEvent>* events
   else if (int64_t(s.tokens.size()) >= max_context_) finish(s, FinishReason::Length, events);
 }
 
-Status Engine::prefill_step(std::vector<TokenEvent>* events) {
+Status Engine::prefill_step(std::vector<TokenEvent>* events, bool* progressed) {
   Timer timer;
   model::ForwardInput in;
   in.q_indptr.push_back(0);
@@ -291,6 +303,7 @@ Status Engine::prefill_step(std::vector<TokenEvent>* events) {
                                    [](const auto& r) { return r->n_prefilled < 0; }),
                     prefilling_.end());
   if (batch.empty()) return Status::ok();
+  *progressed = true;
 
   Status st = model_->forward(in, kv_, nullptr, rep_params(), &logits_);
   if (!st.is_ok()) return st;

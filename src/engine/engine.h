@@ -95,7 +95,7 @@ class Engine {
   struct Request;
   class SparsePlanner;
   Engine() = default;
-  Status prefill_step(std::vector<TokenEvent>* events);
+  Status prefill_step(std::vector<TokenEvent>* events, bool* progressed);
   Status decode_step(std::vector<TokenEvent>* events);
   void accept_token(Seq& s, int32_t token, std::vector<TokenEvent>* events);
   void finish(Seq& s, FinishReason r, std::vector<TokenEvent>* events, std::string error = {});

@@ -11,6 +11,8 @@
 namespace gsa::engine {
 namespace {
 
+inline std::pair<int64_t, int> key(int64_t r, int s) { return {r, s}; }
+
 struct Output {
   std::vector<int32_t> tokens;
   std::string text;
@@ -45,17 +47,18 @@ class EngineTest : public ::testing::Test {
   }
 
   // Runs every request to completion; outputs indexed by (request id, sample).
-  std::map<std::pair<int64_t, int>, Output> run(Engine& e) {
+  std::map<std::pair<int64_t, int>, Output> run(Engine& e, std::vector<TokenEvent> ev = {}) {
     std::map<std::pair<int64_t, int>, Output> out;
-    std::vector<TokenEvent> ev;
     int guard = 0;
-    while (e.has_work() && guard++ < 10000) {
-      ev.clear();
-      Status st = e.step(&ev);
-      EXPECT_TRUE(st.is_ok()) << st.to_string();
-      if (!st.is_ok()) break;
+    for (bool first = true; first || (e.has_work() && guard++ < 10000); first = false) {
+      if (!first) {
+        ev.clear();
+        Status st = e.step(&ev);
+        EXPECT_TRUE(st.is_ok()) << st.to_string();
+        if (!st.is_ok()) break;
+      }
       for (auto& x : ev) {
-        Output& o = out[{x.request_id, x.sample}];
+        Output& o = out[key(x.request_id, x.sample)];
         if (x.token >= 0) o.tokens.push_back(x.token);
         o.text += x.text;
         if (x.finish != FinishReason::None) {
@@ -95,7 +98,7 @@ TEST_F(EngineTest, BatchingDoesNotChangeGreedyOutputs) {
   auto e = make();
   for (int r = 0; r < 3; ++r) ASSERT_TRUE(e->add_request(req(prompt(5 + 7 * r, r), 12)).is_ok());
   auto out = run(*e);
-  for (int r = 0; r < 3; ++r) EXPECT_EQ(out[{r, 0}].tokens, alone[size_t(r)]) << "request " << r;
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(out[key(r, 0)].tokens, alone[size_t(r)]) << "request " << r;
   EXPECT_EQ(e->kv().pool().n_free(), e->kv().pool().n_blocks());
 }
 
@@ -106,8 +109,8 @@ TEST_F(EngineTest, PrefillChunkSizeAndBlockSizeDoNotChangeOutputs) {
       auto e = make(bs, chunk);
       ASSERT_TRUE(e->add_request(req(prompt(23, 3), 10)).is_ok());
       auto out = run(*e);
-      if (ref.empty()) ref = out[{0, 0}].tokens;
-      EXPECT_EQ(out[{0, 0}].tokens, ref) << "chunk " << chunk << " block " << bs;
+      if (ref.empty()) ref = out[key(0, 0)].tokens;
+      EXPECT_EQ(out[key(0, 0)].tokens, ref) << "chunk " << chunk << " block " << bs;
     }
   }
   EXPECT_EQ(ref.size(), 10u);
@@ -124,11 +127,11 @@ TEST_F(EngineTest, ParallelSamplesShareThePromptAndMatchSeparateRuns) {
   std::vector<TokenEvent> ev;
   ASSERT_TRUE(e->step(&ev).is_ok());
   EXPECT_EQ(e->kv().pool().n_blocks() - e->kv().pool().n_free(), 5);
-  auto out = run(*e);
+  auto out = run(*e, ev);
   std::vector<std::vector<int32_t>> got;
   for (int k = 0; k < 3; ++k) {
-    ev.clear();
-    got.push_back(out[{0, k}].tokens);
+    EXPECT_EQ(out[key(0, k)].tokens.size(), 8u);
+    got.push_back(out[key(0, k)].tokens);
   }
   // Sampled with per-sample streams: not all identical; and the same request again gives the
   // same three outputs (reproducible).
@@ -136,14 +139,14 @@ TEST_F(EngineTest, ParallelSamplesShareThePromptAndMatchSeparateRuns) {
   auto e2 = make(4);
   ASSERT_TRUE(e2->add_request(in).is_ok());
   auto out2 = run(*e2);
-  for (int k = 0; k < 3; ++k) EXPECT_EQ(out2[{0, k}].tokens, got[size_t(k)]);
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(out2[key(0, k)].tokens, got[size_t(k)]);
   EXPECT_EQ(e->kv().pool().n_free(), e->kv().pool().n_blocks());
 }
 
 TEST_F(EngineTest, StopStringsEndTheOutputBeforeTheMatch) {
   auto e = make();
   ASSERT_TRUE(e->add_request(req(prompt(9, 2), 24)).is_ok());
-  const Output full = run(*e)[{0, 0}];
+  const Output full = run(*e)[key(0, 0)];
   ASSERT_GE(full.text.size(), 6u);
   // Pick a stop string from the middle of the greedy output.
   const size_t cut = full.text.size() / 2;
@@ -153,21 +156,25 @@ TEST_F(EngineTest, StopStringsEndTheOutputBeforeTheMatch) {
   RequestInput in = req(prompt(9, 2), 24);
   in.sampling.stop = {stop};
   ASSERT_TRUE(e2->add_request(in).is_ok());
-  const Output got = run(*e2)[{0, 0}];
+  const Output got = run(*e2)[key(0, 0)];
   EXPECT_EQ(got.finish, FinishReason::Stop);
   EXPECT_EQ(got.text, full.text.substr(0, first));
 }
 
 TEST_F(EngineTest, KvExhaustionFailsOneRequestAndTheOthersFinish) {
-  // 12 blocks of 4 tokens: the first request fits, the second (prompt of 40) cannot.
+  // 12 blocks of 4 tokens. The second request's prompt (44 tokens, 11 blocks) waits until the
+  // first finishes, then runs out of blocks while decoding; the third request cannot ever fit.
   auto e = make(4, 512, 48);
   ASSERT_TRUE(e->add_request(req(prompt(10, 1), 6)).is_ok());
-  ASSERT_TRUE(e->add_request(req(prompt(40, 2), 6)).is_ok());
+  ASSERT_TRUE(e->add_request(req(prompt(44, 2), 8)).is_ok());
+  EXPECT_EQ(e->add_request(req(prompt(49, 3), 2)).status().code(), StatusCode::InvalidArgument);
   auto out = run(*e);
-  EXPECT_EQ(out[{0, 0}].finish, FinishReason::Length);
-  EXPECT_EQ(out[{0, 0}].tokens.size(), 6u);
-  EXPECT_EQ(out[{1, 0}].finish, FinishReason::Error);
-  EXPECT_NE(out[{1, 0}].error.find("KV cache is full"), std::string::npos) << out[{1, 0}].error;
+  EXPECT_EQ(out[key(0, 0)].finish, FinishReason::Length);
+  EXPECT_EQ(out[key(0, 0)].tokens.size(), 6u);
+  EXPECT_EQ(out[key(1, 0)].finish, FinishReason::Error);
+  EXPECT_NE(out[key(1, 0)].error.find("KV cache is full"), std::string::npos) << out[key(1, 0)].error;
+  // The first token comes from the prefill; 4 decode steps fill slots 45..48 of the 12 blocks.
+  EXPECT_EQ(out[key(1, 0)].tokens.size(), 5u);
   EXPECT_FALSE(e->has_work());
   EXPECT_EQ(e->kv().pool().n_free(), e->kv().pool().n_blocks());
 }
@@ -190,8 +197,8 @@ TEST_F(EngineTest, ZeroMaxTokensFinishesAtOnce) {
   auto e = make();
   ASSERT_TRUE(e->add_request(req(prompt(6, 0), 0)).is_ok());
   auto out = run(*e);
-  EXPECT_EQ(out[{0, 0}].finish, FinishReason::Length);
-  EXPECT_TRUE(out[{0, 0}].tokens.empty());
+  EXPECT_EQ(out[key(0, 0)].finish, FinishReason::Length);
+  EXPECT_TRUE(out[key(0, 0)].tokens.empty());
 }
 
 TEST(EngineConfig, RejectsBadValues) {

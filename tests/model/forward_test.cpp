@@ -40,7 +40,7 @@ struct Ref {
     double ss = 0;
     for (int i = 0; i < n; ++i) ss += double(x[off + i]) * x[off + i];
     const double r = 1.0 / std::sqrt(ss / n + h.norm_eps);
-    Mat y(size_t(n));
+    Mat y(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) y[size_t(i)] = float(x[off + i] * r * g[size_t(i)]);
     return y;
   }
@@ -59,7 +59,7 @@ struct Ref {
   Mat run(const std::vector<int32_t>& toks) const {
     const int T = int(toks.size()), D = h.dim, hd = h.head_dim;
     const Mat emb = w("token_embd.weight");
-    std::vector<Mat> x(size_t(T));
+    std::vector<Mat> x(static_cast<size_t>(T));
     for (int t = 0; t < T; ++t)
       x[size_t(t)] = Mat(emb.begin() + long(toks[size_t(t)]) * D, emb.begin() + long(toks[size_t(t)] + 1) * D);
     for (int l = 0; l < h.n_layers; ++l) {
@@ -69,7 +69,7 @@ struct Ref {
                 wo = w(p + "attn_output.weight"), fn = w(p + "ffn_norm.weight"),
                 wg = w(p + "ffn_gate.weight"), wu = w(p + "ffn_up.weight"),
                 wd = w(p + "ffn_down.weight");
-      std::vector<Mat> q(size_t(T)), k(size_t(T)), v(size_t(T));
+      std::vector<Mat> q(static_cast<size_t>(T)), k(static_cast<size_t>(T)), v(static_cast<size_t>(T));
       for (int t = 0; t < T; ++t) {
         const Mat xn = rms(x[size_t(t)], an, 0, D);
         q[size_t(t)] = mv(wq, xn, h.q_dim());
@@ -96,7 +96,7 @@ struct Ref {
       }
       const int group = h.n_heads / h.n_kv_heads;
       for (int t = 0; t < T; ++t) {
-        Mat att(size_t(h.q_dim()), 0.0f);
+        Mat att(static_cast<size_t>(h.q_dim()), 0.0f);
         for (int hh = 0; hh < h.n_heads; ++hh) {
           const int kh = hh / group;
           std::vector<double> s(size_t(t + 1));
@@ -119,7 +119,7 @@ struct Ref {
         for (int i = 0; i < D; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
         const Mat xn = rms(x[size_t(t)], fn, 0, D);
         const Mat g = mv(wg, xn, h.ffn_dim), u = mv(wu, xn, h.ffn_dim);
-        Mat a(size_t(h.ffn_dim));
+        Mat a(static_cast<size_t>(h.ffn_dim));
         for (int i = 0; i < h.ffn_dim; ++i) a[size_t(i)] = float(g[size_t(i)] / (1 + std::exp(-double(g[size_t(i)]))) * u[size_t(i)]);
         const Mat d = mv(wd, a, D);
         for (int i = 0; i < D; ++i) x[size_t(t)][size_t(i)] += d[size_t(i)];
