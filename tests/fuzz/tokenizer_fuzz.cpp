@@ -69,10 +69,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   streamed += rest;
   if (tk::utf8_is_valid(text)) check(streamed == text);
 
-  auto pre = tk::PreTokenizer::create(kPres[which]);
-  check(pre.is_ok());
+  static const auto pres = [] {
+    std::vector<std::shared_ptr<const tk::PreTokenizer>> v;
+    for (const char* name : kPres) {
+      auto p = tk::PreTokenizer::create(name);
+      check(p.is_ok());
+      v.push_back(*p);
+    }
+    return v;
+  }();
   std::vector<tk::Span> spans;
-  check((*pre)->split(text, &spans).is_ok());
+  check(pres[which]->split(text, &spans).is_ok());
   uint32_t pos = 0;
   for (const tk::Span s : spans) {
     check(s.begin == pos && s.end > s.begin);
