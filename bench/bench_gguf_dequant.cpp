@@ -3,7 +3,11 @@
 // per second and source bytes per second. Loading a model dequantizes hundreds of MB this way.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -83,6 +87,48 @@ void BM_Dequant(benchmark::State& state, GgmlType t, int threads) {
   state.SetLabel(gsa::gguf::ggml_type_name(t));
 }
 
+// Every tensor of the default model to f32, as a CPU backend does at load (skipped if absent).
+void BM_DequantModel(benchmark::State& state, std::string path) {
+  gsa::Result<gsa::gguf::GgufFile> f = gsa::gguf::GgufFile::open(path);
+  if (!f.is_ok()) {
+    state.SkipWithError(f.status().to_string().c_str());
+    return;
+  }
+  int64_t max_elems = 0, total_elems = 0;
+  uint64_t total_bytes = 0;
+  for (const auto& t : f->tensors()) {
+    max_elems = std::max(max_elems, t.n_elements());
+    total_elems += t.n_elements();
+    total_bytes += t.n_bytes;
+  }
+  std::vector<float> dst(static_cast<size_t>(max_elems));
+  gsa::ThreadPool pool(0);
+  for (auto _ : state) {
+    for (const auto& t : f->tensors()) {
+      gsa::Status st = f->read_tensor_f32(t, dst.data(), &pool);
+      if (!st.is_ok()) {
+        state.SkipWithError(st.to_string().c_str());
+        return;
+      }
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * total_elems);
+  state.SetBytesProcessed(state.iterations() * int64_t(total_bytes));
+}
+
+// Mapping and parsing the default model's header, metadata (150K values) and tensor index.
+void BM_OpenModel(benchmark::State& state, std::string path) {
+  for (auto _ : state) {
+    gsa::Result<gsa::gguf::GgufFile> f = gsa::gguf::GgufFile::open(path);
+    if (!f.is_ok()) {
+      state.SkipWithError(f.status().to_string().c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(f->tensors().data());
+  }
+}
+
 void register_all() {
   const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                             GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
@@ -96,6 +142,17 @@ void register_all() {
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
     }
+  }
+  const char* dir = std::getenv("GSA_MODEL_DIR");
+  const char* home = std::getenv("HOME");
+  const std::string path = (dir ? std::string(dir) : std::string(home ? home : "") + "/.cache/gsa/models") +
+                           "/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (std::filesystem::exists(path)) {
+    benchmark::RegisterBenchmark("open/model/SmolLM2-135M-Q4_1", BM_OpenModel, path)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("dequant/model/SmolLM2-135M-Q4_1", BM_DequantModel, path)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
 }
 
