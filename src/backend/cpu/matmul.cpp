@@ -37,11 +37,10 @@ bool blas_has_avx512_kernels() {
 #if GSA_CPU_AVX512
     const char* name = openblas_get_corename();
     if (!name) return false;
-    for (const char* good : {"skylakex", "cooperlake", "sapphirerapids", "zen"}) {
-      std::string lower(name);
-      for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+    std::string lower(name);
+    for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+    for (const char* good : {"skylakex", "cooperlake", "sapphirerapids"})
       if (lower.find(good) != std::string::npos) return true;
-    }
     return false;
 #else
     return true;
