@@ -274,6 +274,7 @@ TEST(CpuAttention, RejectsMalformedLists) {
   expect_invalid([](Batch& c) { c.q_indptr[1] = 2; });
   expect_invalid([](Batch& c) { c.n_kv = 3; });
   expect_invalid([](Batch& c) { c.bs = 0; });
+  expect_invalid([](Batch& c) { c.bs = 1 << 30, c.hd = 1 << 30; });  // offsets would overflow
   Batch c = b;
   AttentionParams p = c.params(out.data());
   p.kv_type = DType::BF16;

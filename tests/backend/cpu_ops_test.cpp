@@ -139,6 +139,9 @@ TEST(CpuRope, RejectsBadParams) {
   q = p;
   q.pos = nullptr;
   EXPECT_EQ(rope(q, &pool).code(), StatusCode::InvalidArgument);
+  q = p;
+  q.n_tokens = int64_t(1) << 40, q.n_heads = 1 << 20;  // element count past int64
+  EXPECT_EQ(rope(q, &pool).code(), StatusCode::InvalidArgument);
 }
 
 TEST(CpuKvAppend, WritesSlotsAndLeavesOthers) {
@@ -182,6 +185,9 @@ TEST(CpuKvAppend, WritesSlotsAndLeavesOthers) {
   EXPECT_EQ(kv_append(q, &pool).code(), StatusCode::Unsupported);
   q = p;
   q.block_size = 0;
+  EXPECT_EQ(kv_append(q, &pool).code(), StatusCode::InvalidArgument);
+  q = p;
+  q.n_blocks = int64_t(1) << 60;  // n_blocks * n_kv_heads * block_size * head_dim past int64
   EXPECT_EQ(kv_append(q, &pool).code(), StatusCode::InvalidArgument);
 }
 

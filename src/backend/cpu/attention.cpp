@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_simd.h"
+#include "backend/cpu/cpu_check.h"
 #include "backend/cpu/cpu_kernels.h"
 
 namespace gsa::cpu {
@@ -66,6 +67,12 @@ Status validate(const AttentionParams& p) {
     return invalid_argument("attention: n_heads {} is not a multiple of n_kv_heads {}", p.n_heads,
                             p.n_kv_heads);
   if (!std::isfinite(p.scale)) return invalid_argument("attention: bad scale {}", p.scale);
+  // Block ids are int32, so without n_blocks a cache may hold up to 2^31 blocks.
+  const int64_t max_blocks = p.n_blocks > 0 ? p.n_blocks : int64_t(1) << 31;
+  if (!product_fits({max_blocks, p.n_kv_heads, p.block_size, p.head_dim}) ||
+      !product_fits({p.n_tokens, p.n_heads, p.head_dim}))
+    return invalid_argument("attention: shape too large (n_blocks={} n_tokens={} n_heads={} head_dim={} block_size={})",
+                            p.n_blocks, p.n_tokens, p.n_heads, p.head_dim, p.block_size);
   if (p.n_seqs == 0) {
     if (p.n_tokens != 0) return invalid_argument("attention: {} tokens but no sequences", p.n_tokens);
     return Status::ok();

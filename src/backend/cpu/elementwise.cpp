@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/cpu_check.h"
 #include "backend/cpu/cpu_kernels.h"
 
 namespace gsa::cpu {
@@ -23,6 +24,8 @@ Status swiglu(const SwigluParams& p, ThreadPool* pool) {
   if (p.act_type != DType::F32) return unsupported("cpu swiglu: activations must be f32");
   if (p.n_rows < 0 || p.dim <= 0)
     return invalid_argument("swiglu: bad shape n_rows={} dim={}", p.n_rows, p.dim);
+  if (!product_fits({p.n_rows, 2, p.dim}))
+    return invalid_argument("swiglu: shape too large (n_rows={} dim={})", p.n_rows, p.dim);
   if (p.n_rows == 0) return Status::ok();
   if (!p.gate_up || !p.out) return invalid_argument("swiglu: null pointer");
   const float* gu = static_cast<const float*>(p.gate_up);
@@ -58,6 +61,8 @@ Status embed(const EmbedParams& p, ThreadPool* pool) {
     return unsupported("cpu embed: table must be f32, f16 or bf16");
   if (p.n_tokens < 0 || p.vocab <= 0 || p.dim <= 0)
     return invalid_argument("embed: bad shape n_tokens={} vocab={} dim={}", p.n_tokens, p.vocab, p.dim);
+  if (!product_fits({std::max(p.n_tokens, p.vocab), p.dim, 4}))
+    return invalid_argument("embed: shape too large (n_tokens={} vocab={} dim={})", p.n_tokens, p.vocab, p.dim);
   if (p.n_tokens == 0) return Status::ok();
   if (!p.ids || !p.table || !p.out) return invalid_argument("embed: null pointer");
   for (int64_t t = 0; t < p.n_tokens; ++t)

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backend/cpu/cpu_check.h"
 #include "backend/cpu/cpu_kernels.h"
 
 namespace gsa::cpu {
@@ -16,6 +17,11 @@ Status kv_append(const KvAppendParams& p, ThreadPool* pool) {
   if (p.n_tokens < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 || p.n_blocks < 0)
     return invalid_argument("kv_append: bad shape n_tokens={} n_kv_heads={} head_dim={} block_size={} n_blocks={}",
                             p.n_tokens, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks);
+  const int64_t max_blocks = p.n_blocks > 0 ? p.n_blocks : int64_t(1) << 31;  // slots are int32
+  if (!product_fits({max_blocks, p.n_kv_heads, p.block_size, p.head_dim}) ||
+      !product_fits({p.n_tokens, p.n_kv_heads, p.head_dim}))
+    return invalid_argument("kv_append: shape too large (n_blocks={} n_tokens={} head_dim={} block_size={})",
+                            p.n_blocks, p.n_tokens, p.head_dim, p.block_size);
   if (p.n_tokens == 0) return Status::ok();
   if (!p.k || !p.v || !p.k_cache || !p.v_cache || !p.slot_mapping)
     return invalid_argument("kv_append: null pointer");

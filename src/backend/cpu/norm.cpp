@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cpu/cpu_check.h"
 #include "backend/cpu/cpu_kernels.h"
 
 namespace gsa::cpu {
@@ -26,6 +27,8 @@ Status rmsnorm(const RmsNormParams& p, ThreadPool* pool) {
   if (p.n_rows < 0 || p.dim <= 0)
     return invalid_argument("rmsnorm: bad shape n_rows={} dim={}", p.n_rows, p.dim);
   if (!(p.eps >= 0.0f) || !std::isfinite(p.eps)) return invalid_argument("rmsnorm: bad eps {}", p.eps);
+  if (!product_fits({p.n_rows, p.dim}))
+    return invalid_argument("rmsnorm: shape too large (n_rows={} dim={})", p.n_rows, p.dim);
   if (p.n_rows == 0) return Status::ok();
   if (!p.x || !p.w || !p.y) return invalid_argument("rmsnorm: null pointer");
   const float* x = static_cast<const float*>(p.x);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/cpu_check.h"
 #include "backend/cpu/cpu_kernels.h"
 
 namespace gsa::cpu {
@@ -19,6 +20,9 @@ Status rope(const RopeParams& p, ThreadPool* pool) {
   if (p.rot_dim <= 0 || p.rot_dim > p.head_dim || p.rot_dim % 2 != 0)
     return invalid_argument("rope: rot_dim {} must be even and in (0, head_dim={}]", p.rot_dim, p.head_dim);
   if (!(p.theta > 0.0f) || !std::isfinite(p.theta)) return invalid_argument("rope: bad theta {}", p.theta);
+  if (!product_fits({p.n_tokens, p.n_heads, p.head_dim}))
+    return invalid_argument("rope: shape too large (n_tokens={} n_heads={} head_dim={})", p.n_tokens,
+                            p.n_heads, p.head_dim);
   if (p.n_tokens == 0) return Status::ok();
   if (!p.x || !p.pos) return invalid_argument("rope: null pointer");
   float* x = static_cast<float*>(p.x);
