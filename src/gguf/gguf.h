@@ -116,14 +116,16 @@ struct TensorInfo {
 };
 
 /// Hard limits applied while parsing, so a hostile header cannot make us allocate without bound.
+/// A parsed value takes about 100 bytes of memory, so max_total_values also bounds the memory of
+/// the metadata (about 0.4 GiB at the default; real vocabularies use under 1M values).
 struct ParseLimits {
-  uint64_t max_string_bytes = 1u << 26;   // one key or string value
-  uint64_t max_array_elems = 1u << 26;    // one metadata array
-  uint64_t max_kv = 1u << 20;             // metadata entries
-  uint64_t max_tensors = 1u << 20;        // tensor index entries
-  uint32_t max_array_depth = 8;           // nesting of arrays of arrays
-  uint32_t max_dims = 4;                  // GGML_MAX_DIMS
-  uint64_t max_total_values = 1u << 24;   // scalar and string values over all metadata arrays
+  uint64_t max_string_bytes = 1u << 26;  // one key or string value
+  uint64_t max_array_elems = 1u << 22;   // one metadata array
+  uint64_t max_kv = 1u << 20;            // metadata entries
+  uint64_t max_tensors = 1u << 20;       // tensor index entries
+  uint32_t max_array_depth = 8;          // nesting of arrays of arrays
+  uint32_t max_dims = 4;                 // GGML_MAX_DIMS
+  uint64_t max_total_values = 1u << 22;  // elements over all metadata arrays
 };
 
 class GgufFile {
