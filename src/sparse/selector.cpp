@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "sparse/async_selector.h"
@@ -54,6 +53,7 @@ struct Selector::Impl {
   std::vector<float> sub_q;
   std::vector<int32_t> sub_bt_indptr, sub_bt, sub_seq_len, sub_out_indptr, sub_out, sub_last_len;
   std::vector<AsyncJobInput> jobs;
+  std::vector<int64_t> ids;  // begin_step's duplicate check
   AsyncResult async_tmp;
   SelectorStats stats;
 };
@@ -94,7 +94,7 @@ Result<std::unique_ptr<Selector>> Selector::create(const SparseConfig& cfg,
 Status Selector::begin_step(std::span<const SeqInput> seqs) {
   Impl& m = *impl_;
   const int bs = cfg_.block_size;
-  std::unordered_set<int64_t> seen;
+  m.ids.clear();
   for (size_t s = 0; s < seqs.size(); ++s) {
     const SeqInput& in = seqs[s];
     const int64_t n = in.n_blocks;
@@ -102,9 +102,12 @@ Status Selector::begin_step(std::span<const SeqInput> seqs) {
       return invalid_argument("selector: sequence {} (batch position {}) has {} tokens, {} blocks "
                               "of {} and block_table {}", in.seq_id, s, in.seq_len, n, bs,
                               in.block_table ? "set" : "null");
-    if (!seen.insert(in.seq_id).second)
-      return invalid_argument("selector: sequence {} appears twice in one step", in.seq_id);
+    m.ids.push_back(in.seq_id);
   }
+  std::sort(m.ids.begin(), m.ids.end());
+  const auto dup = std::adjacent_find(m.ids.begin(), m.ids.end());
+  if (dup != m.ids.end())
+    return invalid_argument("selector: sequence {} appears twice in one step", *dup);
   ++m.step;
   ++m.stats.steps;
   m.plan.resize(seqs.size());

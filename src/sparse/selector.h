@@ -86,6 +86,18 @@ class Selector {
   ///         lag >= 1 the blocks of a submitted job must stay valid and unchanged until the
   ///         job finishes (release()/drain() wait for that).
   /// The returned lists stay valid until the next begin_step. Call once per layer per step.
+  ///
+  /// Sparse lists, step t (begin_step calls counted from 0), lag = cfg.lag:
+  ///  - lag = 0: on a selection step (every select_every-th sparse step of the sequence) the
+  ///    kernel runs inline on this step's query (Selected); in between, the last selection is
+  ///    reused, extended with every block added since (Reused). A list may thus exceed the
+  ///    budget by the blocks added since the last selection.
+  ///  - lag >= 1: selection steps submit this layer's queries to the AsyncSelector, after the
+  ///    lookup, so a step never uses its own query and never waits. The list is the newest
+  ///    finished result for (sequence, layer), extended with the blocks added since: Async when
+  ///    its query is from step t - lag or later, Stale (forced blocks + last known selection)
+  ///    when older. Until a first result exists the sequence decodes densely (Dense): exact,
+  ///    never a guess.
   Result<BlockLists> select_layer(int layer, const float* q, const void* reps);
 
   /// Source of list (batch position s, layer) of the current step, after select_layer(layer).
