@@ -11,16 +11,23 @@ namespace gsa::cuda {
 namespace {
 
 template <int D, typename QT>
-cudaError_t launch(const AttnArgs& args, int64_t n_tokens, bool decode, cudaStream_t stream) {
+cudaError_t launch(AttnArgs args, int64_t n_tokens, bool decode, int min_ctas, cudaStream_t stream) {
   const int n_kv = args.n_kv_heads;
   if (decode) {
+    const bool rows8 = args.group <= 8;
+    args.tiles_per_seq = (args.group + (rows8 ? 7 : 15)) / (rows8 ? 8 : 16);
     const dim3 grid(unsigned(args.n_seqs * args.tiles_per_seq), args.n_splits, n_kv);
-    attention_kernel<D, QT, true><<<grid, kAttnThreads, 0, stream>>>(args);
+    if (rows8 && min_ctas >= 3)
+      attention_kernel<D, QT, true, 8, 3><<<grid, kAttnThreads, 0, stream>>>(args);
+    else if (rows8)
+      attention_kernel<D, QT, true, 8, 2><<<grid, kAttnThreads, 0, stream>>>(args);
+    else
+      attention_kernel<D, QT, true, 16, 2><<<grid, kAttnThreads, 0, stream>>>(args);
   } else {
     // Upper bound of sum over sequences of ceil(rows * group / 16).
     const int64_t tiles = (n_tokens * args.group + 15) / 16 + args.n_seqs;
     const dim3 grid(unsigned(tiles), 1, n_kv);
-    attention_kernel<D, QT, false><<<grid, kAttnThreads, 0, stream>>>(args);
+    attention_kernel<D, QT, false, 16, 2><<<grid, kAttnThreads, 0, stream>>>(args);
   }
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || !decode || args.n_splits == 1) return err;
@@ -35,7 +42,7 @@ cudaError_t launch(const AttnArgs& args, int64_t n_tokens, bool decode, cudaStre
 bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 128; }
 
 cudaError_t attention(const backend::AttentionParams& p, int n_splits, float* ws_o, float* ws_lse,
-                      cudaStream_t stream) {
+                      int min_ctas, cudaStream_t stream) {
   if (p.n_tokens == 0 || p.n_seqs == 0) return cudaSuccess;
   AttnArgs a{};
   a.q = p.q;
@@ -60,13 +67,12 @@ cudaError_t attention(const backend::AttentionParams& p, int n_splits, float* ws
   a.n_splits = decode ? (n_splits < 1 ? 1 : n_splits) : 1;
   a.ws_o = ws_o;
   a.ws_lse = ws_lse;
-  a.tiles_per_seq = (a.group + 15) / 16;
   const bool bf16 = p.act_type == DType::BF16;
   if (p.head_dim == 64)
-    return bf16 ? launch<64, __nv_bfloat16>(a, p.n_tokens, decode, stream)
-                : launch<64, float>(a, p.n_tokens, decode, stream);
-  return bf16 ? launch<128, __nv_bfloat16>(a, p.n_tokens, decode, stream)
-              : launch<128, float>(a, p.n_tokens, decode, stream);
+    return bf16 ? launch<64, __nv_bfloat16>(a, p.n_tokens, decode, min_ctas, stream)
+                : launch<64, float>(a, p.n_tokens, decode, min_ctas, stream);
+  return bf16 ? launch<128, __nv_bfloat16>(a, p.n_tokens, decode, min_ctas, stream)
+              : launch<128, float>(a, p.n_tokens, decode, min_ctas, stream);
 }
 
 }  // namespace gsa::cuda

@@ -25,13 +25,14 @@ struct AttnArgs {
   int64_t n_blocks;                   // > 0: block ids outside [0, n_blocks) are skipped
   int n_seqs, n_heads, n_kv_heads, group, block_size;
   int n_splits;                       // key-range splits (grid.y)
-  int tiles_per_seq;                  // decode mode: ceil(group / 16); grid.x = n_seqs * this
+  int tiles_per_seq;                  // decode mode: ceil(group / rows per tile); grid.x = n_seqs * this
   bool per_kv_head;
   float scale_log2;                   // softmax scale * log2(e)
 };
 
 constexpr int kAttnWarps = 4;
 constexpr int kAttnThreads = kAttnWarps * 32;
+constexpr int kMinSplitChunks = 8;  // 16-key chunks per split, at least
 
 // Finds which sequence owns flattened tile `tile` (prefill mode) with one warp: tiles of
 // sequence i are ceil(rows_i * group / 16). Writes (seq, tile within seq) or seq = -1.
@@ -70,8 +71,14 @@ __device__ __forceinline__ uint32_t attn_pair(const uint4& x, const uint4& y, in
 /// one key split. The 4 warps take 16-key chunks round-robin and merge through shared memory.
 /// Dims are permuted consistently between Q and K fragments (q.k sums over them), so each lane
 /// loads 16 contiguous bytes per key row; V is loaded per key as 16-byte runs of 8 output dims.
-template <int D, typename QT, bool kDecode>
-__global__ void __launch_bounds__(kAttnThreads, 2) attention_kernel(const AttnArgs a) {
+/// kRows: query rows per tile, 16, or 8 in decode mode when a kv head has at most 8 query heads
+/// (rows 8..15 of the MMA are then constant zeros and their accumulators one scratch pair,
+/// which frees the registers for a third CTA per SM).
+/// kMinCtas: CTAs per SM the register budget is cut for (3 spills a few registers at D = 128).
+template <int D, typename QT, bool kDecode, int kRows, int kMinCtas>
+__global__ void __launch_bounds__(kAttnThreads, kMinCtas) attention_kernel(const AttnArgs a) {
+  static_assert(kRows == 16 || (kRows == 8 && kDecode), "8-row tiles are for decode only");
+  constexpr bool kHi = kRows == 16;  // rows g + 8 in use
   constexpr int NJ = D / 32;   // 16-byte K/Q loads per row per lane
   constexpr int NKS = D / 16;  // k-steps of q.k
   constexpr int NM = D / 64;   // 16-byte V loads per key per lane
@@ -104,7 +111,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attention_kernel(const AttnAr
   }
   const int q0 = a.q_indptr[s];
   const int n_rows = (a.q_indptr[s + 1] - q0) * a.group;
-  const int n_tiles = kDecode ? (n_rows + 15) / 16 : tile_first + 1;
+  const int n_tiles = kDecode ? (n_rows + kRows - 1) / kRows : tile_first + 1;
 
   const int li = a.per_kv_head ? s * a.n_kv_heads + h : s;
   const int kb0 = a.kv_indptr[li];
@@ -120,8 +127,8 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attention_kernel(const AttnAr
     bool row_ok[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int item = tile * 16 + g + 8 * i;
-      row_ok[i] = item < n_rows;
+      const int item = tile * kRows + g + 8 * i;
+      row_ok[i] = (kHi || i == 0) && item < n_rows;
       row_tok[i] = q0 + (row_ok[i] ? item / a.group : 0);
       row_head[i] = h * a.group + (row_ok[i] ? item % a.group : 0);
       row_pos[i] = row_ok[i] ? a.q_pos[row_tok[i]] : -1;
@@ -138,7 +145,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attention_kernel(const AttnAr
 #pragma unroll
       for (int j = 0; j < NJ; ++j) {
         float v[8];
-        if (row_ok[i]) {
+        if ((kHi || i == 0) && row_ok[i]) {
           load8(qrow + 32 * j + 8 * t, v);
         } else {
 #pragma unroll
@@ -155,13 +162,19 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attention_kernel(const AttnAr
 
     const int key_end = min(total_keys, max_pos + 1);
     const int n_chunks = key_end > 0 ? (key_end + 15) / 16 : 0;
-    const int per_split = (n_chunks + a.n_splits - 1) / a.n_splits;
-    const int c_begin = split * per_split;
+    // Short ranges use fewer splits (at least kMinSplitChunks chunks each); the CTAs of unused
+    // splits write empty partials, which the combine step skips.
+    const int used_splits = min(a.n_splits, max(1, (n_chunks + kMinSplitChunks - 1) / kMinSplitChunks));
+    const int per_split = (n_chunks + used_splits - 1) / used_splits;
+    const int c_begin = split < used_splits ? split * per_split : n_chunks;
     const int c_end = min(n_chunks, c_begin + per_split);
 
-    float o[NNT][4];
+    float o[NNT][2];                // rows g
+    float o_hi[kHi ? NNT : 1][2];   // rows g + 8 (one scratch pair when unused)
 #pragma unroll
-    for (int nt = 0; nt < NNT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+    for (int nt = 0; nt < NNT; ++nt) o[nt][0] = o[nt][1] = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < (kHi ? NNT : 1); ++nt) o_hi[nt][0] = o_hi[nt][1] = 0.0f;
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
 
     // Base pointer of the 16 keys of chunk c (null when its block id is out of range).
@@ -228,8 +241,9 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attention_kernel(const AttnAr
           mx[r] = fmaxf(mx[r], sc[nt][e]);
         }
       float alpha[2];
+      alpha[1] = 1.0f;
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
+      for (int r = 0; r < (kHi ? 2 : 1); ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
         const float m_new = fmaxf(m_run[r], mx[r]);
@@ -249,10 +263,10 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attention_kernel(const AttnAr
 #pragma unroll
       for (int nt = 0; nt < NNT; ++nt) {
         o[nt][0] *= alpha[0], o[nt][1] *= alpha[0];
-        o[nt][2] *= alpha[1], o[nt][3] *= alpha[1];
+        if constexpr (kHi) o_hi[nt][0] *= alpha[1], o_hi[nt][1] *= alpha[1];
       }
-      const uint32_t pa[4] = {pack_bf16x2(sc[0][0], sc[0][1]), pack_bf16x2(sc[0][2], sc[0][3]),
-                              pack_bf16x2(sc[1][0], sc[1][1]), pack_bf16x2(sc[1][2], sc[1][3])};
+      const uint32_t pa[4] = {pack_bf16x2(sc[0][0], sc[0][1]), kHi ? pack_bf16x2(sc[0][2], sc[0][3]) : 0u,
+                              pack_bf16x2(sc[1][0], sc[1][1]), kHi ? pack_bf16x2(sc[1][2], sc[1][3]) : 0u};
       // Keys past the list's end may hold anything (NaN): their V must be exact zeros.
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
@@ -264,7 +278,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attention_kernel(const AttnAr
 #pragma unroll
       for (int nt = 0; nt < NNT; ++nt) {
         const int m = nt >> 3, e = nt & 7;
-        mma_bf16_16816(o[nt], pa, attn_pair(vr[0][m], vr[1][m], e), attn_pair(vr[2][m], vr[3][m], e));
+        mma_bf16_16816(o[nt], o_hi[kHi ? nt : 0], pa, attn_pair(vr[0][m], vr[1][m], e), attn_pair(vr[2][m], vr[3][m], e));
       }
     }
 
@@ -283,13 +297,15 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attention_kernel(const AttnAr
       const int d0 = 64 * (nt >> 3) + 16 * t + (nt & 7);
       sm_o[warp][g][d0] = o[nt][0];
       sm_o[warp][g][d0 + 8] = o[nt][1];
-      sm_o[warp][g + 8][d0] = o[nt][2];
-      sm_o[warp][g + 8][d0 + 8] = o[nt][3];
+      if constexpr (kHi) {
+        sm_o[warp][g + 8][d0] = o_hi[nt][0];
+        sm_o[warp][g + 8][d0 + 8] = o_hi[nt][1];
+      }
     }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < 16 * D; idx += kAttnThreads) {
+    for (int idx = threadIdx.x; idx < kRows * D; idx += kAttnThreads) {
       const int r = idx / D, d = idx % D;
-      const int item = tile * 16 + r;
+      const int item = tile * kRows + r;
       if (item >= n_rows) continue;
       float M = -INFINITY;
 #pragma unroll
@@ -344,13 +360,18 @@ __global__ void attention_combine_kernel(const float* __restrict__ ws_o,  // [ro
   }
   __syncthreads();
   const float inv = sm_sum > 0.0f ? 1.0f / sm_sum : 0.0f;
+  // Every split wrote its partial (zeros when empty), so the loads need no branch and the
+  // unrolled loop keeps 8 of them in flight (a latency-bound loop cost ~40 us at 132 splits).
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int i = 0; i < n_splits; ++i) {
-      const float w = sm_w[i];
-      if (w > 0.0f) acc += w * ws_o[(row * n_splits + i) * D + d];
-    }
-    store_f32(out, row * D + d, acc * inv);
+    const float* src = ws_o + row * n_splits * D + d;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n_splits; i += 8)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[j] += sm_w[i + j] * src[int64_t(i + j) * D];
+    for (; i < n_splits; ++i) acc[0] += sm_w[i] * src[int64_t(i) * D];
+    const float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    store_f32(out, row * D + d, sum * inv);
   }
 }
 

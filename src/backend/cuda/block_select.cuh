@@ -199,7 +199,10 @@ __global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectAr
       }
       __syncthreads();
       if (tid < 32) {
-        // Lane l owns digits 255 - 8l .. 248 - 8l (descending).
+        // Lane l owns digits 255 - 8l .. 248 - 8l (descending). Every lane reads the count
+        // still needed before any lane may overwrite it.
+        const int rem = sm_remaining;
+        __syncwarp();
         int c[8], lane_sum = 0;
 #pragma unroll
         for (int j = 0; j < 8; ++j) lane_sum += (c[j] = sm_hist[255 - 8 * tid - j]);
@@ -209,7 +212,6 @@ __global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectAr
           const int v = __shfl_up_sync(0xffffffffu, incl, o);
           if (tid >= o) incl += v;
         }
-        const int rem = sm_remaining;
         const int excl = incl - lane_sum;
         if (excl < rem && rem <= incl) {
           int before = excl;
