@@ -73,8 +73,8 @@ void block_minmax(const float* k, int block_size, int head_dim, float* rep) {
 
 // Bits of token t: bit d (word d / 32, bit d % 32) = (k_t . W[:, d]) > 0, W row-major
 // [head_dim, head_dim]. proj is scratch [head_dim].
-void block_hash(const float* k, int block_size, int head_dim, const float* w, float* proj,
-                uint32_t* rep) {
+void block_hash(const float* __restrict k, int block_size, int head_dim,
+                const float* __restrict w, float* __restrict proj, uint32_t* __restrict rep) {
   const int words = head_dim / 32;
   for (int t = 0; t < block_size; ++t) {
     const float* kt = k + int64_t(t) * head_dim;
