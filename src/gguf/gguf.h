@@ -95,6 +95,9 @@ struct Value {
   Result<double> as_f64() const;    // F32/F64
   Result<bool> as_bool() const;
   Result<std::string> as_string() const;
+  /// Short display form for listings (`gsa info`): 30, 1e-05, true, "llama" (strings cut at
+  /// max_chars), ["a", "b", ... (49152 items)] (arrays show max_elems elements).
+  std::string to_display_string(size_t max_elems = 4, size_t max_chars = 60) const;
 
   static Value make_u32(uint32_t v);
   static Value make_i32(int32_t v);

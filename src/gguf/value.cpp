@@ -1,5 +1,6 @@
 // GGUF metadata values: type names, constructors and the typed accessors that turn a type
 // mismatch into an InvalidArgument naming both types. Parsing lives in gguf_file.cpp.
+#include <algorithm>
 #include <limits>
 
 #include "gguf/gguf.h"
@@ -69,6 +70,58 @@ Result<bool> Value::as_bool() const {
 Result<std::string> Value::as_string() const {
   if (type == ValueType::String) return str;
   return invalid_argument("expected string, got {}", value_type_name(type));
+}
+
+namespace {
+std::string display_string(const std::string& s, size_t max_chars) {
+  size_t limit = std::min(max_chars, s.size());
+  while (limit > 0 && limit < s.size() && (static_cast<unsigned char>(s[limit]) & 0xc0) == 0x80) {
+    --limit;  // never cut inside a UTF-8 sequence
+  }
+  std::string out = "\"";
+  for (size_t k = 0; k < limit; ++k) {
+    const unsigned char c = static_cast<unsigned char>(s[k]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += char(c);
+    }
+  }
+  out += s.size() > limit ? fmt::format("\"... ({} bytes)", s.size()) : "\"";
+  return out;
+}
+}  // namespace
+
+std::string Value::to_display_string(size_t max_elems, size_t max_chars) const {
+  switch (type) {
+    case ValueType::U8:
+    case ValueType::U16:
+    case ValueType::U32:
+    case ValueType::U64: return fmt::format("{}", u);
+    case ValueType::I8:
+    case ValueType::I16:
+    case ValueType::I32:
+    case ValueType::I64: return fmt::format("{}", i);
+    case ValueType::F32: return fmt::format("{}", float(f));
+    case ValueType::F64: return fmt::format("{}", f);
+    case ValueType::Bool: return b ? "true" : "false";
+    case ValueType::String: return display_string(str, max_chars);
+    case ValueType::Array: {
+      std::string out = "[";
+      for (size_t k = 0; k < array.size() && k < max_elems; ++k) {
+        if (k > 0) out += ", ";
+        out += array[k].to_display_string(max_elems, max_chars);
+      }
+      if (array.size() > max_elems) out += fmt::format(", ... ({} items)", array.size());
+      return out + "]";
+    }
+  }
+  return "?";
 }
 
 Value Value::make_u32(uint32_t v) {

@@ -282,6 +282,22 @@ TEST(GgufReader, ReadsFilesWrittenByGgufPy) {
   }
 }
 
+TEST(GgufValue, DisplayStrings) {
+  EXPECT_EQ(Value::make_u32(30).to_display_string(), "30");
+  EXPECT_EQ(Value::make_i32(-2).to_display_string(), "-2");
+  EXPECT_EQ(Value::make_f32(1e-5f).to_display_string(), "1e-05");
+  EXPECT_EQ(Value::make_bool(true).to_display_string(), "true");
+  EXPECT_EQ(Value::make_string("a\"b\n\x01").to_display_string(), "\"a\\\"b\\n\\x01\"");
+  EXPECT_EQ(Value::make_string("abcdef").to_display_string(4, 3), "\"abc\"... (6 bytes)");
+  // Cut before the 2-byte UTF-8 sequence rather than inside it.
+  EXPECT_EQ(Value::make_string("ab\xc3\xa9z").to_display_string(4, 3), "\"ab\"... (5 bytes)");
+  std::vector<Value> items;
+  for (uint32_t k = 0; k < 6; ++k) items.push_back(Value::make_u32(k));
+  EXPECT_EQ(Value::make_array(ValueType::U32, items).to_display_string(2),
+            "[0, 1, ... (6 items)]");
+  EXPECT_EQ(Value::make_array(ValueType::U32, {}).to_display_string(), "[]");
+}
+
 TEST(GgufWriter, RejectsInconsistentInput) {
   GgufWriter w;
   w.add_tensor("t", {32}, GgmlType::Q8_0, std::vector<uint8_t>(33));
