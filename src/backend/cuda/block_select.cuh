@@ -185,8 +185,7 @@ __global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectAr
   // Radix select of the k-th largest key, 8 bits at a time from the top.
   uint32_t thresh = 1u;  // k == n_cand: every candidate (keys >= 1)
   int need_eq = 0;
-  bool take_all = k == n_cand;
-  if (k > 0 && !take_all) {
+  if (k > 0 && k < n_cand) {
     if (tid == 0) sm_prefix = 0u, sm_remaining = k;
     uint32_t mask = 0u;
     for (int shift = 24; shift >= 0; shift -= 8) {
@@ -231,6 +230,9 @@ __global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectAr
     thresh = sm_prefix;
     need_eq = sm_remaining;
   }
+  // An int, recomputed here: a bool set before the radix loop and read after it came back true
+  // on the device (nvcc 13.0, sm_90) although the loop had run under its negation.
+  const int take_all = k >= n_cand ? 1 : 0;
 
   // Output positions: forced, keys above the threshold, and the first need_eq keys equal to it.
   if (tid == 0) sm_count = -1;
@@ -239,14 +241,14 @@ __global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectAr
   for (int base = 0; base < n; base += blockDim.x) {
     const int b = base + tid;
     const uint32_t key = b < n ? key_of(b) : 0u;
-    const bool eq = !take_all && k > 0 && key != 0u && key == thresh;
+    const bool eq = take_all == 0 && k > 0 && key != 0u && key == thresh;
     int eq_rank, eq_total;
     Scan(sm_scan).ExclusiveSum(int(eq), eq_rank, eq_total);
     __syncthreads();
     bool sel = false;
     if (b < n) {
       if (select_forced(a, b, n, len)) sel = true;
-      else if (k > 0 && key != 0u) sel = take_all || key > thresh || (eq && carry_eq + eq_rank < need_eq);
+      else if (k > 0 && key != 0u) sel = take_all != 0 || key > thresh || (eq && carry_eq + eq_rank < need_eq);
     }
     int pos, sel_total;
     Scan(sm_scan).ExclusiveSum(int(sel), pos, sel_total);
