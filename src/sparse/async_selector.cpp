@@ -87,6 +87,10 @@ Status AsyncSelector::submit(int64_t step, int layer, std::span<const AsyncJobIn
     if (in.seq_len <= (n - 1) * cfg_.block_size || in.seq_len > n * cfg_.block_size)
       return invalid_argument("async selector: sequence {} has {} tokens but {} blocks of {}",
                               in.seq_id, in.seq_len, n, cfg_.block_size);
+    for (int64_t j = 0; j < n; ++j)
+      if (in.block_table[j] < 0)
+        return invalid_argument("async selector: sequence {} block {} has physical id {}",
+                                in.seq_id, j, in.block_table[j]);
   }
   const size_t q_elems = size_t(opt_.n_heads) * opt_.head_dim;
   {

@@ -260,6 +260,11 @@ TEST(AsyncSelector, RejectsBadInput) {
   bad.seq_len = 16 * 40;  // more tokens than its blocks hold
   AsyncJobInput both[2] = {good, bad};
   EXPECT_EQ((*sel)->submit(0, 0, both, s.reps.data()).code(), StatusCode::InvalidArgument);
+  std::vector<int32_t> table(good.block_table, good.block_table + good.n_blocks);
+  table[2] = -3;
+  bad = good;
+  bad.block_table = table.data();
+  EXPECT_EQ((*sel)->submit(0, 0, {&bad, 1}, s.reps.data()).code(), StatusCode::InvalidArgument);
   bad = good;
   bad.q = nullptr;
   EXPECT_EQ((*sel)->submit(0, 0, {&bad, 1}, s.reps.data()).code(), StatusCode::InvalidArgument);
