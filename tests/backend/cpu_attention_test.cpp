@@ -252,6 +252,34 @@ TEST(CpuAttention, BitExactInvariances) {
   }
 }
 
+// Query vectors that see the same keys are computed in pairs; a row computed alone (other
+// pairing) must give the same bits as inside a multi-row prefill tile.
+TEST(CpuAttention, PairingDoesNotChangeBits) {
+  ThreadPool pool(2);
+  std::mt19937 rng(6);
+  for (int ratio : {1, 3})
+    for (int hd : {64, 128, 40}) {
+      const int bs = 16;
+      Batch together = make_batch(rng, ratio, 1, hd, bs, 8);
+      const std::vector<int32_t> blocks = {5, 2, 7};  // 42 tokens, last block holds 10
+      together.add_seq(rng, {38, 39, 40, 41}, {{blocks, 10}});
+      Batch alone = together;
+      alone.q_indptr = {0, 1, 2, 3, 4};
+      alone.kv_indptr = {0};
+      alone.kv_indices.clear();
+      alone.kv_last_len.clear();
+      for (int i = 0; i < 4; ++i) {
+        alone.kv_indices.insert(alone.kv_indices.end(), blocks.begin(), blocks.end());
+        alone.kv_indptr.push_back(int32_t(alone.kv_indices.size()));
+        alone.kv_last_len.push_back(10);
+      }
+      const auto a = run(together, &pool);
+      const auto b = run(alone, &pool);
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "ratio=" << ratio << " hd=" << hd;
+      expect_matches_reference(together, &pool, fmt::format("pairing ratio={} hd={}", ratio, hd));
+    }
+}
+
 TEST(CpuAttention, RejectsMalformedLists) {
   ThreadPool pool(1);
   std::mt19937 rng(5);

@@ -43,11 +43,20 @@ struct Ctx {
   int64_t partial_stride;  // floats per partial slot: kSplitMaxRows * group * (head_dim + 2)
 };
 
+// A query vector of an item (index r = row * group + head in the item) and the number of keys
+// of the current block it sees.
+struct Vec {
+  int64_t r;
+  const float* q;  // [head_dim]
+  int64_t limit;
+};
+
 // Per-thread state of one item: R = rows * group query vectors.
 struct Scratch {
   std::vector<float> m, l;  // [R] running max and denominator
   std::vector<float> acc;   // [R, head_dim] unnormalized output
-  std::vector<float> s;     // [block_size] scores, then probabilities, of one block
+  std::vector<float> s;     // [2, block_size] scores, then probabilities, of one block
+  std::vector<Vec> vecs;    // [<= R] the vectors that see keys of the current block
 };
 
 int64_t list_of(const AttentionParams& p, int seq, int kv_head) {
@@ -120,7 +129,7 @@ void run_item(const AttentionParams& p, const Ctx& c, const Item& it, Scratch& s
   sc.m.assign(size_t(R), -INFINITY);
   sc.l.assign(size_t(R), 0.0f);
   sc.acc.assign(size_t(R * hd), 0.0f);
-  sc.s.resize(size_t(bs));
+  sc.s.resize(size_t(2 * bs));
 
   const int64_t list = list_of(p, it.seq, it.kv_head);
   const int64_t list_start = p.kv_indptr[list];
@@ -143,22 +152,44 @@ void run_item(const AttentionParams& p, const Ctx& c, const Item& it, Scratch& s
       pf_k = c.k_cache + next;
       pf_v = c.v_cache + next;
     }
+    // The query vectors that see keys of this block, with how many they see.
+    sc.vecs.clear();
     for (int64_t rr = 0; rr < n_rows; ++rr) {
       const int64_t row = it.row_begin + rr;
       const int64_t limit = std::min<int64_t>(n_keys, int64_t(p.q_pos[row]) - pos * bs + 1);
       if (limit <= 0) continue;
-      for (int gi = 0; gi < g; ++gi) {
-        const int64_t r = rr * g + gi;
-        const float* qv = c.q + (row * p.n_heads + int64_t(it.kv_head) * g + gi) * hd;
-        float* s = sc.s.data();
-        const bool first = rr == 0 && gi == 0;
-        simd::scores(qv, kb, limit, hd, c.scale, s, first ? pf_k : nullptr);
-        const float m_new = std::max(sc.m[size_t(r)], simd::max(s, limit));
-        const float corr = std::exp(sc.m[size_t(r)] - m_new);  // 0 on the first block
-        const float sum = simd::exp_shift_sum(s, limit, m_new);
-        sc.l[size_t(r)] = sc.l[size_t(r)] * corr + sum;
-        sc.m[size_t(r)] = m_new;
-        simd::rescale_accumulate(s, vb, limit, hd, corr, sc.acc.data() + r * hd, first ? pf_v : nullptr);
+      for (int gi = 0; gi < g; ++gi)
+        sc.vecs.push_back({rr * g + gi, c.q + (row * p.n_heads + int64_t(it.kv_head) * g + gi) * hd, limit});
+    }
+    // Online-softmax update of vector r from its scores s; returns the accumulator's rescale.
+    auto update = [&](int64_t r, float* s, int64_t limit) {
+      const float m_new = std::max(sc.m[size_t(r)], simd::max(s, limit));
+      const float corr = std::exp(sc.m[size_t(r)] - m_new);  // 0 on the first block
+      const float sum = simd::exp_shift_sum(s, limit, m_new);
+      sc.l[size_t(r)] = sc.l[size_t(r)] * corr + sum;
+      sc.m[size_t(r)] = m_new;
+      return corr;
+    };
+    // Vectors with equal limits go in pairs that share K and V loads; the pair kernels are
+    // bit-equal to the single ones, so pairing never changes a result.
+    float* s0 = sc.s.data();
+    float* s1 = sc.s.data() + bs;
+    for (size_t i = 0; i < sc.vecs.size();) {
+      const Vec& a = sc.vecs[i];
+      const float* pk = i == 0 ? pf_k : nullptr;
+      const float* pv = i == 0 ? pf_v : nullptr;
+      if (i + 1 < sc.vecs.size() && sc.vecs[i + 1].limit == a.limit) {
+        const Vec& b = sc.vecs[i + 1];
+        simd::scores2(a.q, b.q, kb, a.limit, hd, c.scale, s0, s1, pk);
+        const float ca = update(a.r, s0, a.limit), cb = update(b.r, s1, b.limit);
+        simd::rescale_accumulate2(s0, s1, vb, a.limit, hd, ca, cb, sc.acc.data() + a.r * hd,
+                                  sc.acc.data() + b.r * hd, pv);
+        i += 2;
+      } else {
+        simd::scores(a.q, kb, a.limit, hd, c.scale, s0, pk);
+        const float ca = update(a.r, s0, a.limit);
+        simd::rescale_accumulate(s0, vb, a.limit, hd, ca, sc.acc.data() + a.r * hd, pv);
+        i += 1;
       }
     }
   }

@@ -239,6 +239,101 @@ inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_
   }
 }
 
+/// scores() for two query vectors over the same keys, sharing the key loads. Each output is
+/// bit-equal to what scores() gives for that vector alone (same FMA and reduction order).
+inline void scores2(const float* q0, const float* q1, const float* k, int64_t n, int64_t hd,
+                    float scale, float* s0, float* s1, const float* pf = nullptr) {
+  if (hd % 16 != 0) {
+    scores(q0, k, n, hd, scale, s0, pf);
+    scores(q1, k, n, hd, scale, s1);
+    return;
+  }
+  if (pf) prefetch_l2(pf + (n / 16) * 16 * hd, (n % 16) * hd);
+  const __m512 vs = _mm512_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 u0[4], u1[4];
+    for (int quad = 0; quad < 4; ++quad) {
+      const float* kq = k + (j + 4 * quad) * hd;
+      if (pf) prefetch_l2(pf + (j + 4 * quad) * hd, 4 * hd);
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (int64_t d = 0; d < hd; d += 16) {
+        const __m512 x0 = _mm512_loadu_ps(q0 + d), x1 = _mm512_loadu_ps(q1 + d);
+        const __m512 k0 = _mm512_loadu_ps(kq + d), k1 = _mm512_loadu_ps(kq + hd + d);
+        const __m512 k2 = _mm512_loadu_ps(kq + 2 * hd + d), k3 = _mm512_loadu_ps(kq + 3 * hd + d);
+        a0 = _mm512_fmadd_ps(x0, k0, a0);
+        a1 = _mm512_fmadd_ps(x0, k1, a1);
+        a2 = _mm512_fmadd_ps(x0, k2, a2);
+        a3 = _mm512_fmadd_ps(x0, k3, a3);
+        b0 = _mm512_fmadd_ps(x1, k0, b0);
+        b1 = _mm512_fmadd_ps(x1, k1, b1);
+        b2 = _mm512_fmadd_ps(x1, k2, b2);
+        b3 = _mm512_fmadd_ps(x1, k3, b3);
+      }
+      u0[quad] = lane_sums4(a0, a1, a2, a3);
+      u1[quad] = lane_sums4(b0, b1, b2, b3);
+    }
+    _mm512_storeu_ps(s0 + j, _mm512_mul_ps(finish_sums16(u0[0], u0[1], u0[2], u0[3]), vs));
+    _mm512_storeu_ps(s1 + j, _mm512_mul_ps(finish_sums16(u1[0], u1[1], u1[2], u1[3]), vs));
+  }
+  for (; j < n; ++j) {
+    s0[j] = dot(q0, k + j * hd, hd) * scale;
+    s1[j] = dot(q1, k + j * hd, hd) * scale;
+  }
+}
+
+/// rescale_accumulate() for two query vectors (probabilities p0, p1; accumulators acc0, acc1)
+/// over the same values, sharing the value loads; bit-equal to two single calls.
+inline void rescale_accumulate2(const float* p0, const float* p1, const float* v, int64_t n,
+                                int64_t hd, float corr0, float corr1, float* acc0, float* acc1,
+                                const float* pf = nullptr) {
+  if (hd % 64 != 0) {
+    rescale_accumulate(p0, v, n, hd, corr0, acc0, pf);
+    rescale_accumulate(p1, v, n, hd, corr1, acc1);
+    return;
+  }
+  const __m512 c0 = _mm512_set1_ps(corr0), c1 = _mm512_set1_ps(corr1);
+  for (int64_t d0 = 0; d0 < hd; d0 += 64) {
+    // Per vector: even keys in a*, odd keys in b*, as in rescale_accumulate.
+    __m512 a0[4], b0[4], a1[4], b1[4];
+    for (int t = 0; t < 4; ++t) {
+      a0[t] = _mm512_mul_ps(c0, _mm512_loadu_ps(acc0 + d0 + 16 * t));
+      a1[t] = _mm512_mul_ps(c1, _mm512_loadu_ps(acc1 + d0 + 16 * t));
+      b0[t] = _mm512_setzero_ps();
+      b1[t] = _mm512_setzero_ps();
+    }
+    const float* vj = v + d0;
+    const float* pfj = d0 == 0 ? pf : nullptr;
+    int64_t j = 0;
+    for (; j + 2 <= n; j += 2, vj += 2 * hd) {
+      if (pfj) prefetch_l2(pfj + j * hd, 2 * hd);
+      const __m512 e0 = _mm512_set1_ps(p0[j]), e1 = _mm512_set1_ps(p1[j]);
+      const __m512 o0 = _mm512_set1_ps(p0[j + 1]), o1 = _mm512_set1_ps(p1[j + 1]);
+      for (int t = 0; t < 4; ++t) {
+        const __m512 ve = _mm512_loadu_ps(vj + 16 * t), vo = _mm512_loadu_ps(vj + hd + 16 * t);
+        a0[t] = _mm512_fmadd_ps(e0, ve, a0[t]);
+        a1[t] = _mm512_fmadd_ps(e1, ve, a1[t]);
+        b0[t] = _mm512_fmadd_ps(o0, vo, b0[t]);
+        b1[t] = _mm512_fmadd_ps(o1, vo, b1[t]);
+      }
+    }
+    if (j < n) {
+      if (pfj) prefetch_l2(pfj + j * hd, hd);
+      const __m512 e0 = _mm512_set1_ps(p0[j]), e1 = _mm512_set1_ps(p1[j]);
+      for (int t = 0; t < 4; ++t) {
+        const __m512 ve = _mm512_loadu_ps(vj + 16 * t);
+        a0[t] = _mm512_fmadd_ps(e0, ve, a0[t]);
+        a1[t] = _mm512_fmadd_ps(e1, ve, a1[t]);
+      }
+    }
+    for (int t = 0; t < 4; ++t) {
+      _mm512_storeu_ps(acc0 + d0 + 16 * t, _mm512_add_ps(a0[t], b0[t]));
+      _mm512_storeu_ps(acc1 + d0 + 16 * t, _mm512_add_ps(a1[t], b1[t]));
+    }
+  }
+}
+
 #else  // scalar fallback
 
 inline float dot(const float* a, const float* b, int64_t n) {
@@ -274,6 +369,18 @@ inline void rescale_accumulate(const float* p, const float* v, int64_t n, int64_
                                float* acc, const float* = nullptr) {
   scale(acc, corr, hd);
   for (int64_t j = 0; j < n; ++j) axpy(p[j], v + j * hd, acc, hd);
+}
+
+inline void scores2(const float* q0, const float* q1, const float* k, int64_t n, int64_t hd,
+                    float scale, float* s0, float* s1, const float* = nullptr) {
+  scores(q0, k, n, hd, scale, s0);
+  scores(q1, k, n, hd, scale, s1);
+}
+inline void rescale_accumulate2(const float* p0, const float* p1, const float* v, int64_t n,
+                                int64_t hd, float corr0, float corr1, float* acc0, float* acc1,
+                                const float* = nullptr) {
+  rescale_accumulate(p0, v, n, hd, corr0, acc0);
+  rescale_accumulate(p1, v, n, hd, corr1, acc1);
 }
 
 #endif
