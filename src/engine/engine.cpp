@@ -135,6 +135,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
   kc.block_size = cfg.block_size;
   kc.n_blocks = int32_t(std::min<int64_t>((kv_tokens + cfg.block_size - 1) / cfg.block_size, INT32_MAX / 2));
   kc.kv_type = mo.act_type;
+  kc.prefix_cache = cfg.prefix_cache;
   if (cfg.sparse)
     kc.rep_bytes = backend::rep_bytes(cfg.sparse_cfg.representation, h.head_dim, cfg.block_size);
   GSA_ASSIGN_OR_RETURN(e->kv_, kv::KvCache::create(e->backend_.get(), kc));
@@ -263,6 +264,10 @@ Status Engine::prefill_step(std::vector<TokenEvent>* events, bool* progressed) {
     if (budget <= 0) break;
     Request& r = *rp;
     const int32_t n_prompt = int32_t(r.in.prompt.size());
+    if (r.n_prefilled == 0 && r.table.blocks.empty()) {
+      r.n_prefilled = kv_.match_prefix(r.in.prompt, &r.table);
+      stats_.prefix_hit_tokens += r.n_prefilled;
+    }
     const int32_t n = std::min<int32_t>(budget, n_prompt - r.n_prefilled);
     std::vector<int32_t> slots;
     Status st = kv_.reserve(&r.table, n, &slots);
@@ -309,6 +314,7 @@ Status Engine::prefill_step(std::vector<TokenEvent>* events, bool* progressed) {
   if (!st.is_ok()) return st;
   stats_.prefill_tokens += int64_t(in.tokens.size());
   stats_.prefill_seconds += timer.seconds();
+  for (Request* r : batch) kv_.index_full_blocks(&r->table, r->in.prompt);
 
   const int32_t vocab = model_->hparams().vocab;
   for (size_t c = 0; c < completing.size(); ++c) {
@@ -386,6 +392,7 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
   const int32_t vocab = model_->hparams().vocab;
   for (size_t i = 0; i < batch.size(); ++i) {
     Seq& s = *batch[i];
+    kv_.index_full_blocks(&s.table, s.tokens);
     float* row = logits_.data() + i * size_t(vocab);
     accept_token(s, s.sampler->sample(row, vocab, s.tokens), events);
   }

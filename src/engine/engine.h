@@ -32,6 +32,7 @@ struct EngineConfig {
   int max_context = 0;          // tokens per sequence (0: the model's trained context)
   int prefill_chunk = 512;      // tokens per prefill forward
   int max_batch = 16;           // sequences per decode step
+  bool prefix_cache = true;     // reuse the KV of full blocks of earlier prompts
   bool sparse = false;          // GSA decode
   sparse::SparseConfig sparse_cfg;
 
@@ -59,6 +60,7 @@ struct TokenEvent {
 
 struct EngineStats {
   int64_t prefill_tokens = 0;
+  int64_t prefix_hit_tokens = 0;  // prompt tokens taken from the prefix cache
   double prefill_seconds = 0;
   int64_t decode_tokens = 0;
   int64_t decode_steps = 0;

@@ -46,7 +46,10 @@ Result<KvCache> KvCache::create(backend::Backend* backend, const KvConfig& cfg) 
   return c;
 }
 
-KvCache::~KvCache() { free_all(); }
+KvCache::~KvCache() {
+  prefix_.clear(pool_);
+  free_all();
+}
 
 void KvCache::free_all() {
   if (!backend_) return;
@@ -62,6 +65,7 @@ KvCache::KvCache(KvCache&& o) noexcept { *this = std::move(o); }
 
 KvCache& KvCache::operator=(KvCache&& o) noexcept {
   if (this != &o) {
+    prefix_.clear(pool_);
     free_all();
     backend_ = o.backend_;
     cfg_ = o.cfg_;
@@ -69,6 +73,8 @@ KvCache& KvCache::operator=(KvCache&& o) noexcept {
     k_ = std::move(o.k_);
     v_ = std::move(o.v_);
     reps_ = std::move(o.reps_);
+    prefix_ = std::move(o.prefix_);
+    o.prefix_ = PrefixCache();
     o.backend_ = nullptr;
   }
   return *this;
@@ -85,13 +91,13 @@ Status KvCache::reserve(BlockTable* t, int32_t n_new, std::vector<int32_t>* slot
   // Copy-on-write: the partial last block is shared and about to be written.
   int32_t cow_from = -1;
   if (n_new > 0 && t->n_tokens % bs != 0 && have > 0 && pool_.ref_count(t->blocks.back()) > 1) {
-    auto id = pool_.allocate();
+    auto id = allocate_block();
     if (!id) return id.status();
     fresh.push_back(*id);
     cow_from = t->blocks.back();
   }
   for (int32_t i = have; i < need; ++i) {
-    auto id = pool_.allocate();
+    auto id = allocate_block();
     if (!id) {
       undo();
       return id.status().with_context(fmt::format("sequence needs {} more blocks", need - i));
@@ -131,7 +137,44 @@ BlockTable KvCache::fork(const BlockTable& src) {
 void KvCache::release(BlockTable* t) {
   for (int32_t id : t->blocks) pool_.release(id);
   t->blocks.clear();
+  t->hashes.clear();
   t->n_tokens = 0;
+}
+
+Result<int32_t> KvCache::allocate_block() {
+  if (pool_.n_free() == 0 && prefix_.size() > 0) prefix_.evict(pool_, 1);
+  return pool_.allocate();
+}
+
+int32_t KvCache::match_prefix(std::span<const int32_t> tokens, BlockTable* t) {
+  GSA_ASSERT(t->blocks.empty() && t->n_tokens == 0);
+  if (!cfg_.prefix_cache || tokens.empty()) return 0;
+  const int32_t bs = cfg_.block_size;
+  const int32_t max_blocks = int32_t((tokens.size() - 1) / size_t(bs));
+  uint64_t parent = 0;
+  for (int32_t i = 0; i < max_blocks; ++i) {
+    auto span = tokens.subspan(size_t(i) * bs, size_t(bs));
+    const int32_t id = prefix_.find(parent, span);
+    if (id < 0) break;
+    pool_.ref(id);
+    t->blocks.push_back(id);
+    parent = PrefixCache::chain_hash(parent, span);
+    t->hashes.push_back(parent);
+    t->n_tokens += bs;
+  }
+  return t->n_tokens;
+}
+
+void KvCache::index_full_blocks(BlockTable* t, std::span<const int32_t> tokens) {
+  if (!cfg_.prefix_cache) return;
+  const int32_t bs = cfg_.block_size;
+  const size_t full = size_t(t->n_tokens / bs);
+  GSA_ASSERT(tokens.size() >= size_t(t->n_tokens));
+  while (t->hashes.size() < full) {
+    const size_t i = t->hashes.size();
+    const uint64_t parent = i ? t->hashes[i - 1] : 0;
+    t->hashes.push_back(prefix_.insert(pool_, parent, tokens.subspan(i * bs, size_t(bs)), t->blocks[i]));
+  }
 }
 
 }  // namespace gsa::kv

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "backend/backend.h"
 #include "kv/block_pool.h"
+#include "kv/prefix_cache.h"
 
 namespace gsa::kv {
 
@@ -19,12 +21,14 @@ struct KvConfig {
   int32_t n_blocks = 0;
   DType kv_type = DType::F32;
   int64_t rep_bytes = 0;  // bytes of one (block, kv head) representation; 0 = no table
+  bool prefix_cache = true;  // keep full blocks for reuse by later prompts with the same prefix
 };
 
 /// One sequence's blocks in logical order and its token count.
 struct BlockTable {
-  std::vector<int32_t> blocks;  // physical ids
+  std::vector<int32_t> blocks;   // physical ids
   int32_t n_tokens = 0;
+  std::vector<uint64_t> hashes;  // prefix-cache chain hash of each leading full block
 };
 
 class KvCache {
@@ -58,15 +62,27 @@ class KvCache {
   Status reserve(BlockTable* table, int32_t n_new, std::vector<int32_t>* slots);
   /// A new table sharing every block of `src` by reference.
   BlockTable fork(const BlockTable& src);
-  /// Drops the table's references; blocks with no other owner return to the pool.
+  /// Drops the table's references; blocks with no other owner return to the pool (or stay in
+  /// the prefix cache until evicted).
   void release(BlockTable* table);
+
+  /// Starts an empty `table` with the longest run of cached full blocks that `tokens` begins
+  /// with, leaving at least one token of `tokens` uncovered. Returns the tokens covered.
+  int32_t match_prefix(std::span<const int32_t> tokens, BlockTable* table);
+  /// Indexes the table's blocks that became full (all leading full blocks not yet indexed);
+  /// `tokens` are the sequence's tokens, at least table->n_tokens of them.
+  void index_full_blocks(BlockTable* table, std::span<const int32_t> tokens);
+  const PrefixCache& prefix_cache() const { return prefix_; }
 
  private:
   backend::Backend* backend_ = nullptr;
   KvConfig cfg_;
   BlockPool pool_;
   std::vector<void*> k_, v_, reps_;  // [n_layers]
+  PrefixCache prefix_;
   void free_all();
+  /// A free block, evicting an unused cached block when none is free.
+  Result<int32_t> allocate_block();
 };
 
 }  // namespace gsa::kv

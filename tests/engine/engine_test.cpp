@@ -28,8 +28,10 @@ class EngineTest : public ::testing::Test {
   }
   static void TearDownTestSuite() { delete path_; }
 
-  std::unique_ptr<Engine> make(int block_size = 4, int chunk = 512, int64_t kv_tokens = 4096) {
+  std::unique_ptr<Engine> make(int block_size = 4, int chunk = 512, int64_t kv_tokens = 4096,
+                               bool prefix_cache = true) {
     EngineConfig c;
+    c.prefix_cache = prefix_cache;
     c.model_path = *path_;
     c.threads = 2;
     c.block_size = block_size;
@@ -80,6 +82,12 @@ class EngineTest : public ::testing::Test {
     return in;
   }
 
+  // Every block is free or held only by the prefix cache.
+  static void expect_all_free(const Engine& e) {
+    const auto& pool = e.kv().pool();
+    EXPECT_EQ(pool.n_free() + e.kv().prefix_cache().size(), pool.n_blocks());
+  }
+
   static std::string* path_;
 };
 std::string* EngineTest::path_ = nullptr;
@@ -99,7 +107,7 @@ TEST_F(EngineTest, BatchingDoesNotChangeGreedyOutputs) {
   for (int r = 0; r < 3; ++r) ASSERT_TRUE(e->add_request(req(prompt(5 + 7 * r, r), 12)).is_ok());
   auto out = run(*e);
   for (int r = 0; r < 3; ++r) EXPECT_EQ(out[key(r, 0)].tokens, alone[size_t(r)]) << "request " << r;
-  EXPECT_EQ(e->kv().pool().n_free(), e->kv().pool().n_blocks());
+  expect_all_free(*e);
 }
 
 TEST_F(EngineTest, PrefillChunkSizeAndBlockSizeDoNotChangeOutputs) {
@@ -140,7 +148,7 @@ TEST_F(EngineTest, ParallelSamplesShareThePromptAndMatchSeparateRuns) {
   ASSERT_TRUE(e2->add_request(in).is_ok());
   auto out2 = run(*e2);
   for (int k = 0; k < 3; ++k) EXPECT_EQ(out2[key(0, k)].tokens, got[size_t(k)]);
-  EXPECT_EQ(e->kv().pool().n_free(), e->kv().pool().n_blocks());
+  expect_all_free(*e);
 }
 
 TEST_F(EngineTest, StopStringsEndTheOutputBeforeTheMatch) {
@@ -176,7 +184,48 @@ TEST_F(EngineTest, KvExhaustionFailsOneRequestAndTheOthersFinish) {
   // The first token comes from the prefill; 4 decode steps fill slots 45..48 of the 12 blocks.
   EXPECT_EQ(out[key(1, 0)].tokens.size(), 5u);
   EXPECT_FALSE(e->has_work());
-  EXPECT_EQ(e->kv().pool().n_free(), e->kv().pool().n_blocks());
+  expect_all_free(*e);
+}
+
+TEST_F(EngineTest, PrefixCacheReusesPromptBlocksWithTheSameOutput) {
+  auto e = make(4);
+  const std::vector<int32_t> p = prompt(30, 4);
+  ASSERT_TRUE(e->add_request(req(p, 8)).is_ok());
+  const auto first = run(*e)[key(0, 0)].tokens;
+  EXPECT_EQ(e->stats().prefix_hit_tokens, 0);
+  // The same prompt again: its 7 full blocks (28 tokens) come from the cache, 2 are computed.
+  const int64_t prefilled = e->stats().prefill_tokens;
+  ASSERT_TRUE(e->add_request(req(p, 8)).is_ok());
+  const auto second = run(*e)[key(1, 0)].tokens;
+  EXPECT_EQ(e->stats().prefix_hit_tokens, 28);
+  EXPECT_EQ(e->stats().prefill_tokens - prefilled, 2);
+  EXPECT_EQ(first, second);
+  // A prompt that shares only the first 2 blocks.
+  std::vector<int32_t> q = p;
+  q[9] = (q[9] + 1) % 256;
+  ASSERT_TRUE(e->add_request(req(q, 4)).is_ok());
+  run(*e);
+  EXPECT_EQ(e->stats().prefix_hit_tokens, 28 + 8);
+  expect_all_free(*e);
+  // Without the cache nothing is reused.
+  auto off = make(4, 512, 4096, false);
+  ASSERT_TRUE(off->add_request(req(p, 8)).is_ok());
+  run(*off);
+  ASSERT_TRUE(off->add_request(req(p, 8)).is_ok());
+  EXPECT_EQ(run(*off)[key(1, 0)].tokens, first);
+  EXPECT_EQ(off->stats().prefix_hit_tokens, 0);
+  EXPECT_EQ(off->kv().pool().n_free(), off->kv().pool().n_blocks());
+}
+
+TEST_F(EngineTest, CachedBlocksAreEvictedWhenTheCacheRunsDry) {
+  auto e = make(4, 512, 48);  // 12 blocks
+  ASSERT_TRUE(e->add_request(req(prompt(30, 5), 4)).is_ok());
+  run(*e);
+  EXPECT_GT(e->kv().prefix_cache().size(), 0);
+  ASSERT_TRUE(e->add_request(req(prompt(40, 6), 4)).is_ok());
+  auto out = run(*e);
+  EXPECT_EQ(out[key(1, 0)].finish, FinishReason::Length);
+  expect_all_free(*e);
 }
 
 TEST_F(EngineTest, BadRequestsAreRejectedUpFront) {
