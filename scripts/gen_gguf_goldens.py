@@ -4,6 +4,7 @@
 
   quants.json + <type>.bin  random data quantized by gguf-py (or random block bytes for the
                             formats gguf-py only dequantizes), followed by gguf-py's f32 values
+                            (and, for quantized data, the source floats)
   smollm2_index.json        metadata and tensor index of the default model, read by gguf-py
   smollm2_slices.json + .bin  the raw bytes and gguf-py dequantization of a few rows of real
                             tensors of the default model
@@ -67,31 +68,35 @@ def random_blocks(rng: np.random.Generator, qtype: T, n: int, scale_offsets) -> 
     return raw.reshape(-1)
 
 
-def write_case(out: Path, name: str, raw: np.ndarray, values: np.ndarray) -> None:
+def write_case(out: Path, name: str, raw: np.ndarray, values: np.ndarray,
+               source: np.ndarray | None = None) -> None:
     raw = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1)
     values = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
-    (out / f"{name}.bin").write_bytes(raw.tobytes() + values.tobytes())
+    tail = b"" if source is None else np.ascontiguousarray(source, dtype="<f4").tobytes()
+    (out / f"{name}.bin").write_bytes(raw.tobytes() + values.tobytes() + tail)
 
 
 def gen_quants(out: Path) -> None:
     rng = np.random.default_rng(SEED)
     cases = []
 
-    def add(qtype: T, name: str, raw: np.ndarray, n: int, note: str) -> None:
+    def add(qtype: T, name: str, raw: np.ndarray, n: int, note: str,
+            source: np.ndarray | None = None) -> None:
         values = quants.dequantize(raw.reshape(1, -1), qtype).reshape(-1)
         assert values.size == n, (name, values.size)
-        write_case(out, name, raw, values)
+        write_case(out, name, raw, values, source)
         cases.append({"name": name, "type": name.split("-")[0], "type_id": int(qtype), "n": n,
-                      "n_bytes": int(raw.size), "file": f"{name}.bin", "source": note})
+                      "n_bytes": int(raw.size), "file": f"{name}.bin", "source": note,
+                      "has_source": source is not None})
 
     # F16: ordinary values plus subnormals, signed zero and infinities.
     x = test_floats(rng, N_ELEMS)
     x[0:6] = [6.0e-8, -6.0e-8, -0.0, np.inf, -np.inf, 65504.0]
-    add(T.F16, "f16", x.astype(np.float16).view(np.uint8), N_ELEMS, "numpy float16")
+    add(T.F16, "f16", x.astype(np.float16).view(np.uint8), N_ELEMS, "numpy float16", x)
     for qtype in QUANTIZED:
         x = test_floats(rng, N_ELEMS)
         raw = quants.quantize(x.reshape(1, -1), qtype).reshape(-1)
-        add(qtype, qtype.name.lower(), raw, N_ELEMS, "gguf-py quantize")
+        add(qtype, qtype.name.lower(), raw, N_ELEMS, "gguf-py quantize", x)
     for qtype, offsets in RANDOM_BLOCKS.items():
         raw = random_blocks(rng, qtype, N_ELEMS, offsets)
         name = qtype.name.lower().replace("_k", "_K")
@@ -103,7 +108,8 @@ def gen_quants(out: Path) -> None:
         add(qtype, qtype.name.lower() + "-random", raw, N_ELEMS, "random block bytes")
 
     manifest = {"generator": "scripts/gen_gguf_goldens.py", "gguf_py": "0.19.0", "seed": SEED,
-                "layout": "raw block bytes, then n little-endian f32 values", "cases": cases}
+                "layout": "raw block bytes, n little-endian f32 values, then (has_source) the n f32 "
+                          "values that were quantized", "cases": cases}
     (out / "quants.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"wrote {len(cases)} quantization cases to {out}")
 

@@ -70,6 +70,13 @@ Result<uint64_t> ggml_row_bytes(GgmlType t, int64_t n);
 /// dst must hold n floats. Unsupported type, bad n or too few source bytes give an error.
 Status dequantize(GgmlType t, const void* src, uint64_t src_bytes, float* dst, int64_t n);
 
+/// True when quantize() supports t (F32, F16, BF16, Q8_0, Q4_0, Q4_1).
+bool ggml_type_can_quantize(GgmlType t);
+/// Quantizes n floats (a multiple of the block size) to t with ggml's reference rounding
+/// (bit-exact with ggml's quantize_row_*_ref and gguf-py). Non-finite input to a block format
+/// is an error.
+Result<std::vector<uint8_t>> quantize(GgmlType t, const float* src, int64_t n);
+
 /// GGUF metadata value types, numbered as the file format numbers them.
 enum class ValueType : uint32_t { U8 = 0, I8, U16, I16, U32, I32, F32, Bool, String, Array, U64, I64, F64 };
 
@@ -211,8 +218,12 @@ class GgufWriter {
                   std::vector<uint8_t> data);
   /// Convenience: an F32 tensor from floats.
   void add_tensor_f32(std::string name, std::vector<int64_t> shape, const std::vector<float>& v);
+  /// Quantizes values (product of shape elements, ne[0] first) to type and adds the tensor.
+  Status add_tensor_quantized(std::string name, std::vector<int64_t> shape, GgmlType type,
+                              const std::vector<float>& values);
 
-  /// Serializes. Writes `general.alignment` when alignment != 32. Returns an empty vector
+  /// Serializes. Writes `general.alignment` when alignment != 32 (a value set by the caller is
+  /// replaced by `alignment`). Returns an empty vector
   /// only if a tensor's data size does not match its shape (use finish_checked for the reason).
   std::vector<uint8_t> finish(uint32_t alignment = 32) const;
   Result<std::vector<uint8_t>> finish_checked(uint32_t alignment = 32) const;

@@ -53,7 +53,8 @@ TEST(GgufDequant, MatchesGgufPyGoldens) {
     const int64_t n = c["n"];
     const uint64_t n_bytes = c["n_bytes"];
     std::vector<uint8_t> file = testing::read_binary(kGoldenDir + c["file"].get<std::string>());
-    ASSERT_EQ(file.size(), n_bytes + uint64_t(n) * 4);
+    const bool has_source = c.value("has_source", false);
+    ASSERT_EQ(file.size(), n_bytes + uint64_t(n) * (has_source ? 8 : 4));
     EXPECT_EQ(ggml_type_name(type), c["type"].get<std::string>());
     ASSERT_EQ(*ggml_row_bytes(type, n), n_bytes);
     std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n), NAN);
@@ -69,6 +70,71 @@ TEST(GgufDequant, MatchesGgufPyGoldens) {
                      GgmlType::Q5_K, GgmlType::Q6_K}) {
     EXPECT_TRUE(covered.count(uint32_t(t))) << "no golden for " << ggml_type_name(t);
   }
+}
+
+// Our quantizer produces the bytes gguf-py produced from the same floats (both follow ggml's
+// reference rounding), for every golden whose source floats were kept.
+TEST(GgufQuantize, MatchesGgufPyBytes) {
+  nlohmann::json manifest = load_json(kGoldenDir + "quants.json");
+  ASSERT_TRUE(manifest.is_object());
+  int checked = 0;
+  for (const auto& c : manifest["cases"]) {
+    const auto type = GgmlType(c["type_id"].get<uint32_t>());
+    if (!c.value("has_source", false) || !ggml_type_can_quantize(type)) continue;
+    const std::string name = c["name"];
+    SCOPED_TRACE(name);
+    const int64_t n = c["n"];
+    const uint64_t n_bytes = c["n_bytes"];
+    std::vector<uint8_t> file = testing::read_binary(kGoldenDir + c["file"].get<std::string>());
+    ASSERT_EQ(file.size(), n_bytes + uint64_t(n) * 8);
+    std::vector<float> source(static_cast<size_t>(n));
+    std::memcpy(source.data(), file.data() + n_bytes + uint64_t(n) * 4, size_t(n) * 4);
+    Result<std::vector<uint8_t>> q = quantize(type, source.data(), n);
+    ASSERT_TRUE(q.is_ok()) << q.status().to_string();
+    ASSERT_EQ(q->size(), n_bytes);
+    size_t diff = 0;
+    for (size_t k = 0; k < n_bytes; ++k) diff += (*q)[k] != file[k];
+    EXPECT_EQ(diff, 0u) << diff << " of " << n_bytes << " bytes differ";
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);  // f16, bf16, q8_0, q4_0, q4_1
+}
+
+TEST(GgufQuantize, RoundTripErrorIsBoundedAndErrorsAreStatuses) {
+  std::vector<float> x(4096);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(float(i) * 0.37f) * (1.0f + float(i % 7));
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1}) {
+    Result<std::vector<uint8_t>> q = quantize(t, x.data(), int64_t(x.size()));
+    ASSERT_TRUE(q.is_ok()) << q.status().to_string();
+    std::vector<float> y(x.size());
+    ASSERT_TRUE(dequantize(t, q->data(), q->size(), y.data(), int64_t(y.size())).is_ok());
+    // Worst case per element as a fraction of the block's max magnitude: half a step for Q8_0
+    // and Q4_1 (step 1/127, 2/15); Q4_0 maps [-amax, amax] onto -8..7, so up to a full step 1/8.
+    const float frac = t == GgmlType::Q8_0 ? 0.5f / 127 : t == GgmlType::Q4_1 ? 1.0f / 15 : 1.0f / 8;
+    for (size_t b = 0; b < x.size(); b += 32) {
+      float amax = 0;
+      for (size_t j = b; j < b + 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+      for (size_t j = b; j < b + 32; ++j) {
+        // Plus the f16 rounding of the scale and offset.
+        ASSERT_LE(std::fabs(y[j] - x[j]), amax * frac + amax * 4e-3f)
+            << ggml_type_name(t) << " " << j;
+      }
+    }
+  }
+  x[100] = NAN;
+  EXPECT_EQ(quantize(GgmlType::Q8_0, x.data(), 4096).status().code(), StatusCode::InvalidArgument);
+  EXPECT_TRUE(quantize(GgmlType::F16, x.data(), 4096).is_ok());
+  EXPECT_EQ(quantize(GgmlType::Q4_K, x.data(), 256).status().code(), StatusCode::Unsupported);
+  EXPECT_FALSE(quantize(GgmlType::Q4_0, x.data(), 33).is_ok());
+
+  GgufWriter w;
+  EXPECT_FALSE(w.add_tensor_quantized("bad", {64, 2}, GgmlType::Q8_0, std::vector<float>(64)).is_ok());
+  ASSERT_TRUE(w.add_tensor_quantized("w", {64, 2}, GgmlType::Q4_1, std::vector<float>(128, 0.5f)).is_ok());
+  Result<GgufFile> f = GgufFile::from_bytes(w.finish());
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  std::vector<float> out(128);
+  ASSERT_TRUE(f->read_tensor_f32(f->tensors()[0], out.data()).is_ok());
+  for (float v : out) EXPECT_EQ(v, 0.5f);
 }
 
 TEST(GgufDequant, HandWorkedQ4_0AndQ4_1Blocks) {
