@@ -109,10 +109,16 @@ float dot1(const float* x, const W* w, int64_t k) {
   return _mm512_reduce_add_ps(a);
 }
 #else
+// Sixteen independent lane sums, which the compiler vectorizes without reassociating.
 template <typename W>
 float dot1(const float* x, const W* w, int64_t k) {
+  float lanes[16] = {};
+  int64_t d = 0;
+  for (; d + 16 <= k; d += 16)
+    for (int l = 0; l < 16; ++l) lanes[l] += x[d + l] * load_w(w, d + l);
+  for (; d < k; ++d) lanes[d % 16] += x[d] * load_w(w, d);
   float acc = 0.0f;
-  for (int64_t d = 0; d < k; ++d) acc += x[d] * load_w(w, d);
+  for (float v : lanes) acc += v;
   return acc;
 }
 template <typename W>
