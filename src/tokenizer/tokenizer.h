@@ -36,7 +36,8 @@ enum class TokenType : int32_t {
 struct TokenizerData {
   std::string model = "gpt2";                // [tokenizer.ggml.model]; only "gpt2" is supported
   std::string pre = "default";               // [tokenizer.ggml.pre]
-  std::vector<std::string> tokens;           // [n_vocab] byte-level text (space is "Ġ")
+  std::vector<std::string> tokens;           // [n_vocab] byte-level text ("Ġ" is a space);
+                                             // control/user-defined tokens as plain text
   std::vector<int32_t> token_types;          // [n_vocab] TokenType values; empty: all Normal
   std::vector<std::string> merges;           // [n_merges] "left right", highest priority first
   int32_t bos_id = -1;                       // [tokenizer.ggml.bos_token_id]; -1: none
