@@ -265,14 +265,14 @@ void run_shape(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, int bat
 int main(int argc, char** argv) {
   Ctx c;
   bool quick = false;
-  int min_ctas = 3;
+  int ctas_per_sm = 2;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) c.json = std::fopen(argv[++i], "w");
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) c.reps = std::max(3, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--min-ctas") && i + 1 < argc) min_ctas = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--ctas-per-sm") && i + 1 < argc) ctas_per_sm = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--json FILE] [--reps N] [--quick] [--min-ctas 2|3]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json FILE] [--reps N] [--quick] [--ctas-per-sm N]\n", argv[0]);
       return 2;
     }
   }
@@ -283,14 +283,14 @@ int main(int argc, char** argv) {
   }
   auto be = std::move(r).value();
   c.be = be.get();
-  be->set_attention_min_ctas(min_ctas);
+  be->set_attention_ctas_per_sm(ctas_per_sm);
   c.stream = reinterpret_cast<cudaStream_t>(be->stream());
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   int driver = 0;
   CHECK_CUDA(cudaDriverGetVersion(&driver));
-  std::printf("device: %s, %d SMs, L2 %d MB, driver API %d, decode kernel sized for %d CTAs/SM\n",
-              prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, driver, min_ctas);
+  std::printf("device: %s, %d SMs, L2 %d MB, driver API %d, split target %d CTAs/SM\n",
+              prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, driver, ctas_per_sm);
   c.flush = be->alloc(c.flush_bytes).value();
   measure_ceiling(c);
 

@@ -83,10 +83,30 @@ __global__ void __launch_bounds__(kScoreThreads) block_score_kernel(const Select
   const int lane = threadIdx.x & 31;
   const int warps_total = gridDim.x * (blockDim.x / 32);
   const int64_t rep_elems = a.kind == 0 ? D : a.kind == 1 ? 2 * D : int64_t(a.block_size) * words;
+  const bool linear = a.kind != 2 && !a.group_max && !a.per_kv_head;
   for (int b = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5); b < n; b += warps_total) {
     if (select_forced(a, b, n, len)) continue;
     const int phys = a.block_table[bt0 + b];
     const bool ok = phys >= 0 && (a.n_blocks <= 0 || phys < a.n_blocks);
+    if (linear) {
+      // Mean / MinMax with group-mean queries summed over kv heads: the score is linear in the
+      // per-lane partial sums, so all heads' loads go out together and one reduction remains.
+      float part = 0.0f;
+      if (ok) {
+        const float* rep0 = static_cast<const float*>(a.reps) + int64_t(phys) * a.n_kv_heads * rep_elems;
+        for (int h = 0; h < a.n_kv_heads; ++h) {
+          const float* rep = rep0 + h * rep_elems;
+#pragma unroll 4
+          for (int d = lane; d < D; d += 32) {
+            const float qd = sm_q[h][d];
+            part += a.kind == 0 ? qd * rep[d] : fmaxf(qd * rep[d], qd * rep[D + d]);
+          }
+        }
+      }
+      const float total = warp_sum(part);
+      if (lane == 0) a.scores[int64_t(s) * a.max_blocks + b] = ok ? total : -INFINITY;
+      continue;
+    }
     float total = 0.0f;
     for (int h = 0; h < a.n_kv_heads; ++h) {
       float score = -INFINITY;

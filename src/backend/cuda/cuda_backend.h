@@ -55,15 +55,9 @@ class CudaBackend final : public Backend {
   int device() const { return device_; }
   int sm_count() const { return sm_count_; }
   CudaStream stream() const { return stream_; }
-  /// Decode attention splits each key range so that about `ctas` CTAs run per SM (default 3,
-  /// the kernel's occupancy: one wave).
+  /// Decode attention splits each key range so that about `ctas` CTAs run per SM (default 2:
+  /// the decode kernel holds one 8-warp CTA per SM, so two waves balance uneven ranges).
   void set_attention_ctas_per_sm(int ctas) { attn_ctas_per_sm_ = ctas < 1 ? 1 : ctas; }
-  /// Register budget of the decode kernel: 3 CTAs per SM (default; a few spills at head_dim
-  /// 128) or 2 (no spills). Splits follow: about this many CTAs per SM.
-  void set_attention_min_ctas(int ctas) {
-    attn_min_ctas_ = ctas >= 3 ? 3 : 2;
-    attn_ctas_per_sm_ = attn_min_ctas_;
-  }
   /// The split count decode attention uses for this many (sequence, kv head) work items.
   int attention_splits(int64_t work_items) const;
   /// Grows the workspaces now so that later calls (e.g. inside CUDA graph capture) allocate
@@ -107,8 +101,7 @@ class CudaBackend final : public Backend {
 
   int device_ = 0;
   int sm_count_ = 132;
-  int attn_ctas_per_sm_ = 3;
-  int attn_min_ctas_ = 3;
+  int attn_ctas_per_sm_ = 2;
   int max_select_blocks_ = 32768;
   CudaStream stream_ = nullptr;
   CudaStream side_stream_ = nullptr;

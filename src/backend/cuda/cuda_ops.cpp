@@ -137,7 +137,7 @@ Status CudaBackend::attention(const AttentionParams& p) {
       GSA_RETURN_IF_ERROR(ensure_attention_ws(rows * size_t(p.head_dim), rows));
     }
   }
-  GSA_CUDA_RETURN_IF_ERROR(cuda::attention(p, splits, attn_ws_o_, attn_ws_lse_, attn_min_ctas_, stream_));
+  GSA_CUDA_RETURN_IF_ERROR(cuda::attention(p, splits, attn_ws_o_, attn_ws_lse_, stream_));
   return Status::ok();
 }
 

@@ -124,7 +124,7 @@ constexpr double kTol = 1e-2;
 
 TEST_F(CudaAttentionTest, DecodeDenseGqaGrid) {
   for (int hd : {64, 128})
-    for (int ratio : {1, 4, 7, 8})
+    for (int ratio : {1, 4, 7, 8, 12})
       for (int bs : {16, 32}) {
         AttnCase c;
         c.head_dim = hd;
