@@ -29,7 +29,7 @@ the stored top-k of order 1e-1: llama.cpp quantizes activations to Q8 for quanti
 need not. Determinism: same llama.cpp build + same CPU flags give the same numbers.
 
 Usage: scripts/gen_logits_goldens.py [--models smollm2-135m,qwen2.5-coder-0.5b] [--out DIR]
-       [--long-tokens 2000]. Needs `import llama_cpp` (scripts/build-llama-cpp) and the models
+       [--long-tokens 2000] [--check]  (--check: regenerate and compare with the files, write nothing). Needs `import llama_cpp` (scripts/build-llama-cpp) and the models
        (scripts/fetch-model). Runtime: about a minute per model on 2 cores.
 """
 
@@ -117,7 +117,8 @@ LONG_SENTENCES = [
     "Fog filled the valley most mornings in October and lifted slowly as the sun warmed the slopes.",
 ]
 LONG_NEEDLE = "The secret word that opens the old observatory door is 'copperfinch'."
-LONG_QUESTION = "\n\nQuestion: what is the secret word that opens the old observatory door?\nAnswer:"
+LONG_QUESTION = ("\n\nQuestion: what is the secret word that opens the old observatory door?\n"
+                 "Answer: the secret word is")
 
 
 def long_text(count_tokens, target):
@@ -232,12 +233,47 @@ def write_compact(obj, path):
     json.loads(path.read_text(encoding="utf-8"))  # the file must parse
 
 
+def check(obj, path):
+    """Compares a regenerated golden with the file on disk; returns the number of mismatches."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"{path}: cannot read ({e})")
+        return 1
+    bad = 0
+    if old.get("model", {}).get("sha256") != obj["model"]["sha256"]:
+        print(f"{path}: model sha256 differs")
+        bad += 1
+    old_prompts = {p["name"]: p for p in old.get("prompts", [])}
+    for p in obj["prompts"]:
+        q = old_prompts.get(p["name"])
+        if q is None or q["tokens"] != p["tokens"]:
+            print(f"{path}: prompt '{p['name']}': tokens differ or prompt missing")
+            bad += 1
+            continue
+        worst = 0.0
+        for a, b in zip(p["positions"], q["positions"]):
+            da, db = dict(map(tuple, a["top"])), dict(map(tuple, b["top"]))
+            if a["pos"] != b["pos"] or a["top"][0][0] != b["top"][0][0]:
+                print(f"{path}: prompt '{p['name']}' pos {a['pos']}: top-1 differs")
+                bad += 1
+                break
+            common = set(da) & set(db)
+            worst = max([worst] + [abs(da[t] - db[t]) for t in common])
+        print(f"{path}: prompt '{p['name']}': max |logit diff| {worst:.4f}")
+        if worst > 1e-2:
+            bad += 1
+    return bad
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b")
     ap.add_argument("--out", default=str(ROOT / "tests" / "golden" / "logits"))
     ap.add_argument("--long-tokens", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--check", action="store_true",
+                    help="regenerate and compare with the committed files instead of writing")
     args = ap.parse_args()
     try:
         import llama_cpp
@@ -245,6 +281,7 @@ def main():
         raise SystemExit(f"gen_logits_goldens: cannot import llama_cpp ({e}); "
                          "run scripts/build-llama-cpp")
     fm = load_fetch_model()
+    failures = 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.models.split(","):
@@ -252,9 +289,13 @@ def main():
             raise SystemExit(f"gen_logits_goldens: unknown model '{name}'")
         obj = generate(name, fm, args, llama_cpp)
         path = out / f"{name}.json"
+        if args.check:
+            failures += check(obj, path)
+            continue
         write_compact(obj, path)
         print(f"{path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
