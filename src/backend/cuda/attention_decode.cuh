@@ -53,43 +53,9 @@ __global__ void __launch_bounds__(kDecThreads, 1) attention_decode_kernel(const 
   uint4* ring = sm_ring + warp * kDecStages * kSlot;
 
   for (int tile = blockIdx.x % a.tiles_per_seq; tile < n_tiles; tile += a.tiles_per_seq) {
-    int row_tok[2], row_head[2], row_pos[2];
-    bool row_ok[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int item = tile * kRows + g + 8 * i;
-      row_ok[i] = (kHi || i == 0) && item < n_rows;
-      row_tok[i] = q0 + (row_ok[i] ? item / a.group : 0);
-      row_head[i] = h * a.group + (row_ok[i] ? item % a.group : 0);
-      row_pos[i] = row_ok[i] ? a.q_pos[row_tok[i]] : -1;
-    }
-    int max_pos = max(row_pos[0], row_pos[1]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) max_pos = max(max_pos, __shfl_xor_sync(0xffffffffu, max_pos, o));
-
-    uint32_t qa[NKS][4];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const QT* qrow = static_cast<const QT*>(a.q) + (int64_t(row_tok[i]) * a.n_heads + row_head[i]) * D;
-#pragma unroll
-      for (int j = 0; j < NJ; ++j) {
-        float v[8];
-        if ((kHi || i == 0) && row_ok[i]) {
-          load8(qrow + 32 * j + 8 * t, v);
-        } else {
-#pragma unroll
-          for (int e = 0; e < 8; ++e) v[e] = 0.0f;
-        }
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          qa[2 * j + half][i] = pack_bf16x2(v[4 * half], v[4 * half + 1]);
-          qa[2 * j + half][2 + i] = pack_bf16x2(v[4 * half + 2], v[4 * half + 3]);
-        }
-      }
-    }
-
-    const int key_end = min(total_keys, max_pos + 1);
-    const int n_chunks = key_end > 0 ? (key_end + 15) / 16 : 0;
+    // The split partition follows the list length alone, so the first copies go out before the
+    // query rows are even read; causality is applied by the mask (decode rows see every key).
+    const int n_chunks = (total_keys + 15) / 16;
     const int used_splits = min(a.n_splits, max(1, (n_chunks + kMinSplitChunks - 1) / kMinSplitChunks));
     const int per_split = (n_chunks + used_splits - 1) / used_splits;
     const int c_begin = split < used_splits ? split * per_split : n_chunks;
@@ -128,6 +94,42 @@ __global__ void __launch_bounds__(kDecThreads, 1) attention_decode_kernel(const 
     const int c0 = c_begin + warp;
 #pragma unroll
     for (int i = 0; i < kDecStages - 1; ++i) issue(c0 + i * kDecWarps, i);
+    int row_tok[2], row_head[2], row_pos[2];
+    bool row_ok[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int item = tile * kRows + g + 8 * i;
+      row_ok[i] = (kHi || i == 0) && item < n_rows;
+      row_tok[i] = q0 + (row_ok[i] ? item / a.group : 0);
+      row_head[i] = h * a.group + (row_ok[i] ? item % a.group : 0);
+      row_pos[i] = row_ok[i] ? a.q_pos[row_tok[i]] : -1;
+    }
+    int max_pos = max(row_pos[0], row_pos[1]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) max_pos = max(max_pos, __shfl_xor_sync(0xffffffffu, max_pos, o));
+
+    uint32_t qa[NKS][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const QT* qrow = static_cast<const QT*>(a.q) + (int64_t(row_tok[i]) * a.n_heads + row_head[i]) * D;
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        float v[8];
+        if ((kHi || i == 0) && row_ok[i]) {
+          load8(qrow + 32 * j + 8 * t, v);
+        } else {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) v[e] = 0.0f;
+        }
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          qa[2 * j + half][i] = pack_bf16x2(v[4 * half], v[4 * half + 1]);
+          qa[2 * j + half][2 + i] = pack_bf16x2(v[4 * half + 2], v[4 * half + 3]);
+        }
+      }
+    }
+
+    const int key_end = min(total_keys, max_pos + 1);
     int it = 0;
     for (int c = c0; c < c_end; c += kDecWarps, ++it) {
       issue(c + (kDecStages - 1) * kDecWarps, (it + kDecStages - 1) % kDecStages);
