@@ -55,5 +55,6 @@ struct Command {
 int run_info(CLI::App* app, const std::string& model);
 Command add_generate(CLI::App& root);  // cmd_generate.cpp
 Command add_bench(CLI::App& root);     // cmd_bench.cpp
+Command add_eval(CLI::App& root);      // cmd_eval.cpp
 
 }  // namespace gsa::cli

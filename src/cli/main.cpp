@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   info->add_option("model", info_model, "GGUF file or model name (default: smollm2-135m)");
   gsa::cli::Command generate = gsa::cli::add_generate(app);
   gsa::cli::Command bench = gsa::cli::add_bench(app);
+  gsa::cli::Command eval = gsa::cli::add_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
     if (info->parsed()) return gsa::cli::run_info(info, info_model);
     if (generate.app->parsed()) return generate.run();
     if (bench.app->parsed()) return bench.run();
+    if (eval.app->parsed()) return eval.run();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gsa: %s\n", e.what());
     return 1;

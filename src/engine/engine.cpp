@@ -70,11 +70,14 @@ class Engine::SparsePlanner final : public model::LayerPlanner {
  public:
   SparsePlanner(sparse::Selector* sel, kv::KvCache* kv, EngineStats* stats)
       : sel_(sel), kv_(kv), stats_(stats) {}
+  std::vector<sparse::SeqInput> seqs;  // this step's sequences
+  AttentionObserver* observer = nullptr;
   Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
     Timer t;
     auto r = sel_->select_layer(layer, static_cast<const float*>(q), kv_->reps(layer));
     stats_->select_seconds += t.seconds();
     if (!r) return r.status();
+    if (observer) observer->observe(layer, q, seqs, *r, *kv_);
     lists->indptr = r->indptr;
     lists->indices = r->indices;
     lists->last_len = r->last_len;
@@ -147,6 +150,15 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
   return e;
 }
 
+void Engine::reset_stats() {
+  stats_ = {};
+  if (selector_) selector_base_ = selector_->stats();
+}
+
+void Engine::set_attention_observer(AttentionObserver* obs) {
+  if (planner_) planner_->observer = obs;
+}
+
 backend::RepUpdateParams Engine::rep_params() const {
   backend::RepUpdateParams rp;
   if (selector_) {
@@ -171,6 +183,10 @@ Result<int64_t> Engine::add_request(RequestInput in) {
   if (in.n < 1 || in.n > cfg_.max_batch)
     return invalid_argument("n must be in [1, {}], got {}", cfg_.max_batch, in.n);
   GSA_RETURN_IF_ERROR(in.sampling.validate());
+  if (in.sparse_budget_tokens < 0)
+    return invalid_argument("sparse budget must be >= 0 tokens, got {}", in.sparse_budget_tokens);
+  if ((in.sparse_budget_tokens > 0 || in.sparse_min_context >= 0) && !selector_)
+    return invalid_argument("per-request sparse settings need an engine started with --sparse gsa");
   auto r = std::make_unique<Request>();
   r->id = next_request_++;
   r->in = std::move(in);
@@ -380,13 +396,17 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
     in.logit_rows.push_back(int32_t(in.tokens.size()) - 1);
     batch.push_back(&s);
     if (selector_)
-      sel_in.push_back({s.id, s.table.n_tokens, s.table.blocks.data(), int32_t(s.table.blocks.size())});
+      sel_in.push_back({s.id, s.table.n_tokens, s.table.blocks.data(), int32_t(s.table.blocks.size()),
+                        s.req->in.sparse_budget_tokens, s.req->in.sparse_min_context});
   }
   if (batch.empty()) {
     reap();
     return Status::ok();
   }
-  if (selector_) GSA_RETURN_IF_ERROR(selector_->begin_step(sel_in));
+  if (selector_) {
+    GSA_RETURN_IF_ERROR(selector_->begin_step(sel_in));
+    planner_->seqs = sel_in;
+  }
   Status st = model_->forward(in, kv_, planner_.get(), rep_params(), &logits_);
   if (!st.is_ok()) return st;
   const int32_t vocab = model_->hparams().vocab;
@@ -399,7 +419,14 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
   stats_.decode_tokens += int64_t(batch.size());
   stats_.decode_steps++;
   stats_.decode_seconds += timer.seconds();
-  if (selector_) stats_.selector = selector_->stats();
+  if (selector_) {
+    const sparse::SelectorStats now = selector_->stats();
+    const sparse::SelectorStats& b = selector_base_;
+    stats_.selector = {now.steps - b.steps, now.lists_dense - b.lists_dense,
+                       now.lists_selected - b.lists_selected, now.lists_reused - b.lists_reused,
+                       now.lists_async - b.lists_async, now.lists_stale - b.lists_stale,
+                       now.blocks_attended - b.blocks_attended, now.blocks_total - b.blocks_total};
+  }
   reap();
   return Status::ok();
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,10 @@ struct RequestInput {
   std::vector<int32_t> prompt;  // token ids (BOS included if wanted)
   SamplingParams sampling;
   int n = 1;                    // parallel samples sharing the prompt's KV blocks
+  // GSA per request (engines built with sparse decode): 0 / -1 keep the engine's settings.
+  int32_t sparse_budget_tokens = 0;  // > 0: this request's budget in tokens
+  int32_t sparse_min_context = -1;   // >= 0: decode densely below this many tokens (a huge
+                                     // value gives exact full attention)
 };
 
 /// Something that happened to one sample of a request during a step.
@@ -56,6 +61,18 @@ struct TokenEvent {
   std::string text;          // newly complete text (stop strings held back, never emitted)
   FinishReason finish = FinishReason::None;
   std::string error;         // with FinishReason::Error
+};
+
+/// Sees every GSA decision of a decode step (used by the accuracy harness to measure how much
+/// of full attention's softmax mass the selected blocks hold). Called after each layer's lists
+/// are chosen, before the attention runs; everything passed is valid only during the call.
+class AttentionObserver {
+ public:
+  virtual ~AttentionObserver() = default;
+  /// q: [n_seqs, n_heads, head_dim] backend memory (host on the CPU); seqs: the step's
+  /// sequences; lists: the layer's block lists (host memory).
+  virtual void observe(int layer, const void* q, std::span<const sparse::SeqInput> seqs,
+                       const sparse::BlockLists& lists, const kv::KvCache& kv) = 0;
 };
 
 struct EngineStats {
@@ -90,7 +107,9 @@ class Engine {
   Status step(std::vector<TokenEvent>* events);
   bool has_work() const;
   const EngineStats& stats() const { return stats_; }
-  void reset_stats() { stats_ = {}; }
+  /// Installs (or with null removes) an observer of GSA decode decisions; borrowed.
+  void set_attention_observer(AttentionObserver* obs);
+  void reset_stats();
 
  private:
   struct Seq;
@@ -121,6 +140,7 @@ class Engine {
   std::vector<std::unique_ptr<Request>> done_requests_;  // prompt done, samples still running
   std::vector<float> logits_;
   EngineStats stats_;
+  sparse::SelectorStats selector_base_;  // selector counters at the last reset_stats()
 };
 
 }  // namespace gsa::engine

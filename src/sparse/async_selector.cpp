@@ -121,6 +121,7 @@ Status AsyncSelector::submit(int64_t step, int layer, std::span<const AsyncJobIn
       slot.layer = layer;
       slot.seq_len = in.seq_len;
       slot.n_blocks = in.n_blocks;
+      slot.budget_tokens = in.budget_tokens;
       slot.reps = reps;
       std::memcpy(slot.q.data(), in.q, q_elems * sizeof(float));
       slot.table.assign(in.block_table, in.block_table + in.n_blocks);
@@ -134,7 +135,7 @@ Status AsyncSelector::submit(int64_t step, int layer, std::span<const AsyncJobIn
 Status AsyncSelector::run_job(const Slot& job, AsyncResult* out,
                               std::vector<int32_t>* scratch) const {
   const int n = job.n_blocks;
-  const int size = budget_blocks(cfg_, n);
+  const int size = budget_blocks(cfg_, n, job.budget_tokens);
   const int n_lists = lists_per_seq_;
   scratch->resize(size_t(n_lists) * size + size_t(n_lists) + size_t(n_lists) + 1 + 2);
   int32_t* indices = scratch->data();

@@ -33,6 +33,7 @@ struct AsyncJobInput {
   const int32_t* block_table = nullptr;  // [n_blocks] physical ids, copied at submit
   int32_t n_blocks = 0;
   const float* q = nullptr;              // [n_heads, head_dim] copied at submit
+  int32_t budget_tokens = 0;             // > 0: per-request budget (see SeqInput)
 };
 
 /// A published selection of one (sequence, layer).
@@ -84,6 +85,7 @@ class AsyncSelector {
     int64_t seq_id = 0, step = 0;
     int layer = 0;
     int32_t seq_len = 0, n_blocks = 0;
+    int32_t budget_tokens = 0;
     const void* reps = nullptr;
     std::vector<float> q;          // [n_heads, head_dim]
     std::vector<int32_t> table;    // [n_blocks], capacity kept across jobs

@@ -115,7 +115,8 @@ Status Selector::begin_step(std::span<const SeqInput> seqs) {
   for (size_t s = 0; s < seqs.size(); ++s) {
     SeqPlan& sp = m.plan[s];
     sp.in = seqs[s];
-    sp.sparse = sparse_eligible(cfg_, sp.in.seq_len);
+    sp.sparse = cfg_.enabled &&
+                sp.in.seq_len >= (sp.in.min_context >= 0 ? sp.in.min_context : cfg_.min_context);
     sp.state = nullptr;
     sp.select_now = false;
     if (!sp.sparse) continue;
@@ -194,7 +195,7 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
       m.sub_bt.insert(m.sub_bt.end(), in.block_table, in.block_table + in.n_blocks);
       m.sub_bt_indptr.push_back(int32_t(m.sub_bt.size()));
       m.sub_seq_len.push_back(in.seq_len);
-      const int size = budget_blocks(cfg_, in.n_blocks);
+      const int size = budget_blocks(cfg_, in.n_blocks, in.budget_tokens);
       for (int l = 0; l < lists_per_seq; ++l) m.sub_out_indptr.push_back(m.sub_out_indptr.back() + size);
     }
     m.sub_out.resize(size_t(m.sub_out_indptr.back()));
@@ -293,7 +294,8 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     m.jobs.clear();
     for (int s : m.sub) {
       const SeqInput& in = m.plan[size_t(s)].in;
-      m.jobs.push_back({in.seq_id, in.seq_len, in.block_table, in.n_blocks, q + s * q_stride});
+      m.jobs.push_back({in.seq_id, in.seq_len, in.block_table, in.n_blocks, q + s * q_stride,
+                        in.budget_tokens});
     }
     GSA_RETURN_IF_ERROR(async_->submit(m.step, layer, m.jobs, reps));
   }

@@ -31,6 +31,10 @@ struct SeqInput {
   int32_t seq_len = 0;                   // tokens in the cache, this step's token included
   const int32_t* block_table = nullptr;  // [n_blocks] physical block ids in logical order
   int32_t n_blocks = 0;                  // == ceil(seq_len / block_size)
+  // Per-request overrides of the engine's SparseConfig (serving: a request may ask for its
+  // own budget, or for exact full attention).
+  int32_t budget_tokens = 0;             // > 0: this sequence's budget in tokens
+  int32_t min_context = -1;              // >= 0: this sequence's min_context
 };
 
 /// CSR block lists of one layer, in the selector's host memory, laid out for AttentionParams:

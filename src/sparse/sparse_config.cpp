@@ -123,6 +123,12 @@ int budget_blocks(const SparseConfig& c, int n_blocks) {
   return std::min(budget, n_blocks);
 }
 
+int budget_blocks(const SparseConfig& c, int n_blocks, int32_t budget_tokens_override) {
+  if (budget_tokens_override <= 0 || n_blocks <= 0) return budget_blocks(c, n_blocks);
+  const int budget = int((int64_t(budget_tokens_override) + c.block_size - 1) / c.block_size);
+  return std::min(std::max(budget, forced_blocks(c, n_blocks)), n_blocks);
+}
+
 bool sparse_eligible(const SparseConfig& c, int64_t seq_len) {
   return c.enabled && seq_len >= c.min_context;
 }

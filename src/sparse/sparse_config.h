@@ -66,6 +66,10 @@ int forced_blocks(const SparseConfig& cfg, int n_blocks);
 /// most n_blocks.
 int budget_blocks(const SparseConfig& cfg, int n_blocks);
 
+/// budget_blocks with a per-request budget in tokens (> 0: fixed, rounded up to whole blocks;
+/// <= 0: the config's own rule).
+int budget_blocks(const SparseConfig& cfg, int n_blocks, int32_t budget_tokens_override);
+
 /// True when a sequence of seq_len tokens decodes sparsely (enabled and seq_len >= min_context).
 bool sparse_eligible(const SparseConfig& cfg, int64_t seq_len);
 

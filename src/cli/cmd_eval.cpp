@@ -1,0 +1,285 @@
+// `gsa eval niah`: needle-in-a-haystack retrieval on real text (the Paul Graham essays fetched
+// by scripts/fetch-data). For each context length and needle depth it builds a chat prompt of
+// about that many tokens with the needle sentence inserted at that depth (at a sentence
+// boundary), decodes greedily, and checks that the answer contains the needle's key. With
+// --mass it also measures, for every GSA decision, the fraction of full attention's softmax
+// mass that falls inside the selected blocks, per layer. One JSON line per case.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "core/log.h"
+#include "core/timer.h"
+
+namespace gsa::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct EvalFlags {
+  EngineFlags engine;
+  std::string haystack_dir;
+  std::vector<int> contexts = {1024, 2048, 4096, 7680};
+  std::vector<int> depths = {0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100};
+  std::string needle = "The secret passphrase for the vault is 'purple-otter-42'.";
+  std::string question = "What is the secret passphrase for the vault? Answer briefly.";
+  std::string answer = "purple-otter-42";
+  int n_predict = 24;
+  bool mass = false;
+  std::vector<int> budgets;  // with --sparse gsa: per-request budgets in tokens, 0 = full attention
+  std::string label;
+  std::string out;
+};
+
+// Accumulates, per layer, the share of full-attention softmax mass inside the selected blocks
+// of sparse sequences (CPU backend, f32 KV).
+class MassObserver final : public engine::AttentionObserver {
+ public:
+  MassObserver(const model::HParams& h, int block_size)
+      : h_(h), bs_(block_size), sum_(size_t(h.n_layers), 0.0), n_(size_t(h.n_layers), 0) {}
+
+  void observe(int layer, const void* qv, std::span<const sparse::SeqInput> seqs,
+               const sparse::BlockLists& lists, const kv::KvCache& kv) override {
+    const float* q = static_cast<const float*>(qv);
+    const float* K = static_cast<const float*>(kv.k(layer));
+    const int hd = h_.head_dim, group = h_.n_heads / h_.n_kv_heads;
+    const int per = lists.per_kv_head ? h_.n_kv_heads : 1;
+    const float scale = 1.0f / std::sqrt(float(hd));
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      const sparse::SeqInput& in = seqs[s];
+      const int list0 = int(s) * per;
+      if (lists.indptr[list0 + per] - lists.indptr[list0] == in.n_blocks * per) continue;  // dense
+      std::vector<char> in_sel(size_t(in.n_blocks) * size_t(per), 0);
+      for (int l = 0; l < per; ++l) {
+        for (int i = lists.indptr[list0 + l]; i < lists.indptr[list0 + l + 1]; ++i) {
+          const int32_t phys = lists.indices[i];
+          for (int32_t b = 0; b < in.n_blocks; ++b)
+            if (in.block_table[b] == phys) in_sel[size_t(l) * in.n_blocks + size_t(b)] = 1;
+        }
+      }
+      double seq_mass = 0;
+      for (int hh = 0; hh < h_.n_heads; ++hh) {
+        const int kh = hh / group;
+        const float* qh = q + (s * size_t(h_.n_heads) + size_t(hh)) * hd;
+        scores_.resize(size_t(in.seq_len));
+        float mx = -INFINITY;
+        for (int t = 0; t < in.seq_len; ++t) {
+          const int32_t phys = in.block_table[t / bs_];
+          const float* k = K + ((size_t(phys) * h_.n_kv_heads + kh) * bs_ + size_t(t % bs_)) * hd;
+          float d = 0;
+          for (int i = 0; i < hd; ++i) d += qh[i] * k[i];
+          scores_[size_t(t)] = d * scale;
+          mx = std::max(mx, scores_[size_t(t)]);
+        }
+        double z = 0, inside = 0;
+        const int l = lists.per_kv_head ? kh : 0;
+        for (int t = 0; t < in.seq_len; ++t) {
+          const double p = std::exp(double(scores_[size_t(t)] - mx));
+          z += p;
+          if (in_sel[size_t(l) * in.n_blocks + size_t(t / bs_)]) inside += p;
+        }
+        seq_mass += inside / z;
+      }
+      sum_[size_t(layer)] += seq_mass / h_.n_heads;
+      n_[size_t(layer)]++;
+    }
+  }
+  std::vector<double> per_layer() const {
+    std::vector<double> out;
+    for (size_t l = 0; l < sum_.size(); ++l) out.push_back(n_[l] ? sum_[l] / double(n_[l]) : 1.0);
+    return out;
+  }
+  void reset() {
+    std::fill(sum_.begin(), sum_.end(), 0.0);
+    std::fill(n_.begin(), n_.end(), 0);
+  }
+
+ private:
+  model::HParams h_;
+  int bs_;
+  std::vector<double> sum_;
+  std::vector<int64_t> n_;
+  std::vector<float> scores_;
+};
+
+Result<std::string> read_haystack(const std::string& dir) {
+  if (!fs::is_directory(dir))
+    return not_found("haystack directory '{}' does not exist; run scripts/fetch-data", dir);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".txt") files.push_back(e.path());
+  if (files.empty()) return not_found("no .txt files in '{}'; run scripts/fetch-data", dir);
+  std::sort(files.begin(), files.end());
+  std::string text;
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text += ss.str();
+    text += "\n\n";
+  }
+  return text;
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+int run(EvalFlags f) {
+  if (f.engine.verbose) set_log_level(LogLevel::Info);
+  if (f.haystack_dir.empty()) {
+    const char* home = std::getenv("HOME");
+    f.haystack_dir = std::string(home ? home : ".") + "/.cache/gsa/data/pg_essays";
+  }
+  for (int d : f.depths)
+    if (d < 0 || d > 100) return fail(invalid_argument("depths must be in [0, 100], got {}", d));
+  for (int c : f.contexts)
+    if (c < 256) return fail(invalid_argument("contexts must be >= 256 tokens, got {}", c));
+  auto hay = read_haystack(f.haystack_dir);
+  if (!hay) return fail(hay.status());
+  auto cfg = engine_config(f.engine);
+  if (!cfg) return fail(cfg.status());
+  if (!f.budgets.empty() && !cfg->sparse) return fail(invalid_argument("--budgets needs --sparse gsa"));
+  for (int b : f.budgets)
+    if (b < 0) return fail(invalid_argument("budgets must be >= 0 tokens, got {}", b));
+  if (cfg->device != "cpu" && f.mass) return fail(invalid_argument("--mass needs --device cpu"));
+  auto eng = engine::Engine::create(*cfg);
+  if (!eng) return fail(eng.status());
+  engine::Engine& e = **eng;
+  if (!e.tokenizer()) return fail(invalid_argument("eval needs a model with a tokenizer"));
+  const tokenizer::Tokenizer& tok = *e.tokenizer();
+  const int ctx_limit = e.hparams().ctx_len;
+  MassObserver mass(e.hparams(), cfg->block_size);
+  if (f.mass && cfg->sparse) e.set_attention_observer(&mass);
+
+  auto hay_ids = tok.encode(*hay, false, false);
+  if (!hay_ids) return fail(hay_ids.status());
+  std::FILE* out = stdout;
+  if (!f.out.empty()) {
+    out = std::fopen(f.out.c_str(), "a");
+    if (!out) return fail(io_error("cannot write '{}'", f.out));
+  }
+  int passed = 0, total = 0;
+  for (int ctx : f.contexts) {
+    if (ctx + f.n_predict > ctx_limit) {
+      std::fprintf(stderr, "gsa: skipping context %d (model context %d)\n", ctx, ctx_limit);
+      continue;
+    }
+    for (int depth : f.depths) {
+      // Size the haystack so the whole chat prompt is about ctx tokens.
+      auto wrap = [&](const std::string& body) -> Result<std::vector<int32_t>> {
+        std::vector<tokenizer::ChatMessage> msgs = {{"user", body + "\n\n" + f.question}};
+        GSA_ASSIGN_OR_RETURN(std::string text, tok.apply_chat_template(msgs, true));
+        return tok.encode(text, true, true);
+      };
+      auto overhead = wrap(f.needle);
+      if (!overhead) return fail(overhead.status());
+      const size_t n_hay = size_t(std::max<int64_t>(0, int64_t(ctx) - int64_t(overhead->size()) - 2));
+      if (n_hay > hay_ids->size()) return fail(invalid_argument("haystack too short for {} tokens", ctx));
+      std::vector<int32_t> hay_part(hay_ids->begin(), hay_ids->begin() + long(n_hay));
+      std::string hay_text = tok.decode(hay_part, true);
+      // Insert at the sentence boundary nearest to the depth.
+      size_t at = size_t(double(hay_text.size()) * depth / 100.0);
+      if (depth >= 100) {
+        at = hay_text.size();
+      } else if (depth > 0) {
+        const size_t dot = hay_text.find(". ", at);
+        at = dot == std::string::npos ? hay_text.size() : dot + 2;
+      }
+      const std::string body = hay_text.substr(0, at) + (at ? " " : "") + f.needle + " " + hay_text.substr(at);
+      auto ids = wrap(body);
+      if (!ids) return fail(ids.status());
+      const size_t n_prompt = ids->size();
+      // One request per budget; after the first, the prompt's full blocks come from the
+      // prefix cache, so each budget costs a decode, not a prefill.
+      std::vector<int> budgets = f.budgets;
+      if (budgets.empty()) budgets.push_back(-1);
+      for (int budget : budgets) {
+      engine::RequestInput in;
+      in.prompt = *ids;
+      in.sampling.max_tokens = f.n_predict;
+      if (budget == 0) in.sparse_min_context = INT32_MAX;
+      if (budget > 0) in.sparse_budget_tokens = budget;
+      e.reset_stats();
+      mass.reset();
+      auto id = e.add_request(std::move(in));
+      if (!id) return fail(id.status());
+      std::string answer;
+      std::vector<engine::TokenEvent> events;
+      Timer t;
+      while (e.has_work()) {
+        events.clear();
+        Status st = e.step(&events);
+        if (!st.is_ok()) return fail(st);
+        for (const auto& ev : events) {
+          answer += ev.text;
+          if (ev.finish == engine::FinishReason::Error) return fail(internal_error("{}", ev.error));
+        }
+      }
+      const bool pass = lower(answer).find(lower(f.answer)) != std::string::npos;
+      passed += pass;
+      ++total;
+      const auto& s = e.stats();
+      nlohmann::json j = {{"label", f.label},
+                          {"context", ctx},
+                          {"prompt_tokens", n_prompt},
+                          {"depth", depth},
+                          {"pass", pass},
+                          {"answer", answer},
+                          {"sparse", cfg->sparse},
+                          {"block_size", cfg->block_size},
+                          {"seconds", t.seconds()},
+                          {"prefix_hit_tokens", s.prefix_hit_tokens},
+                          {"budget_tokens", budget < 0 ? (cfg->sparse ? cfg->sparse_cfg.budget_tokens : 0) : budget}};
+      if (cfg->sparse) {
+        j["attended_fraction"] = s.selector.blocks_total
+                                     ? double(s.selector.blocks_attended) / double(s.selector.blocks_total)
+                                     : 1.0;
+        j["config"] = nlohmann::json::parse(sparse::to_json(cfg->sparse_cfg));
+        if (f.mass) j["mass_per_layer"] = mass.per_layer();
+      }
+      std::fprintf(out, "%s\n", j.dump().c_str());
+      std::fflush(out);
+      std::fprintf(stderr, "gsa eval: ctx %d depth %3d budget %5d %s (%.1f s)\n", ctx, depth, budget,
+                   pass ? "pass" : "FAIL", t.seconds());
+      }
+    }
+  }
+  if (out != stdout) std::fclose(out);
+  std::fprintf(stderr, "gsa eval: %d of %d passed\n", passed, total);
+  return 0;
+}
+
+}  // namespace
+
+Command add_eval(CLI::App& root) {
+  auto f = std::make_shared<EvalFlags>();
+  CLI::App* ev = root.add_subcommand("eval", "accuracy harness");
+  ev->require_subcommand(1);
+  CLI::App* app = ev->add_subcommand("niah", "needle-in-a-haystack retrieval on real text");
+  add_engine_flags(app, &f->engine, false);
+  app->add_option("--haystack", f->haystack_dir, "directory of .txt files (default: the PG essays)");
+  app->add_option("--contexts", f->contexts, "prompt lengths in tokens")->delimiter(',');
+  app->add_option("--depths", f->depths, "needle depths in percent")->delimiter(',');
+  app->add_option("--needle", f->needle, "the needle sentence");
+  app->add_option("--question", f->question, "the question");
+  app->add_option("--answer", f->answer, "text the answer must contain");
+  app->add_option("-n,--n-predict", f->n_predict, "tokens to generate");
+  app->add_option("--budgets", f->budgets,
+                  "with --sparse gsa: run each prompt at these budgets in tokens (0: full attention)")
+      ->delimiter(',');
+  app->add_flag("--mass", f->mass, "measure the softmax mass inside the selected blocks, per layer");
+  app->add_option("--label", f->label, "label written into each result line");
+  app->add_option("-o,--out", f->out, "append results (JSON lines) to this file");
+  return {app, [f] { return run(*f); }};
+}
+
+}  // namespace gsa::cli
