@@ -55,8 +55,8 @@ class CudaBackend final : public Backend {
   int device() const { return device_; }
   int sm_count() const { return sm_count_; }
   CudaStream stream() const { return stream_; }
-  /// Decode attention splits each key range so that about `ctas` CTAs run per SM (default 2:
-  /// the decode kernel holds one 8-warp CTA per SM, so two waves balance uneven ranges).
+  /// Decode attention splits each key range so that about `ctas` CTAs run per SM (default 1:
+  /// the decode kernel holds one 8-warp CTA per SM; one wave measured faster than two).
   void set_attention_ctas_per_sm(int ctas) { attn_ctas_per_sm_ = ctas < 1 ? 1 : ctas; }
   /// The split count decode attention uses for this many (sequence, kv head) work items.
   int attention_splits(int64_t work_items) const;
@@ -97,11 +97,12 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   Status ensure_attention_ws(size_t floats_o, size_t floats_lse);
   Status ensure_select_ws(size_t floats);
+  Status ensure_attention_counters(size_t n);
   Status ensure_convert_ws(size_t bytes);
 
   int device_ = 0;
   int sm_count_ = 132;
-  int attn_ctas_per_sm_ = 2;
+  int attn_ctas_per_sm_ = 1;
   int max_select_blocks_ = 32768;
   CudaStream stream_ = nullptr;
   CudaStream side_stream_ = nullptr;
@@ -111,6 +112,8 @@ class CudaBackend final : public Backend {
   float* attn_ws_o_ = nullptr;
   float* attn_ws_lse_ = nullptr;
   size_t attn_ws_o_floats_ = 0, attn_ws_lse_floats_ = 0;
+  int* attn_counters_ = nullptr;  // decode split tickets; zeroed at allocation, kept zero by the kernel
+  size_t attn_counters_n_ = 0;
   float* select_ws_ = nullptr;
   size_t select_ws_floats_ = 0;
   void* convert_ws_ = nullptr;
