@@ -18,8 +18,8 @@ if [[ $what == tests || $what == all ]]; then
 fi
 if [[ $what == bench || $what == all ]]; then
   /tmp/pack/bin/bench_cuda_attention --json "$OUT/bench_gsa.jsonl" $quick 2>&1 | tee "$OUT/bench_gsa.log"
-  # The same sweep with one wave of split CTAs (1 per SM) instead of two, for the notes.
-  /tmp/pack/bin/bench_cuda_attention --json "$OUT/bench_gsa_wave1.jsonl" --ctas-per-sm 1 $quick > "$OUT/bench_gsa_wave1.log" 2>&1
+  # The same sweep with two waves of split CTAs (2 per SM) instead of one, for the notes.
+  /tmp/pack/bin/bench_cuda_attention --json "$OUT/bench_gsa_wave2.jsonl" --ctas-per-sm 2 $quick > "$OUT/bench_gsa_wave2.log" 2>&1
   PYTHONUNBUFFERED=1 python3 scripts/device/torch_sdpa_decode.py --json "$OUT/bench_torch.jsonl" $quick 2>&1 |
     tee "$OUT/bench_torch.log" | tail -40
 fi
