@@ -8,9 +8,9 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/attention_simd.h"
 #include "backend/cpu/cpu_check.h"
 #include "backend/cpu/cpu_kernels.h"
-#include "backend/cpu/cpu_simd.h"
 
 namespace gsa::cpu {
 namespace {
