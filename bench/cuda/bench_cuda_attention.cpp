@@ -265,7 +265,7 @@ void run_shape(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, int bat
 int main(int argc, char** argv) {
   Ctx c;
   bool quick = false;
-  int ctas_per_sm = 2;
+  int ctas_per_sm = 0;  // 0: the backend's default
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) c.json = std::fopen(argv[++i], "w");
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) c.reps = std::max(3, std::atoi(argv[++i]));
@@ -283,13 +283,13 @@ int main(int argc, char** argv) {
   }
   auto be = std::move(r).value();
   c.be = be.get();
-  be->set_attention_ctas_per_sm(ctas_per_sm);
+  if (ctas_per_sm > 0) be->set_attention_ctas_per_sm(ctas_per_sm);
   c.stream = reinterpret_cast<cudaStream_t>(be->stream());
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   int driver = 0;
   CHECK_CUDA(cudaDriverGetVersion(&driver));
-  std::printf("device: %s, %d SMs, L2 %d MB, driver API %d, split target %d CTAs/SM\n",
+  std::printf("device: %s, %d SMs, L2 %d MB, driver API %d, split target %d CTAs/SM (0: default)\n",
               prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, driver, ctas_per_sm);
   c.flush = be->alloc(c.flush_bytes).value();
   measure_ceiling(c);

@@ -1,6 +1,5 @@
 // Launcher of paged attention: picks decode mode (one query row per sequence: the cp.async
-// pipelined kernel of attention_decode.cuh, split-K over the key range, merged by the last
-// split CTA) or
+// pipelined kernel of attention_decode.cuh, split-K over the key range with a combine step) or
 // prefill mode (attention.cuh: 16-row tiles over all query rows, causal skipping of later keys) and the head_dim / activation-type instantiation. Parameters are
 // validated by CudaBackend before this is called.
 #include <cmath>
@@ -36,6 +35,11 @@ cudaError_t launch(AttnArgs args, int64_t n_tokens, bool decode, cudaStream_t st
     const dim3 grid(unsigned(tiles), 1, n_kv);
     attention_kernel<D, QT, false, 16, 2><<<grid, kAttnThreads, 0, stream>>>(args);
   }
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || !decode || args.n_splits == 1) return err;
+  const int64_t rows = n_tokens * args.n_heads;
+  attention_combine_kernel<QT><<<unsigned(rows), D, sizeof(float) * args.n_splits, stream>>>(
+      args.ws_o, args.ws_lse, static_cast<QT*>(args.out), args.n_splits, D);
   return cudaGetLastError();
 }
 
@@ -44,7 +48,7 @@ cudaError_t launch(AttnArgs args, int64_t n_tokens, bool decode, cudaStream_t st
 bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 128; }
 
 cudaError_t attention(const backend::AttentionParams& p, int n_splits, float* ws_o, float* ws_lse,
-                      int* counters, cudaStream_t stream) {
+                      cudaStream_t stream) {
   if (p.n_tokens == 0 || p.n_seqs == 0) return cudaSuccess;
   AttnArgs a{};
   a.q = p.q;
@@ -69,7 +73,6 @@ cudaError_t attention(const backend::AttentionParams& p, int n_splits, float* ws
   a.n_splits = decode ? (n_splits < 1 ? 1 : n_splits) : 1;
   a.ws_o = ws_o;
   a.ws_lse = ws_lse;
-  a.counters = counters;
   const bool bf16 = p.act_type == DType::BF16;
   if (p.head_dim == 64)
     return bf16 ? launch<64, __nv_bfloat16>(a, p.n_tokens, decode, stream)

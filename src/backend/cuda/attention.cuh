@@ -1,7 +1,7 @@
-// Device code of paged attention (ops.h AttentionParams): the shared argument struct and the
-// register-streaming kernel, used for prefill (dense, causal; a sparse list is just a shorter
-// block list). K and V stream from global memory straight into tensor-core fragments; decode has
-// its own pipelined kernel (attention_decode.cuh). Launch shapes live in attention.cu.
+// Device code of paged attention (ops.h AttentionParams): one kernel for prefill and decode,
+// dense and sparse (a sparse list is just a shorter block list). K and V stream from global
+// memory straight into tensor-core fragments (no shared-memory staging); split-K partials are
+// merged by attention_combine_kernel. Launch shapes and parameter checks live in attention.cu.
 #pragma once
 
 #include "backend/cuda/common.cuh"
@@ -22,7 +22,6 @@ struct AttnArgs {
   const int32_t* kv_last_len;         // [n_lists]
   float* ws_o;                        // [n_tokens, n_heads, n_splits, head_dim] when n_splits > 1
   float* ws_lse;                      // [n_tokens, n_heads, n_splits] (log2 domain)
-  int* counters;                      // [n_tokens * n_heads] decode split tickets, 0 between launches
   int64_t n_blocks;                   // > 0: block ids outside [0, n_blocks) are skipped
   int n_seqs, n_heads, n_kv_heads, group, block_size;
   int n_splits;                       // key-range splits (grid.y)
@@ -332,6 +331,47 @@ __global__ void __launch_bounds__(kAttnThreads, kMinCtas) attention_kernel(const
       }
     }
     __syncthreads();
+  }
+}
+
+/// Merges the n_splits partial results of each (token, head) row: out = sum_s w_s o_s / sum_s w_s
+/// with w_s = 2^(lse_s - max lse). Rows whose splits are all empty get zeros.
+template <typename QT>
+__global__ void attention_combine_kernel(const float* __restrict__ ws_o,  // [rows, n_splits, D]
+                                         const float* __restrict__ ws_lse,  // [rows, n_splits]
+                                         QT* __restrict__ out,               // [rows, D]
+                                         int n_splits, int D) {
+  extern __shared__ float sm_w[];  // [n_splits]
+  const int64_t row = blockIdx.x;
+  const float* lse = ws_lse + row * n_splits;
+  __shared__ float sm_max, sm_sum;
+  if (threadIdx.x < 32) {
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < n_splits; i += 32) m = fmaxf(m, lse[i]);
+    m = warp_max(m);
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < n_splits; i += 32) {
+      const float w = m == -INFINITY ? 0.0f : exp2f(lse[i] - m);
+      sm_w[i] = w;
+      sum += w;
+    }
+    sum = warp_sum(sum);
+    if (threadIdx.x == 0) sm_max = m, sm_sum = sum;
+  }
+  __syncthreads();
+  const float inv = sm_sum > 0.0f ? 1.0f / sm_sum : 0.0f;
+  // Every split wrote its partial (zeros when empty), so the loads need no branch and the
+  // unrolled loop keeps 8 of them in flight (a latency-bound loop cost ~40 us at 132 splits).
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const float* src = ws_o + row * n_splits * D + d;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n_splits; i += 8)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[j] += sm_w[i + j] * src[int64_t(i + j) * D];
+    for (; i < n_splits; ++i) acc[0] += sm_w[i] * src[int64_t(i) * D];
+    const float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    store_f32(out, row * D + d, sum * inv);
   }
 }
 

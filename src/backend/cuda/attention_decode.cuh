@@ -60,7 +60,6 @@ __global__ void __launch_bounds__(kDecThreads, 1) attention_decode_kernel(const 
     const int per_split = (n_chunks + used_splits - 1) / used_splits;
     const int c_begin = split < used_splits ? split * per_split : n_chunks;
     const int c_end = min(n_chunks, c_begin + per_split);
-    if (split >= used_splits) continue;  // CTA-uniform: this range is short enough for fewer splits
 
     // Queues chunk c (or nothing, past c_end) into ring slot `slot`; always one commit group.
     auto issue = [&](int c, int slot) {
@@ -260,63 +259,11 @@ __global__ void __launch_bounds__(kDecThreads, 1) attention_decode_kernel(const 
       }
       const int64_t row = int64_t(q0 + item / a.group) * a.n_heads + h * a.group + item % a.group;
       const float val = L > 0.0f ? acc / L : 0.0f;
-      if (used_splits == 1) {
+      if (a.n_splits == 1) {
         store_f32(static_cast<QT*>(a.out), row * D + d, val);
       } else {
         a.ws_o[(row * a.n_splits + split) * D + d] = val;
         if (d == 0) a.ws_lse[row * a.n_splits + split] = L > 0.0f ? M + log2f(L) : -INFINITY;
-      }
-    }
-    if (used_splits > 1) {
-      // The last split CTA of this tile to finish merges all partials (no combine launch):
-      // partials are published by a fence before the ticket, read back through L2.
-      __shared__ int sm_ticket;
-      const int item0 = tile * kRows;
-      const int64_t group_row = int64_t(q0 + item0 / a.group) * a.n_heads + h * a.group + item0 % a.group;
-      __threadfence();
-      __syncthreads();
-      if (threadIdx.x == 0) sm_ticket = atomicAdd(a.counters + group_row, 1);
-      __syncthreads();
-      if (sm_ticket == used_splits - 1) {
-        __threadfence();
-        const int rows_here = min(kRows, n_rows - item0);
-        float* sm_w = sm_l + kDecWarps * kRows;  // [rows_here, used_splits] weights
-        auto row_of = [&](int r) {
-          const int item = item0 + r;
-          return int64_t(q0 + item / a.group) * a.n_heads + h * a.group + item % a.group;
-        };
-        for (int i = threadIdx.x; i < rows_here * used_splits; i += kDecThreads)
-          sm_w[i] = __ldcg(a.ws_lse + row_of(i / used_splits) * a.n_splits + i % used_splits);
-        __syncthreads();
-        for (int r = warp; r < rows_here; r += kDecWarps) {
-          float* w = sm_w + r * used_splits;
-          float mx = -INFINITY;
-          for (int i = lane; i < used_splits; i += 32) mx = fmaxf(mx, w[i]);
-          mx = warp_max(mx);
-          float sum = 0.0f;
-          for (int i = lane; i < used_splits; i += 32) {
-            w[i] = mx == -INFINITY ? 0.0f : exp2f(w[i] - mx);
-            sum += w[i];
-          }
-          sum = warp_sum(sum);
-          const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-          for (int i = lane; i < used_splits; i += 32) w[i] *= inv;
-        }
-        __syncthreads();
-        for (int idx = threadIdx.x; idx < rows_here * D; idx += kDecThreads) {
-          const int r = idx / D, d = idx % D;
-          const int64_t row = row_of(r);
-          const float* w = sm_w + r * used_splits;
-          const float* src = a.ws_o + row * a.n_splits * D + d;
-          float acc[4] = {0, 0, 0, 0};
-          int i = 0;
-          for (; i + 4 <= used_splits; i += 4)
-#pragma unroll
-            for (int j = 0; j < 4; ++j) acc[j] += w[i + j] * __ldcg(src + int64_t(i + j) * D);
-          for (; i < used_splits; ++i) acc[0] += w[i] * __ldcg(src + int64_t(i) * D);
-          store_f32(static_cast<QT*>(a.out), row * D + d, (acc[0] + acc[1]) + (acc[2] + acc[3]));
-        }
-        if (threadIdx.x == 0) a.counters[group_row] = 0;  // ready for the next launch
       }
     }
     __syncthreads();

@@ -58,7 +58,6 @@ CudaBackend::~CudaBackend() {
   cudaFree(cublas_ws_);
   cudaFree(attn_ws_o_);
   cudaFree(attn_ws_lse_);
-  cudaFree(attn_counters_);
   cudaFree(select_ws_);
   cudaFree(convert_ws_);
   if (side_ready_) cudaEventDestroy(side_ready_);
@@ -134,18 +133,6 @@ Status CudaBackend::ensure_attention_ws(size_t floats_o, size_t floats_lse) {
   return Status::ok();
 }
 
-Status CudaBackend::ensure_attention_counters(size_t n) {
-  if (n <= attn_counters_n_) return Status::ok();
-  cudaFree(attn_counters_);
-  attn_counters_ = nullptr;
-  attn_counters_n_ = 0;
-  GSA_ASSIGN_OR_RETURN(void* p, alloc(n * sizeof(int)));
-  attn_counters_ = static_cast<int*>(p);
-  attn_counters_n_ = n;
-  GSA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(attn_counters_, 0, n * sizeof(int), stream_));
-  return Status::ok();
-}
-
 Status CudaBackend::ensure_select_ws(size_t floats) {
   if (floats <= select_ws_floats_) return Status::ok();
   cudaFree(select_ws_);
@@ -175,7 +162,6 @@ Status CudaBackend::reserve_attention(int64_t n_tokens, int n_heads, int n_kv_he
   const int group = n_heads / n_kv_heads > 0 ? n_heads / n_kv_heads : 1;
   const int64_t splits = attention_splits(n_tokens * ((group + 15) / 16) * n_kv_heads);
   const size_t rows = size_t(n_tokens) * size_t(n_heads) * size_t(splits);
-  GSA_RETURN_IF_ERROR(ensure_attention_counters(size_t(n_tokens) * size_t(n_heads)));
   return ensure_attention_ws(rows * size_t(head_dim), rows);
 }
 

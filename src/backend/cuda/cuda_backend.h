@@ -97,7 +97,6 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   Status ensure_attention_ws(size_t floats_o, size_t floats_lse);
   Status ensure_select_ws(size_t floats);
-  Status ensure_attention_counters(size_t n);
   Status ensure_convert_ws(size_t bytes);
 
   int device_ = 0;
@@ -112,8 +111,6 @@ class CudaBackend final : public Backend {
   float* attn_ws_o_ = nullptr;
   float* attn_ws_lse_ = nullptr;
   size_t attn_ws_o_floats_ = 0, attn_ws_lse_floats_ = 0;
-  int* attn_counters_ = nullptr;  // decode split tickets; zeroed at allocation, kept zero by the kernel
-  size_t attn_counters_n_ = 0;
   float* select_ws_ = nullptr;
   size_t select_ws_floats_ = 0;
   void* convert_ws_ = nullptr;

@@ -33,10 +33,9 @@ cudaError_t rep_update(const backend::RepUpdateParams& p, cudaStream_t stream);
 bool attention_head_dim_supported(int head_dim);
 /// Decode mode (n_tokens == n_seqs) may split each key range into n_splits parts; ws_o
 /// [n_tokens * n_heads * n_splits * head_dim] and ws_lse [n_tokens * n_heads * n_splits] floats
-/// and counters [n_tokens * n_heads] ints (zero, and left zero) must then be provided. Prefill
-/// mode ignores n_splits.
+/// must then be provided. Prefill mode ignores n_splits.
 cudaError_t attention(const backend::AttentionParams& p, int n_splits, float* ws_o, float* ws_lse,
-                      int* counters, cudaStream_t stream);
+                      cudaStream_t stream);
 
 /// Scores of every (sequence, block) go to ws_scores [n_lists, max_blocks] (blocks past
 /// max_blocks count as unscored); score_ctas_per_seq CTAs score each sequence.

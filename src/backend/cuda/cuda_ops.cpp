@@ -135,10 +135,9 @@ Status CudaBackend::attention(const AttentionParams& p) {
     if (splits > 1) {
       const size_t rows = size_t(p.n_tokens) * size_t(p.n_heads) * size_t(splits);
       GSA_RETURN_IF_ERROR(ensure_attention_ws(rows * size_t(p.head_dim), rows));
-      GSA_RETURN_IF_ERROR(ensure_attention_counters(size_t(p.n_tokens) * size_t(p.n_heads)));
     }
   }
-  GSA_CUDA_RETURN_IF_ERROR(cuda::attention(p, splits, attn_ws_o_, attn_ws_lse_, attn_counters_, stream_));
+  GSA_CUDA_RETURN_IF_ERROR(cuda::attention(p, splits, attn_ws_o_, attn_ws_lse_, stream_));
   return Status::ok();
 }
 
