@@ -33,6 +33,10 @@ class Backend {
   /// Waits for all queued work.
   virtual Status synchronize() = 0;
 
+  /// True when matmul (and embed) take weights of ggml type `ggml_type` as they are stored in
+  /// GGUF files (w_type = DType::Ggml); the model then keeps such weights quantized.
+  virtual bool supports_ggml_weights(uint32_t ggml_type) const { return false; }
+
   virtual Status matmul(const MatmulParams& p) = 0;
   virtual Status rmsnorm(const RmsNormParams& p) = 0;
   virtual Status rope(const RopeParams& p) = 0;

@@ -20,6 +20,7 @@ struct MatmulParams {
   int64_t m = 0, n = 0, k = 0;
   DType act_type = DType::F32;
   DType w_type = DType::F32;
+  uint32_t w_ggml = 0;  // ggml type id of w's rows when w_type == DType::Ggml (n rows of k)
 };
 
 /// y[r, :] = x[r, :] / rms(x[r, :]) * w[:]. In place allowed (x == y).
@@ -115,6 +116,7 @@ struct EmbedParams {
   int64_t n_tokens = 0, vocab = 0, dim = 0;
   DType table_type = DType::F32;
   DType act_type = DType::F32;
+  uint32_t table_ggml = 0;  // ggml type id of the table's rows when table_type == DType::Ggml
 };
 
 /// dst[i] = uniform(-scale, scale) from a counter-based generator keyed by (seed, i), so every

@@ -7,7 +7,9 @@
 
 namespace gsa {
 
-enum class DType : uint8_t { F32, F16, BF16, I32 };
+/// Ggml: a ggml block-quantized format (GGUF's Q4_0, Q8_0, Q4_K, ...); the exact ggml type id
+/// travels next to the DType (e.g. MatmulParams::w_ggml) and sizes come from the block layout.
+enum class DType : uint8_t { F32, F16, BF16, I32, Ggml };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
@@ -15,6 +17,7 @@ inline size_t dtype_size(DType t) {
     case DType::F16: return 2;
     case DType::BF16: return 2;
     case DType::I32: return 4;
+    case DType::Ggml: return 0;
   }
   return 0;
 }

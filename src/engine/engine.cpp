@@ -91,6 +91,111 @@ class Engine::SparsePlanner final : public model::LayerPlanner {
   EngineStats* stats_;
 };
 
+// GSA selection on the device (CUDA): one block_select launch per layer writes the lists the
+// attention op reads, with no host synchronization inside the step. The host sizes the lists
+// (budget per sequence, or every block for a dense one) and uploads the step's block tables
+// once. Supports selector=device, lag 0, select_every 1.
+class Engine::DevicePlanner final : public model::LayerPlanner {
+ public:
+  DevicePlanner(backend::Backend* b, kv::KvCache* kv, const sparse::SparseConfig& cfg,
+                const model::HParams& h, EngineStats* stats)
+      : b_(b), kv_(kv), cfg_(cfg), h_(h), stats_(stats) {}
+  ~DevicePlanner() override {
+    if (ws_) b_->free(ws_);
+    if (hash_w_) b_->free(hash_w_);
+  }
+
+  Status init(const std::vector<float>& hash_w) {
+    if (hash_w.empty()) return Status::ok();
+    GSA_ASSIGN_OR_RETURN(void* p, b_->alloc(hash_w.size() * 4));
+    hash_w_ = static_cast<float*>(p);
+    return b_->upload(hash_w_, hash_w.data(), hash_w.size() * 4);
+  }
+
+  Status begin_step(std::span<const sparse::SeqInput> seqs) {
+    const int n = int(seqs.size());
+    const int per = cfg_.scope == sparse::Scope::PerKvHead ? h_.n_kv_heads : 1;
+    host_.clear();
+    // [bt_indptr n+1][bt][seq_len n][out_indptr n*per+1]; out_indices and last_len follow.
+    host_.push_back(0);
+    int64_t bt_total = 0;
+    for (const auto& in : seqs) host_.push_back(int32_t(bt_total += in.n_blocks));
+    for (const auto& in : seqs) host_.insert(host_.end(), in.block_table, in.block_table + in.n_blocks);
+    for (const auto& in : seqs) host_.push_back(in.seq_len);
+    host_.push_back(0);
+    int64_t out_total = 0, total = 0;
+    for (const auto& in : seqs) {
+      const int min_ctx = in.min_context >= 0 ? in.min_context : cfg_.min_context;
+      const bool sparse = cfg_.enabled && in.seq_len >= min_ctx;
+      const int size = sparse ? sparse::budget_blocks(cfg_, in.n_blocks, in.budget_tokens) : in.n_blocks;
+      for (int l = 0; l < per; ++l) host_.push_back(int32_t(out_total += size));
+      total += int64_t(in.n_blocks) * per;
+    }
+    stats_->selector.blocks_attended += out_total * h_.n_layers;
+    stats_->selector.blocks_total += total * h_.n_layers;
+    stats_->selector.steps++;
+    off_bt_ = n + 1;
+    off_len_ = off_bt_ + bt_total;
+    off_out_indptr_ = off_len_ + n;
+    off_out_ = off_out_indptr_ + int64_t(n) * per + 1;
+    off_last_ = off_out_ + out_total;
+    const int64_t words = off_last_ + int64_t(n) * per;
+    if (words > cap_) {
+      if (ws_) b_->free(ws_);
+      ws_ = nullptr;
+      cap_ = words * 2;
+      GSA_ASSIGN_OR_RETURN(void* p, b_->alloc(size_t(cap_) * 4));
+      ws_ = static_cast<int32_t*>(p);
+    }
+    n_seqs_ = n;
+    per_ = per;
+    return b_->upload(ws_, host_.data(), host_.size() * 4);
+  }
+
+  Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
+    backend::BlockSelectParams p;
+    p.q = q;
+    p.reps = kv_->reps(layer);
+    p.block_table_indptr = ws_;
+    p.block_table = ws_ + off_bt_;
+    p.seq_len = ws_ + off_len_;
+    p.out_indptr = ws_ + off_out_indptr_;
+    p.out_indices = ws_ + off_out_;
+    p.out_last_len = ws_ + off_last_;
+    p.n_seqs = n_seqs_;
+    p.n_heads = h_.n_heads;
+    p.n_kv_heads = h_.n_kv_heads;
+    p.head_dim = h_.head_dim;
+    p.block_size = cfg_.block_size;
+    p.sink_blocks = cfg_.sink_blocks;
+    p.local_blocks = cfg_.local_blocks;
+    p.kind = cfg_.representation;
+    p.query_mode = cfg_.query;
+    p.per_kv_head = per_ > 1;
+    p.hash_w = hash_w_;
+    p.act_type = DType::BF16;
+    GSA_RETURN_IF_ERROR(b_->block_select(p));
+    lists->indptr = p.out_indptr;
+    lists->indices = p.out_indices;
+    lists->last_len = p.out_last_len;
+    lists->per_kv_head = per_ > 1;
+    return Status::ok();
+  }
+
+ private:
+  backend::Backend* b_;
+  kv::KvCache* kv_;
+  sparse::SparseConfig cfg_;
+  model::HParams h_;
+  EngineStats* stats_;
+  float* hash_w_ = nullptr;
+  int32_t* ws_ = nullptr;
+  int64_t cap_ = 0;
+  std::vector<int32_t> host_;
+  int64_t off_bt_ = 0, off_len_ = 0, off_out_indptr_ = 0, off_out_ = 0, off_last_ = 0;
+  int n_seqs_ = 0, per_ = 1;
+};
+
 Engine::~Engine() {
   if (selector_) selector_->drain();
   for (auto& s : running_)
@@ -145,9 +250,96 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
   if (cfg.sparse) {
     sparse::SelectorDims d{h.n_layers, h.n_heads, h.n_kv_heads, h.head_dim};
     GSA_ASSIGN_OR_RETURN(e->selector_, sparse::Selector::create(cfg.sparse_cfg, d, e->pool_.get()));
-    e->planner_ = std::make_unique<SparsePlanner>(e->selector_.get(), &e->kv_, &e->stats_);
+    if (cfg.device == "cuda") {
+      const sparse::SparseConfig& sc = cfg.sparse_cfg;
+      if (sc.selector != sparse::SelectorKind::Device || sc.lag != 0 || sc.select_every != 1)
+        return unsupported("on cuda, GSA runs with selector=device, lag 0, select_every 1");
+      e->device_planner_ = std::make_unique<DevicePlanner>(e->backend_.get(), &e->kv_, sc, h, &e->stats_);
+      GSA_RETURN_IF_ERROR(e->device_planner_->init(e->selector_->hash_matrix()));
+    } else {
+      e->planner_ = std::make_unique<SparsePlanner>(e->selector_.get(), &e->kv_, &e->stats_);
+    }
   }
   return e;
+}
+
+Result<int64_t> Engine::add_synthetic_request(int32_t ctx, RequestInput in) {
+  const model::HParams& h = model_->hparams();
+  if (ctx < 1 || ctx >= max_context_)
+    return invalid_argument("synthetic context {} outside [1, {})", ctx, max_context_);
+  if (in.n < 1 || in.n > cfg_.max_batch)
+    return invalid_argument("n must be in [1, {}], got {}", cfg_.max_batch, in.n);
+  GSA_RETURN_IF_ERROR(in.sampling.validate());
+  const kv::KvConfig& kc = kv_.config();
+  if (!kv_randomized_) {
+    // Random K/V over the whole cache, once: the sequences read distinct, non-zero blocks.
+    const int64_t elems = int64_t(kv_.layer_block_bytes() / dtype_size(kc.kv_type)) * kc.n_blocks;
+    for (int l = 0; l < kc.n_layers; ++l) {
+      for (void* p : {kv_.k(l), kv_.v(l)}) {
+        backend::FillRandomParams fp;
+        fp.dst = p;
+        fp.n = elems;
+        fp.seed = 1000 + uint64_t(l) * 2 + (p == kv_.v(l));
+        fp.type = kc.kv_type;
+        GSA_RETURN_IF_ERROR(backend_->fill_random(fp));
+      }
+    }
+    kv_randomized_ = true;
+  }
+  auto r = std::make_unique<Request>();
+  r->id = next_request_++;
+  r->in = std::move(in);
+  r->live_samples = r->in.n;
+  std::vector<int32_t> full;
+  uint64_t z = uint64_t(r->id) * 7919 + 17;
+  auto next_token = [&] {
+    z = z * 6364136223846793005ull + 1442695040888963407ull;
+    return int32_t((z >> 33) % uint64_t(std::min(h.vocab, 32000)));
+  };
+  std::vector<std::unique_ptr<Seq>> made;
+  for (int k = 0; k < r->in.n; ++k) {
+    auto s = std::make_unique<Seq>();
+    s->id = next_seq_++;
+    s->req = r.get();
+    s->sample = k;
+    std::vector<int32_t> slots;
+    Status st = kv_.reserve(&s->table, ctx, &slots);
+    if (!st.is_ok()) {
+      for (auto& m : made) kv_.release(&m->table);
+      return st.with_context("synthetic context");
+    }
+    for (int32_t i = 0; i < ctx; ++i) s->tokens.push_back(next_token());
+    s->last_token = next_token();
+    s->tokens.push_back(s->last_token);
+    s->sampler = std::make_unique<Sampler>(r->in.sampling, uint64_t(k));
+    if (tok_) s->decoder = std::make_unique<tokenizer::StreamDecoder>(*tok_);
+    for (int32_t b = 0; b < ctx / kc.block_size; ++b) full.push_back(s->table.blocks[size_t(b)]);
+    made.push_back(std::move(s));
+  }
+  if (kv_.reps(0) && !full.empty()) {
+    auto d = backend_->alloc(full.size() * 4);
+    if (!d) return d.status();
+    Status st = backend_->upload(*d, full.data(), full.size() * 4);
+    backend::RepUpdateParams rp = rep_params();
+    rp.blocks = static_cast<const int32_t*>(*d);
+    rp.n_update = int(full.size());
+    rp.n_kv_heads = h.n_kv_heads;
+    rp.head_dim = h.head_dim;
+    rp.block_size = kc.block_size;
+    rp.kv_type = kc.kv_type;
+    for (int l = 0; l < kc.n_layers && st.is_ok(); ++l) {
+      rp.k_cache = kv_.k(l);
+      rp.reps = kv_.reps(l);
+      st = backend_->rep_update(rp);
+    }
+    if (st.is_ok()) st = backend_->synchronize();
+    backend_->free(*d);
+    GSA_RETURN_IF_ERROR(st);
+  }
+  for (auto& s : made) running_.push_back(std::move(s));
+  const int64_t id = r->id;
+  done_requests_.push_back(std::move(r));
+  return id;
 }
 
 void Engine::reset_stats() {
@@ -403,11 +595,16 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
     reap();
     return Status::ok();
   }
-  if (selector_) {
+  model::LayerPlanner* planner = nullptr;
+  if (device_planner_) {
+    GSA_RETURN_IF_ERROR(device_planner_->begin_step(sel_in));
+    planner = device_planner_.get();
+  } else if (selector_) {
     GSA_RETURN_IF_ERROR(selector_->begin_step(sel_in));
     planner_->seqs = sel_in;
+    planner = planner_.get();
   }
-  Status st = model_->forward(in, kv_, planner_.get(), rep_params(), &logits_);
+  Status st = model_->forward(in, kv_, planner, rep_params(), &logits_);
   if (!st.is_ok()) return st;
   const int32_t vocab = model_->hparams().vocab;
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -419,7 +616,7 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
   stats_.decode_tokens += int64_t(batch.size());
   stats_.decode_steps++;
   stats_.decode_seconds += timer.seconds();
-  if (selector_) {
+  if (selector_ && !device_planner_) {
     const sparse::SelectorStats now = selector_->stats();
     const sparse::SelectorStats& b = selector_base_;
     stats_.selector = {now.steps - b.steps, now.lists_dense - b.lists_dense,

@@ -101,6 +101,10 @@ class Engine {
 
   /// Queues a request; InvalidArgument for an empty or over-long prompt, bad ids or params.
   Result<int64_t> add_request(RequestInput in);
+  /// Benchmarks: n sequences that start decoding at once with `ctx` tokens of context each,
+  /// in private blocks whose K/V are random (fill_random over the whole cache; no prefill), and
+  /// whose representations are computed. `in.prompt` is ignored; in.n gives the count.
+  Result<int64_t> add_synthetic_request(int32_t ctx, RequestInput in);
   /// Runs one prefill chunk or one decode step; appends what happened to `events`. An error
   /// confined to one request finishes that request with FinishReason::Error; a returned error
   /// means the engine itself failed.
@@ -115,6 +119,7 @@ class Engine {
   struct Seq;
   struct Request;
   class SparsePlanner;
+  class DevicePlanner;
   Engine() = default;
   Status prefill_step(std::vector<TokenEvent>* events, bool* progressed);
   Status decode_step(std::vector<TokenEvent>* events);
@@ -132,6 +137,8 @@ class Engine {
   kv::KvCache kv_;
   std::unique_ptr<sparse::Selector> selector_;
   std::unique_ptr<SparsePlanner> planner_;
+  std::unique_ptr<DevicePlanner> device_planner_;  // GSA selection on the CUDA device
+  bool kv_randomized_ = false;
   int max_context_ = 0;
   int64_t next_request_ = 0;
   int64_t next_seq_ = 0;
