@@ -14,6 +14,9 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(ThreadPool* pool) : pool_(pool) {}
   DeviceKind kind() const override { return DeviceKind::Cpu; }
   const char* name() const override { return "cpu"; }
+  bool supports_ggml_weights(uint32_t ggml_type) const override {
+    return cpu::matmul_ggml_supported(ggml_type);
+  }
 
   Result<void*> alloc(size_t bytes) override {
     const size_t rounded = (bytes + 63) / 64 * 64;

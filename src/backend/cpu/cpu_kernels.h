@@ -11,6 +11,12 @@
 namespace gsa::cpu {
 
 Status matmul(const backend::MatmulParams& p, ThreadPool* pool);       // matmul.cpp (BLAS)
+/// matmul with w_type == DType::Ggml (matmul_quant.cpp): weights in their GGUF block format,
+/// activations quantized to the type's 8-bit vec_dot format. force_scalar picks the portable
+/// kernels even where SIMD ones exist (for tests).
+Status matmul_ggml(const backend::MatmulParams& p, ThreadPool* pool, bool force_scalar = false);
+/// True when matmul_ggml has kernels for ggml type id `ggml_type`.
+bool matmul_ggml_supported(uint32_t ggml_type);
 Status rmsnorm(const backend::RmsNormParams& p, ThreadPool* pool);     // norm.cpp
 Status rope(const backend::RopeParams& p, ThreadPool* pool);           // rope.cpp
 Status kv_append(const backend::KvAppendParams& p, ThreadPool* pool);  // kv_append.cpp

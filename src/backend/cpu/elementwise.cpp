@@ -1,12 +1,14 @@
 // CPU elementwise ops: swiglu, residual add, embedding lookup and the synthetic-weight filler.
-// f32 activations only; embedding tables may be f32, f16 or bf16 (quantized tables are
-// dequantized by the caller at load). Small inputs run inline: waking the pool costs more.
+// f32 activations only; embedding tables may be f32, f16, bf16 or a GGUF block format
+// (DType::Ggml: the requested rows are dequantized). Small inputs run inline: waking the pool
+// costs more.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "backend/cpu/cpu_check.h"
 #include "backend/cpu/cpu_kernels.h"
+#include "core/quant_blocks.h"
 
 namespace gsa::cpu {
 namespace {
@@ -57,12 +59,23 @@ Status add(const AddParams& p, ThreadPool* pool) {
 
 Status embed(const EmbedParams& p, ThreadPool* pool) {
   if (p.act_type != DType::F32) return unsupported("cpu embed: activations must be f32");
-  if (p.table_type != DType::F32 && p.table_type != DType::F16 && p.table_type != DType::BF16)
-    return unsupported("cpu embed: table must be f32, f16 or bf16");
+  if (p.table_type != DType::F32 && p.table_type != DType::F16 && p.table_type != DType::BF16 &&
+      p.table_type != DType::Ggml)
+    return unsupported("cpu embed: table must be f32, f16, bf16 or a ggml block format");
+  const GgmlTypeTraits* ggml = nullptr;
+  if (p.table_type == DType::Ggml) {
+    ggml = ggml_type_traits(p.table_ggml);
+    if (!ggml || ggml->block_elems == 1 || !ggml_block_dequant_fn(p.table_ggml))
+      return unsupported("cpu embed: no block decoder for ggml type {} ({})", p.table_ggml,
+                         ggml ? ggml->name : "unknown");
+  }
   if (p.n_tokens < 0 || p.vocab <= 0 || p.dim <= 0)
     return invalid_argument("embed: bad shape n_tokens={} vocab={} dim={}", p.n_tokens, p.vocab, p.dim);
   if (!product_fits({std::max(p.n_tokens, p.vocab), p.dim, 4}))
     return invalid_argument("embed: shape too large (n_tokens={} vocab={} dim={})", p.n_tokens, p.vocab, p.dim);
+  if (ggml && p.dim % ggml->block_elems != 0)
+    return invalid_argument("embed: dim {} is not a multiple of the {} block size {}", p.dim,
+                            ggml->name, ggml->block_elems);
   if (p.n_tokens == 0) return Status::ok();
   if (!p.ids || !p.table || !p.out) return invalid_argument("embed: null pointer");
   for (int64_t t = 0; t < p.n_tokens; ++t)
@@ -74,7 +87,11 @@ Status embed(const EmbedParams& p, ThreadPool* pool) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t row = p.ids[t];
       float* o = out + t * dim;
-      if (p.table_type == DType::F32) {
+      if (ggml) {
+        const int64_t nb = dim / ggml->block_elems;
+        const uint8_t* src = static_cast<const uint8_t*>(p.table) + row * nb * ggml->block_bytes;
+        ggml_dequantize_blocks(p.table_ggml, src, o, nb);
+      } else if (p.table_type == DType::F32) {
         std::memcpy(o, static_cast<const float*>(p.table) + row * dim, size_t(dim) * sizeof(float));
       } else {
         const uint16_t* src = static_cast<const uint16_t*>(p.table) + row * dim;

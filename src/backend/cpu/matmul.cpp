@@ -1,8 +1,7 @@
-// CPU matmul y = x . w^T (+ bias): f32 activations, f32 or bf16 weights. Up to 64 rows (decode,
-// small batches) run our own 4x4-tiled dot-product kernel over the pool, which reads each weight
-// row from memory once; more rows call OpenBLAS sgemm on per-thread slices of w, unless OpenBLAS
-// fell back to pre-AVX-512 kernels (it does on CPUs it cannot name), where the tiled kernel is
-// faster. OpenBLAS runs single-threaded inside our pool, so there is never a second busy pool.
+// CPU matmul y = x . w^T (+ bias), f32 activations. f32/bf16 weights: up to 64 rows of x run our
+// 4x4-tiled kernel over the pool (each weight row read once); more call OpenBLAS sgemm (single-
+// threaded, on per-thread slices of w) unless OpenBLAS fell back to pre-AVX-512 kernels, where the
+// tiled kernel is faster. GGUF block-quantized weights (DType::Ggml) go to matmul_quant.cpp.
 #include <cblas.h>
 
 #include <algorithm>
@@ -286,6 +285,7 @@ Status validate(const MatmulParams& p) {
 }  // namespace
 
 Status matmul(const MatmulParams& p, ThreadPool* pool) {
+  if (p.w_type == DType::Ggml) return matmul_ggml(p, pool);
   GSA_RETURN_IF_ERROR(validate(p));
   if (p.m == 0 || p.n == 0) return Status::ok();
   float* y = static_cast<float*>(p.y);
