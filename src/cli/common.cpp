@@ -68,6 +68,10 @@ void add_engine_flags(CLI::App* app, EngineFlags* f, bool with_shape, bool with_
     app->add_option("--ctx", f->max_context, "context limit per sequence (default: the model's)");
   app->add_option("--prefill-chunk", f->prefill_chunk, "tokens per prefill forward");
   app->add_option("--max-batch", f->max_batch, "sequences per decode step");
+  app->add_option("--weights", f->weights,
+                  "weight format: native (GGUF types where the backend multiplies them), f32, bf16")
+      ->check(CLI::IsMember({"native", "f32", "bf16"}));
+  app->add_flag("--no-prefix-cache", f->no_prefix_cache, "do not reuse KV blocks across prompts");
   app->add_option("--sparse", f->sparse, "decode attention: none (full) or gsa")
       ->check(CLI::IsMember({"none", "gsa"}));
   app->add_option("--sparse-config", f->sparse_config, "GSA knobs as a JSON file (flags override it)");
@@ -102,6 +106,8 @@ Result<engine::EngineConfig> engine_config(const EngineFlags& f) {
   c.max_context = f.max_context;
   c.prefill_chunk = f.prefill_chunk;
   c.max_batch = f.max_batch;
+  c.weights = f.weights;
+  c.prefix_cache = !f.no_prefix_cache;
   c.sparse = f.sparse == "gsa";
   sparse::SparseConfig& s = c.sparse_cfg;
   const bool any_knob = !f.sparse_config.empty() || !f.representation.empty() || !f.query.empty() ||

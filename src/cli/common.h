@@ -23,6 +23,8 @@ struct EngineFlags {
   int max_context = 0;
   int prefill_chunk = 512;
   int max_batch = 16;
+  std::string weights = "native";
+  bool no_prefix_cache = false;
   // GSA
   std::string sparse = "none";  // none | gsa
   std::string sparse_config;    // JSON file

@@ -32,6 +32,8 @@ Status EngineConfig::validate() const {
   if (max_context < 0) return invalid_argument("context limit must be >= 0, got {}", max_context);
   if (prefill_chunk < 1 || prefill_chunk > 65536)
     return invalid_argument("prefill chunk must be in [1, 65536], got {}", prefill_chunk);
+  if (weights != "native" && weights != "f32" && weights != "bf16")
+    return invalid_argument("weights must be native, f32 or bf16, got '{}'", weights);
   if (max_batch < 1 || max_batch > 4096)
     return invalid_argument("max batch must be in [1, 4096], got {}", max_batch);
   if (sparse) {
@@ -216,7 +218,10 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
     mo.act_type = DType::BF16;
   } else {
     e->backend_ = backend::make_cpu_backend(e->pool_.get());
+    if (cfg.weights == "bf16") mo.w_type = DType::BF16;
   }
+  mo.native_weights = cfg.weights == "native";
+  mo.pool = e->pool_.get();
   if (!cfg.model_path.empty()) {
     auto f = gguf::GgufFile::open(cfg.model_path);
     if (!f) return f.status();

@@ -34,6 +34,7 @@ struct EngineConfig {
   int prefill_chunk = 512;      // tokens per prefill forward
   int max_batch = 16;           // sequences per decode step
   bool prefix_cache = true;     // reuse the KV of full blocks of earlier prompts
+  std::string weights = "native";  // native (GGUF formats where the backend takes them), f32, bf16
   bool sparse = false;          // GSA decode
   sparse::SparseConfig sparse_cfg;
 

@@ -10,27 +10,35 @@ namespace gsa::model {
 
 using backend::Backend;
 
+// A weight matrix [rows, cols] in backend memory: plain (F32/BF16/F16) or kept in its GGUF block
+// format (type Ggml, ggml type id in `ggml`) where the backend multiplies such weights directly.
+struct Mat {
+  void* p = nullptr;
+  DType type = DType::F32;
+  uint32_t ggml = 0;
+};
+
 struct LayerWeights {
   float* attn_norm = nullptr;  // [dim]
-  void* wq = nullptr;          // [q_dim, dim]
-  void* wk = nullptr;          // [kv_dim, dim]
-  void* wv = nullptr;          // [kv_dim, dim]
+  Mat wq;                  // [q_dim, dim]
+  Mat wk;                  // [kv_dim, dim]
+  Mat wv;                  // [kv_dim, dim]
   float* bq = nullptr;         // [q_dim] (qkv_bias)
   float* bk = nullptr;         // [kv_dim]
   float* bv = nullptr;         // [kv_dim]
   float* q_norm = nullptr;     // [head_dim] (qk_norm)
   float* k_norm = nullptr;     // [head_dim]
-  void* wo = nullptr;          // [dim, q_dim]
+  Mat wo;                  // [dim, q_dim]
   float* ffn_norm = nullptr;   // [dim]
-  void* w_gate_up = nullptr;   // [2 * ffn_dim, dim]: gate rows, then up rows
-  void* w_down = nullptr;      // [dim, ffn_dim]
+  Mat w_gate_up;    // [2 * ffn_dim, dim]: gate rows, then up rows
+  Mat w_down;          // [dim, ffn_dim]
 };
 
 struct Model::Weights {
   Backend* backend = nullptr;
   std::vector<void*> owned;
-  void* token_embd = nullptr;  // [vocab, dim]  w_type
-  void* output = nullptr;      // [vocab, dim]  w_type (== token_embd when tied)
+  Mat token_embd;              // [vocab, dim]
+  Mat output;                  // [vocab, dim] (== token_embd when tied)
   float* output_norm = nullptr;// [dim]
   std::vector<LayerWeights> layers;
   ~Weights() {
@@ -84,7 +92,7 @@ std::vector<uint8_t> convert_weights(const float* src, int64_t n, DType type) {
 
 }  // namespace
 
-Status Model::alloc_weights() {
+Status Model::alloc_weights(bool matrices) {
   w_ = std::make_unique<Weights>();
   w_->backend = backend_;
   const int64_t wsz = int64_t(dtype_size(opt_.w_type));
@@ -96,6 +104,11 @@ Status Model::alloc_weights() {
     *out = *p;
     return Status::ok();
   };
+  auto allocm = [&](int64_t bytes, Mat* m) -> Status {
+    m->type = opt_.w_type;
+    if (!matrices) return Status::ok();
+    return alloc(bytes, &m->p);
+  };
   auto allocf = [&](int64_t n, float** out) -> Status {
     void* p = nullptr;
     GSA_RETURN_IF_ERROR(alloc(n * 4, &p));
@@ -103,16 +116,16 @@ Status Model::alloc_weights() {
     return Status::ok();
   };
   const HParams& h = hp_;
-  GSA_RETURN_IF_ERROR(alloc(int64_t(h.vocab) * h.dim * wsz, &w_->token_embd));
+  GSA_RETURN_IF_ERROR(allocm(int64_t(h.vocab) * h.dim * wsz, &w_->token_embd));
   if (h.tied_output) w_->output = w_->token_embd;
-  else GSA_RETURN_IF_ERROR(alloc(int64_t(h.vocab) * h.dim * wsz, &w_->output));
+  else GSA_RETURN_IF_ERROR(allocm(int64_t(h.vocab) * h.dim * wsz, &w_->output));
   GSA_RETURN_IF_ERROR(allocf(h.dim, &w_->output_norm));
   w_->layers.resize(size_t(h.n_layers));
   for (auto& L : w_->layers) {
     GSA_RETURN_IF_ERROR(allocf(h.dim, &L.attn_norm));
-    GSA_RETURN_IF_ERROR(alloc(int64_t(h.q_dim()) * h.dim * wsz, &L.wq));
-    GSA_RETURN_IF_ERROR(alloc(int64_t(h.kv_dim()) * h.dim * wsz, &L.wk));
-    GSA_RETURN_IF_ERROR(alloc(int64_t(h.kv_dim()) * h.dim * wsz, &L.wv));
+    GSA_RETURN_IF_ERROR(allocm(int64_t(h.q_dim()) * h.dim * wsz, &L.wq));
+    GSA_RETURN_IF_ERROR(allocm(int64_t(h.kv_dim()) * h.dim * wsz, &L.wk));
+    GSA_RETURN_IF_ERROR(allocm(int64_t(h.kv_dim()) * h.dim * wsz, &L.wv));
     if (h.qkv_bias) {
       GSA_RETURN_IF_ERROR(allocf(h.q_dim(), &L.bq));
       GSA_RETURN_IF_ERROR(allocf(h.kv_dim(), &L.bk));
@@ -122,10 +135,10 @@ Status Model::alloc_weights() {
       GSA_RETURN_IF_ERROR(allocf(h.head_dim, &L.q_norm));
       GSA_RETURN_IF_ERROR(allocf(h.head_dim, &L.k_norm));
     }
-    GSA_RETURN_IF_ERROR(alloc(int64_t(h.dim) * h.q_dim() * wsz, &L.wo));
+    GSA_RETURN_IF_ERROR(allocm(int64_t(h.dim) * h.q_dim() * wsz, &L.wo));
     GSA_RETURN_IF_ERROR(allocf(h.dim, &L.ffn_norm));
-    GSA_RETURN_IF_ERROR(alloc(int64_t(2) * h.ffn_dim * h.dim * wsz, &L.w_gate_up));
-    GSA_RETURN_IF_ERROR(alloc(int64_t(h.dim) * h.ffn_dim * wsz, &L.w_down));
+    GSA_RETURN_IF_ERROR(allocm(int64_t(2) * h.ffn_dim * h.dim * wsz, &L.w_gate_up));
+    GSA_RETURN_IF_ERROR(allocm(int64_t(h.dim) * h.ffn_dim * wsz, &L.w_down));
   }
   return Status::ok();
 }
@@ -135,12 +148,13 @@ Result<Model> Model::load(const gguf::GgufFile& f, Backend* backend, ModelOption
   GSA_ASSIGN_OR_RETURN(m.hp_, hparams_from_gguf(f));
   m.backend_ = backend;
   m.opt_ = opt;
-  GSA_RETURN_IF_ERROR(m.alloc_weights());
+  GSA_RETURN_IF_ERROR(m.alloc_weights(false));
   const HParams& h = m.hp_;
   std::vector<float> host;
+  ThreadPool* pool = opt.pool;
 
-  // Reads tensor `name` (expected shape {ne0, ne1}) as f32 into host[offset...].
-  auto read = [&](const std::string& name, int64_t ne0, int64_t ne1, size_t offset) -> Status {
+  // The tensor `name`, checked to have shape {ne0} or {ne0, ne1}.
+  auto find = [&](const std::string& name, int64_t ne0, int64_t ne1) -> Result<const gguf::TensorInfo*> {
     const gguf::TensorInfo* t = f.find_tensor(name);
     if (!t) return not_found("tensor '{}' is missing", name);
     const bool ok = ne1 == 0 ? (t->shape.size() == 1 && t->shape[0] == ne0)
@@ -151,36 +165,76 @@ Result<Model> Model::load(const gguf::GgufFile& f, Backend* backend, ModelOption
       return invalid_argument("tensor '{}': expected [{}{}], got [{}]", name, ne0,
                               ne1 ? ", " + std::to_string(ne1) : std::string(), got);
     }
+    return t;
+  };
+  // Reads tensor `name` as f32 into host[offset...].
+  auto read = [&](const std::string& name, int64_t ne0, int64_t ne1, size_t offset) -> Status {
+    GSA_ASSIGN_OR_RETURN(const gguf::TensorInfo* t, find(name, ne0, ne1));
     const int64_t n = ne0 * (ne1 ? ne1 : 1);
     if (host.size() < offset + size_t(n)) host.resize(offset + size_t(n));
-    return f.read_tensor_f32(*t, host.data() + offset);
+    return f.read_tensor_f32(*t, host.data() + offset, pool);
   };
-  auto put_w = [&](void* dst, int64_t n) -> Status {
-    auto bytes = convert_weights(host.data(), n, m.opt_.w_type);
-    return backend->upload(dst, bytes.data(), bytes.size());
+  auto alloc = [&](uint64_t bytes, void** out) -> Status {
+    auto p = backend->alloc(size_t(bytes));
+    if (!p) return p.status().with_context("model weights");
+    m.w_->owned.push_back(*p);
+    m.weight_bytes_ += bytes;
+    *out = *p;
+    return Status::ok();
   };
-  auto put_f = [&](float* dst, int64_t n) -> Status {
-    return backend->upload(dst, host.data(), size_t(n) * 4);
-  };
-  auto w2 = [&](const std::string& name, void* dst, int64_t in, int64_t out) -> Status {
-    GSA_RETURN_IF_ERROR(read(name, in, out, 0));
-    return put_w(dst, in * out);
+  // Matrix [rows = out, cols = in] from one or more tensors stacked by rows. Kept in its GGUF
+  // format when every part has the same type and the backend multiplies it directly;
+  // otherwise dequantized and converted to opt.w_type.
+  auto mat = [&](std::initializer_list<std::string> names, int64_t in, int64_t out, Mat* dst) -> Status {
+    std::vector<const gguf::TensorInfo*> parts;
+    for (const auto& n : names) {
+      GSA_ASSIGN_OR_RETURN(const gguf::TensorInfo* t, find(n, in, out));
+      parts.push_back(t);
+    }
+    const auto type = parts[0]->type;
+    bool native = opt.native_weights && type != gguf::GgmlType::F32 &&
+                  backend->supports_ggml_weights(uint32_t(type));
+    for (const auto* t : parts) native = native && t->type == type;
+    const int64_t rows = out * int64_t(parts.size());
+    if (native) {
+      uint64_t bytes = 0;
+      for (const auto* t : parts) bytes += t->n_bytes;
+      GSA_RETURN_IF_ERROR(alloc(bytes, &dst->p));
+      dst->type = DType::Ggml;
+      dst->ggml = uint32_t(type);
+      uint64_t off = 0;
+      for (const auto* t : parts) {
+        GSA_RETURN_IF_ERROR(backend->upload(static_cast<uint8_t*>(dst->p) + off, f.tensor_data(*t), t->n_bytes));
+        off += t->n_bytes;
+      }
+      return Status::ok();
+    }
+    size_t off = 0;
+    for (const auto& n : names) {
+      GSA_RETURN_IF_ERROR(read(n, in, out, off));
+      off += size_t(in * out);
+    }
+    dst->type = opt.w_type;
+    GSA_RETURN_IF_ERROR(alloc(uint64_t(rows * in) * dtype_size(opt.w_type), &dst->p));
+    auto bytes = convert_weights(host.data(), rows * in, opt.w_type);
+    return backend->upload(dst->p, bytes.data(), bytes.size());
   };
   auto v1 = [&](const std::string& name, float* dst, int64_t n) -> Status {
     GSA_RETURN_IF_ERROR(read(name, n, 0, 0));
-    return put_f(dst, n);
+    return backend->upload(dst, host.data(), size_t(n) * 4);
   };
 
-  GSA_RETURN_IF_ERROR(w2("token_embd.weight", m.w_->token_embd, h.dim, h.vocab));
-  if (!h.tied_output) GSA_RETURN_IF_ERROR(w2("output.weight", m.w_->output, h.dim, h.vocab));
+  GSA_RETURN_IF_ERROR(mat({"token_embd.weight"}, h.dim, h.vocab, &m.w_->token_embd));
+  if (h.tied_output) m.w_->output = m.w_->token_embd;
+  else GSA_RETURN_IF_ERROR(mat({"output.weight"}, h.dim, h.vocab, &m.w_->output));
   GSA_RETURN_IF_ERROR(v1("output_norm.weight", m.w_->output_norm, h.dim));
   for (int l = 0; l < h.n_layers; ++l) {
     LayerWeights& L = m.w_->layers[size_t(l)];
     const std::string p = "blk." + std::to_string(l) + ".";
     GSA_RETURN_IF_ERROR(v1(p + "attn_norm.weight", L.attn_norm, h.dim));
-    GSA_RETURN_IF_ERROR(w2(p + "attn_q.weight", L.wq, h.dim, h.q_dim()));
-    GSA_RETURN_IF_ERROR(w2(p + "attn_k.weight", L.wk, h.dim, h.kv_dim()));
-    GSA_RETURN_IF_ERROR(w2(p + "attn_v.weight", L.wv, h.dim, h.kv_dim()));
+    GSA_RETURN_IF_ERROR(mat({p + "attn_q.weight"}, h.dim, h.q_dim(), &L.wq));
+    GSA_RETURN_IF_ERROR(mat({p + "attn_k.weight"}, h.dim, h.kv_dim(), &L.wk));
+    GSA_RETURN_IF_ERROR(mat({p + "attn_v.weight"}, h.dim, h.kv_dim(), &L.wv));
     if (h.qkv_bias) {
       GSA_RETURN_IF_ERROR(v1(p + "attn_q.bias", L.bq, h.q_dim()));
       GSA_RETURN_IF_ERROR(v1(p + "attn_k.bias", L.bk, h.kv_dim()));
@@ -190,12 +244,10 @@ Result<Model> Model::load(const gguf::GgufFile& f, Backend* backend, ModelOption
       GSA_RETURN_IF_ERROR(v1(p + "attn_q_norm.weight", L.q_norm, h.head_dim));
       GSA_RETURN_IF_ERROR(v1(p + "attn_k_norm.weight", L.k_norm, h.head_dim));
     }
-    GSA_RETURN_IF_ERROR(w2(p + "attn_output.weight", L.wo, h.q_dim(), h.dim));
+    GSA_RETURN_IF_ERROR(mat({p + "attn_output.weight"}, h.q_dim(), h.dim, &L.wo));
     GSA_RETURN_IF_ERROR(v1(p + "ffn_norm.weight", L.ffn_norm, h.dim));
-    GSA_RETURN_IF_ERROR(read(p + "ffn_gate.weight", h.dim, h.ffn_dim, 0));
-    GSA_RETURN_IF_ERROR(read(p + "ffn_up.weight", h.dim, h.ffn_dim, size_t(h.dim) * h.ffn_dim));
-    GSA_RETURN_IF_ERROR(put_w(L.w_gate_up, int64_t(2) * h.dim * h.ffn_dim));
-    GSA_RETURN_IF_ERROR(w2(p + "ffn_down.weight", L.w_down, h.ffn_dim, h.dim));
+    GSA_RETURN_IF_ERROR(mat({p + "ffn_gate.weight", p + "ffn_up.weight"}, h.dim, h.ffn_dim, &L.w_gate_up));
+    GSA_RETURN_IF_ERROR(mat({p + "ffn_down.weight"}, h.ffn_dim, h.dim, &L.w_down));
   }
   GSA_RETURN_IF_ERROR(backend->synchronize());
   return m;
@@ -207,7 +259,7 @@ Result<Model> Model::random(const HParams& hp, Backend* backend, ModelOptions op
   m.hp_ = hp;
   m.backend_ = backend;
   m.opt_ = opt;
-  GSA_RETURN_IF_ERROR(m.alloc_weights());
+  GSA_RETURN_IF_ERROR(m.alloc_weights(true));
   uint64_t s = seed;
   auto fill = [&](void* p, int64_t n, DType t, float scale) -> Status {
     backend::FillRandomParams fp;
@@ -221,14 +273,14 @@ Result<Model> Model::random(const HParams& hp, Backend* backend, ModelOptions op
   const HParams& h = hp;
   const DType wt = opt.w_type;
   const float ws = 1.0f / std::sqrt(float(h.dim));
-  GSA_RETURN_IF_ERROR(fill(m.w_->token_embd, int64_t(h.vocab) * h.dim, wt, 1.0f));
-  if (!h.tied_output) GSA_RETURN_IF_ERROR(fill(m.w_->output, int64_t(h.vocab) * h.dim, wt, ws));
+  GSA_RETURN_IF_ERROR(fill(m.w_->token_embd.p, int64_t(h.vocab) * h.dim, wt, 1.0f));
+  if (!h.tied_output) GSA_RETURN_IF_ERROR(fill(m.w_->output.p, int64_t(h.vocab) * h.dim, wt, ws));
   GSA_RETURN_IF_ERROR(fill(m.w_->output_norm, h.dim, DType::F32, 1.0f));
   for (auto& L : m.w_->layers) {
     GSA_RETURN_IF_ERROR(fill(L.attn_norm, h.dim, DType::F32, 1.0f));
-    GSA_RETURN_IF_ERROR(fill(L.wq, int64_t(h.q_dim()) * h.dim, wt, ws));
-    GSA_RETURN_IF_ERROR(fill(L.wk, int64_t(h.kv_dim()) * h.dim, wt, ws));
-    GSA_RETURN_IF_ERROR(fill(L.wv, int64_t(h.kv_dim()) * h.dim, wt, ws));
+    GSA_RETURN_IF_ERROR(fill(L.wq.p, int64_t(h.q_dim()) * h.dim, wt, ws));
+    GSA_RETURN_IF_ERROR(fill(L.wk.p, int64_t(h.kv_dim()) * h.dim, wt, ws));
+    GSA_RETURN_IF_ERROR(fill(L.wv.p, int64_t(h.kv_dim()) * h.dim, wt, ws));
     if (h.qkv_bias) {
       GSA_RETURN_IF_ERROR(fill(L.bq, h.q_dim(), DType::F32, 0.1f));
       GSA_RETURN_IF_ERROR(fill(L.bk, h.kv_dim(), DType::F32, 0.1f));
@@ -238,10 +290,10 @@ Result<Model> Model::random(const HParams& hp, Backend* backend, ModelOptions op
       GSA_RETURN_IF_ERROR(fill(L.q_norm, h.head_dim, DType::F32, 1.0f));
       GSA_RETURN_IF_ERROR(fill(L.k_norm, h.head_dim, DType::F32, 1.0f));
     }
-    GSA_RETURN_IF_ERROR(fill(L.wo, int64_t(h.dim) * h.q_dim(), wt, 1.0f / std::sqrt(float(h.q_dim()))));
+    GSA_RETURN_IF_ERROR(fill(L.wo.p, int64_t(h.dim) * h.q_dim(), wt, 1.0f / std::sqrt(float(h.q_dim()))));
     GSA_RETURN_IF_ERROR(fill(L.ffn_norm, h.dim, DType::F32, 1.0f));
-    GSA_RETURN_IF_ERROR(fill(L.w_gate_up, int64_t(2) * h.ffn_dim * h.dim, wt, ws));
-    GSA_RETURN_IF_ERROR(fill(L.w_down, int64_t(h.dim) * h.ffn_dim, wt, 1.0f / std::sqrt(float(h.ffn_dim))));
+    GSA_RETURN_IF_ERROR(fill(L.w_gate_up.p, int64_t(2) * h.ffn_dim * h.dim, wt, ws));
+    GSA_RETURN_IF_ERROR(fill(L.w_down.p, int64_t(h.dim) * h.ffn_dim, wt, 1.0f / std::sqrt(float(h.ffn_dim))));
   }
   GSA_RETURN_IF_ERROR(backend->synchronize());
   return m;
@@ -322,18 +374,19 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
   const int32_t* d_rows = s.meta + offs[8];
 
   Backend& b = *backend_;
-  const DType at = opt_.act_type, wt = opt_.w_type;
+  const DType at = opt_.act_type;
   const kv::KvConfig& kc = kv.config();
 
   backend::EmbedParams ep;
-  ep.ids = d_tokens; ep.table = w_->token_embd; ep.out = s.x;
-  ep.n_tokens = T; ep.vocab = h.vocab; ep.dim = h.dim; ep.table_type = wt; ep.act_type = at;
+  ep.ids = d_tokens; ep.table = w_->token_embd.p; ep.out = s.x;
+  ep.n_tokens = T; ep.vocab = h.vocab; ep.dim = h.dim; ep.table_type = w_->token_embd.type;
+  ep.table_ggml = w_->token_embd.ggml; ep.act_type = at;
   GSA_RETURN_IF_ERROR(b.embed(ep));
 
-  auto matmul = [&](const void* x, const void* w, const float* bias, void* y, int64_t n, int64_t k) {
+  auto matmul = [&](const void* x, const Mat& w, const float* bias, void* y, int64_t n, int64_t k) {
     backend::MatmulParams mp;
-    mp.x = x; mp.w = w; mp.bias = bias; mp.y = y; mp.m = T; mp.n = n; mp.k = k;
-    mp.act_type = at; mp.w_type = wt;
+    mp.x = x; mp.w = w.p; mp.bias = bias; mp.y = y; mp.m = T; mp.n = n; mp.k = k;
+    mp.act_type = at; mp.w_type = w.type; mp.w_ggml = w.ggml;
     return b.matmul(mp);
   };
   auto rmsnorm = [&](const void* x, const float* w, void* y, int64_t rows, int64_t dim) {
@@ -415,8 +468,8 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
   GSA_RETURN_IF_ERROR(b.embed(gp));
   GSA_RETURN_IF_ERROR(rmsnorm(s.xg, w_->output_norm, s.xg, L, h.dim));
   backend::MatmulParams mp;
-  mp.x = s.xg; mp.w = w_->output; mp.y = s.logits; mp.m = L; mp.n = h.vocab; mp.k = h.dim;
-  mp.act_type = at; mp.w_type = wt;
+  mp.x = s.xg; mp.w = w_->output.p; mp.y = s.logits; mp.m = L; mp.n = h.vocab; mp.k = h.dim;
+  mp.act_type = at; mp.w_type = w_->output.type; mp.w_ggml = w_->output.ggml;
   GSA_RETURN_IF_ERROR(b.matmul(mp));
   const size_t n_out = size_t(L) * size_t(h.vocab);
   logits->resize(n_out);

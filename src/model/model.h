@@ -45,7 +45,9 @@ struct ForwardInput {
 };
 
 struct ModelOptions {
-  DType w_type = DType::F32;    // weight type on the backend
+  DType w_type = DType::F32;    // weight type on the backend (matrices not kept native)
+  bool native_weights = true;   // keep GGUF-format matrices where the backend multiplies them
+  ThreadPool* pool = nullptr;   // parallel dequantization at load (borrowed, may be null)
   DType act_type = DType::F32;  // activation type on the backend
 };
 
@@ -78,7 +80,7 @@ class Model {
   Model() = default;
   struct Weights;
   struct Scratch;
-  Status alloc_weights();
+  Status alloc_weights(bool matrices);
   Status ensure_scratch(int64_t n_tokens, int64_t n_logits, int64_t n_meta);
 
   HParams hp_;
