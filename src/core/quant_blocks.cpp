@@ -321,7 +321,9 @@ inline int quantize_q8_block(const float* x, uint8_t* d_field, int8_t* qs) {
   store_f16(d_field, d);
   int sum = 0;
   for (int j = 0; j < kQK; ++j) {
-    const int q = int(std::roundf(x[j] * id));
+    // roundf (half away from zero), written with trunc so it inlines instead of calling libm.
+    const float v = x[j] * id, t = std::trunc(v);
+    const int q = int(std::fabs(v - t) >= 0.5f ? t + std::copysign(1.0f, v) : t);
     qs[j] = int8_t(q);
     sum += q;
   }

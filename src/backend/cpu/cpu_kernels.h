@@ -15,6 +15,8 @@ Status matmul(const backend::MatmulParams& p, ThreadPool* pool);       // matmul
 /// activations quantized to the type's 8-bit vec_dot format. force_scalar picks the portable
 /// kernels even where SIMD ones exist (for tests).
 Status matmul_ggml(const backend::MatmulParams& p, ThreadPool* pool, bool force_scalar = false);
+/// The parameter checks of matmul_ggml (type, k a multiple of the block size, shapes, pointers).
+Status matmul_ggml_validate(const backend::MatmulParams& p);
 /// True when matmul_ggml has kernels for ggml type id `ggml_type`.
 bool matmul_ggml_supported(uint32_t ggml_type);
 Status rmsnorm(const backend::RmsNormParams& p, ThreadPool* pool);     // norm.cpp

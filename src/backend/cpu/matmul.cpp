@@ -14,6 +14,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_simd.h"
+#include "core/quant_blocks.h"
 
 namespace gsa::cpu {
 namespace {
@@ -269,6 +270,58 @@ void gemm_bf16(const MatmulParams& p, ThreadPool* pool) {
   });
 }
 
+// GGUF block-quantized weights at many rows of x (prefill): each thread dequantizes its slice of
+// w to f32 in panels of ~1 MiB and multiplies them with sgemm. At m = 512 this is 2-3x faster
+// than the integer block dots of matmul_quant.cpp (which stay the path for decode and small
+// batches), and it is the plain f32 product with the dequantized weights (no 8-bit activations).
+void gemm_ggml_panels(const MatmulParams& p, ThreadPool* pool) {
+  const GgmlTypeTraits& t = *ggml_type_traits(p.w_ggml);
+  const float* x = static_cast<const float*>(p.x);
+  const uint8_t* w = static_cast<const uint8_t*>(p.w);
+  float* y = static_cast<float*>(p.y);
+  const int64_t nb = p.k / t.block_elems, row_bytes = nb * t.block_bytes;
+  // Panels big enough that sgemm's packing of x is amortized over many weight rows.
+  const int64_t panel_rows = std::max<int64_t>(64, (int64_t(1) << 18) / p.k / 16 * 16);
+  const std::vector<int64_t> bounds = slice_bounds(p.n, pool->n_threads(), p.m * p.k);
+  pool->parallel_for(int64_t(bounds.size()) - 1, [&](int64_t b, int64_t e, int) {
+    thread_local std::vector<float> panel;
+    panel.resize(size_t(panel_rows * p.k));
+    for (int64_t s = b; s < e; ++s) {
+      for (int64_t j0 = bounds[s]; j0 < bounds[s + 1]; j0 += panel_rows) {
+        const int64_t j1 = std::min(bounds[s + 1], j0 + panel_rows);
+        ggml_dequantize_blocks(p.w_ggml, w + j0 * row_bytes, panel.data(), (j1 - j0) * nb);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(p.m), int(j1 - j0), int(p.k),
+                    1.0f, x, int(p.k), panel.data(), int(p.k), 0.0f, y + j0, int(p.n));
+        add_bias(p, j0, j1);
+      }
+    }
+  });
+}
+
+// As gemm_ggml_panels where OpenBLAS lacks AVX-512 kernels: 64-row panels dequantized to f32 and
+// run through the tiled kernel, x swept in L2-sized passes (the same tiling as tiled<float>).
+void tiled_ggml_panels(const MatmulParams& p, ThreadPool* pool) {
+  const GgmlTypeTraits& t = *ggml_type_traits(p.w_ggml);
+  const uint8_t* w = static_cast<const uint8_t*>(p.w);
+  const int64_t nb = p.k / t.block_elems, row_bytes = nb * t.block_bytes;
+  const int64_t rows_per_pass = std::max<int64_t>(4, (65536 / p.k) / 4 * 4);
+  const int64_t n_jtasks = (p.n + kTiledRowsPerTask - 1) / kTiledRowsPerTask;
+  pool->parallel_for(n_jtasks, [&](int64_t b, int64_t e, int) {
+    thread_local std::vector<float> panel;
+    panel.resize(size_t(kTiledRowsPerTask * p.k));
+    for (int64_t jt = b; jt < e; ++jt) {
+      const int64_t j0 = jt * kTiledRowsPerTask, j1 = std::min(p.n, j0 + kTiledRowsPerTask);
+      ggml_dequantize_blocks(p.w_ggml, w + j0 * row_bytes, panel.data(), (j1 - j0) * nb);
+      // The panel's rows are columns [j0, j1) of y: shift y and bias, keep y's row stride n.
+      MatmulParams q = p;
+      q.y = static_cast<float*>(p.y) + j0;
+      q.bias = p.bias ? p.bias + j0 : nullptr;
+      for (int64_t i0 = 0; i0 < p.m; i0 += rows_per_pass)
+        tiled_rows(q, panel.data(), 0, j1 - j0, i0, std::min(p.m, i0 + rows_per_pass));
+    }
+  });
+}
+
 Status validate(const MatmulParams& p) {
   if (p.act_type != DType::F32) return unsupported("cpu matmul: activations must be f32");
   if (p.w_type != DType::F32 && p.w_type != DType::BF16)
@@ -285,7 +338,17 @@ Status validate(const MatmulParams& p) {
 }  // namespace
 
 Status matmul(const MatmulParams& p, ThreadPool* pool) {
-  if (p.w_type == DType::Ggml) return matmul_ggml(p, pool);
+  if (p.w_type == DType::Ggml) {
+    GSA_RETURN_IF_ERROR(matmul_ggml_validate(p));
+    if (p.m <= kTiledMaxRows || p.n == 0 || p.k == 0) return matmul_ggml(p, pool);
+    if (!blas_has_avx512_kernels() || p.m > INT_MAX || p.n > INT_MAX || p.k > INT_MAX) {
+      tiled_ggml_panels(p, pool);
+    } else {
+      blas_single_threaded();
+      gemm_ggml_panels(p, pool);
+    }
+    return Status::ok();
+  }
   GSA_RETURN_IF_ERROR(validate(p));
   if (p.m == 0 || p.n == 0) return Status::ok();
   float* y = static_cast<float*>(p.y);

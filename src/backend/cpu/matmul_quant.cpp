@@ -2,7 +2,8 @@
 // Q5_K, Q6_K), following llama.cpp's scheme: each activation row is quantized to the weight
 // type's vec_dot_type (Q8_0, Q8_1 or Q8_K), then integer dot products per block are scaled by
 // the block scales and accumulated in f32. AVX-512 VNNI kernels when the compiler targets them,
-// portable scalar loops otherwise. Embedding lookups of quantized tables live in elementwise.cpp.
+// portable scalar loops otherwise. matmul.cpp sends this decode / small-batch path up to 64 rows
+// of x and dequantizes weight panels for f32 GEMMs above (measured faster for prefill).
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -421,11 +422,11 @@ constexpr int64_t kPassBytes = 256 * 1024;
 
 bool matmul_ggml_supported(uint32_t ggml_type) { return find_kernel(ggml_type, false) != nullptr; }
 
-Status matmul_ggml(const MatmulParams& p, ThreadPool* pool, bool force_scalar) {
+Status matmul_ggml_validate(const MatmulParams& p) {
   if (p.act_type != DType::F32) return unsupported("cpu matmul: activations must be f32");
   if (p.w_type != DType::Ggml) return invalid_argument("matmul_ggml: w_type is not Ggml");
   const GgmlTypeTraits* traits = ggml_type_traits(p.w_ggml);
-  const QuantKernel* kern = find_kernel(p.w_ggml, force_scalar);
+  const QuantKernel* kern = find_kernel(p.w_ggml, false);
   if (!traits || !kern) {
     return unsupported("cpu matmul: no quantized kernel for ggml type {} ({})", p.w_ggml,
                        traits ? traits->name : "unknown");
@@ -442,6 +443,14 @@ Status matmul_ggml(const MatmulParams& p, ThreadPool* pool, bool force_scalar) {
     return invalid_argument("matmul: shape m={} n={} k={} too large", p.m, p.n, p.k);
   if (p.m > 0 && p.n > 0 && !p.y) return invalid_argument("matmul: null y");
   if (p.m > 0 && p.n > 0 && p.k > 0 && (!p.x || !p.w)) return invalid_argument("matmul: null x or w");
+  return Status::ok();
+}
+
+Status matmul_ggml(const MatmulParams& p, ThreadPool* pool, bool force_scalar) {
+  GSA_RETURN_IF_ERROR(matmul_ggml_validate(p));
+  const GgmlTypeTraits* traits = ggml_type_traits(p.w_ggml);
+  const QuantKernel* kern = find_kernel(p.w_ggml, force_scalar);
+  const int64_t nb = p.k / traits->block_elems;
   if (p.m == 0 || p.n == 0) return Status::ok();
   float* y = static_cast<float*>(p.y);
   if (p.k == 0) {
