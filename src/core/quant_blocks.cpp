@@ -10,6 +10,10 @@
 
 #include "core/dtype.h"
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 namespace gsa {
 namespace {
 
@@ -312,11 +316,30 @@ inline int nearest_int(float v) {
   return (i & 0x007fffff) - 0x00400000;
 }
 
-// One Q8_0 / Q8_1 block: d = amax / 127, q = roundf(x / d); returns sum(q).
-inline int quantize_q8_block(const float* x, uint8_t* d_field, int8_t* qs) {
+// max |x[j]| over one 32-element block (max is exact: every order gives the same value).
+inline float block_amax32(const float* x) {
+#if defined(__AVX__)
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 m0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x), abs_mask),
+                                  _mm256_and_ps(_mm256_loadu_ps(x + 8), abs_mask));
+  const __m256 m1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 16), abs_mask),
+                                  _mm256_and_ps(_mm256_loadu_ps(x + 24), abs_mask));
+  const __m256 m = _mm256_max_ps(m0, m1);
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+#else
   float amax = 0.0f;
   for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
-  const float d = amax / 127.0f;
+  return amax;
+#endif
+}
+
+// One Q8_0 / Q8_1 block: d = amax / 127, q = roundf(x / d); returns sum(q), *d_out = d (f32).
+inline int quantize_q8_block(const float* x, uint8_t* d_field, int8_t* qs, float* d_out) {
+  const float d = block_amax32(x) / 127.0f;
+  *d_out = d;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   store_f16(d_field, d);
   int sum = 0;
@@ -381,17 +404,16 @@ uint32_t ggml_vec_dot_type(uint32_t type) {
 }
 
 void ggml_quantize_row_q8_0(const float* x, uint8_t* y, int64_t k) {
+  float d;
   for (int64_t i = 0; i < k / kQK; ++i, x += kQK, y += kGgmlQ8_0Bytes)
-    quantize_q8_block(x, y, reinterpret_cast<int8_t*>(y + 2));
+    quantize_q8_block(x, y, reinterpret_cast<int8_t*>(y + 2), &d);
 }
 
 void ggml_quantize_row_q8_1(const float* x, uint8_t* y, int64_t k) {
   for (int64_t i = 0; i < k / kQK; ++i, x += kQK, y += kGgmlQ8_1Bytes) {
-    const int sum = quantize_q8_block(x, y, reinterpret_cast<int8_t*>(y + 4));
-    // s uses the f32 d, as ggml does, before d is rounded to f16.
-    float amax = 0.0f;
-    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
-    store_f16(y + 2, float(sum) * (amax / 127.0f));
+    float d;
+    const int sum = quantize_q8_block(x, y, reinterpret_cast<int8_t*>(y + 4), &d);
+    store_f16(y + 2, float(sum) * d);  // the f32 d, as ggml does, not its f16 rounding
   }
 }
 
