@@ -37,6 +37,11 @@ inline float ld_f32(const uint8_t* p) {
   std::memcpy(&f, p, 4);
   return f;
 }
+inline uint32_t ld_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
 inline int ld_i16(const uint8_t* p) {
   int16_t v;
   std::memcpy(&v, p, 2);
@@ -153,25 +158,41 @@ void dot_legacy_vnni(int64_t nb, const uint8_t* w, const uint8_t* x, int64_t xs,
   constexpr int64_t xb = f.is_signed ? kGgmlQ8_0Bytes : kGgmlQ8_1Bytes;
   constexpr int xq = f.is_signed ? 2 : 4;
   __m256 acc[R];
-  float macc[R] = {};
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  __m128 macc[R];  // lane 1: sum of m_w * s_x (types with a min)
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), macc[r] = _mm_setzero_ps();
   for (int64_t ib = 0; ib < nb; ++ib) {
     const uint8_t* b = w + ib * f.bytes;
     const __m256i q = legacy_quants_v<T>(b);
     // dpbusd multiplies unsigned by signed bytes: signed weights go in as |q| with their sign
     // moved onto the activations (activations never hold -128).
     const __m256i qa = f.is_signed ? _mm256_abs_epi8(q) : q;
-    const float dw = ld_f16(b);
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* y = x + r * xs + ib * xb;
-      __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + xq));
-      if constexpr (f.is_signed) yv = _mm256_sign_epi8(yv, q);
-      const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qa, yv);
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * ld_f16(y)), acc[r]);
-      if constexpr (!f.is_signed) macc[r] += ld_f16(b + f.m) * ld_f16(y + 2);
+    if constexpr (f.is_signed) {
+      const float dw = ld_f16(b);
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* y = x + r * xs + ib * xb;
+        const __m256i yv = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + xq)), q);
+        const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qa, yv);
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * ld_f16(y)), acc[r]);
+      }
+    } else {
+      // {d, m} of the weights and {d, s} of the activations are adjacent f16 pairs: one
+      // conversion and one multiply give d_w * d_x and m_w * s_x together.
+      static_assert(f.m == 2, "d and m adjacent");
+      const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128(int(ld_u32(b))));
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* y = x + r * xs + ib * xb;
+        const __m128 p = _mm_mul_ps(wdm, _mm_cvtph_ps(_mm_cvtsi32_si128(int(ld_u32(y)))));
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + xq));
+        const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qa, yv);
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_broadcastss_ps(p), acc[r]);
+        macc[r] = _mm_add_ps(macc[r], p);
+      }
     }
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum8(acc[r]) + macc[r];
+  for (int r = 0; r < R; ++r) {
+    out[r] = hsum8(acc[r]);
+    if constexpr (!f.is_signed) out[r] += _mm_cvtss_f32(_mm_shuffle_ps(macc[r], macc[r], 1));
+  }
 }
 #endif
 
