@@ -1,7 +1,12 @@
 // `gsa bench`: prefill and decode speed at a given context and batch. One prompt of --ctx
 // random token ids is prefilled once and shared (by KV block reference) by --batch sequences,
-// each of which then decodes --gen tokens. Prints a table row or one JSON line.
+// each of which then decodes --gen tokens; or (--random-kv) each sequence starts with its own
+// --ctx tokens of random K/V. With --compare, full attention and GSA run side by side in one
+// process. Each row gives the bytes a step must read and, on the CPU, the bound they imply at
+// the host read bandwidth measured in the same run.
 #include <cstdio>
+#include <algorithm>
+#include <climits>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -20,83 +25,148 @@ struct BenchFlags {
   int batch = 1;
   int gen = 32;
   bool json = false;
+  bool random_kv = false;
+  bool compare = false;
   uint64_t seed = 7;
 };
+
+// Best of three multithreaded sums over a 1 GiB buffer: the host memory read bandwidth that
+// bounds a CPU decode step, measured in the same process as the step.
+double measure_host_read_gbs(int threads) {
+  const size_t n = (size_t(1) << 30) / sizeof(float);
+  std::vector<float> buf(n, 1.0f);
+  ThreadPool pool(threads);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::vector<double> part(size_t(pool.n_threads()) * 8, 0.0);
+    Timer t;
+    pool.parallel_for(int64_t(n / 4096), [&](int64_t b, int64_t e, int tid) {
+      float acc[16] = {};
+      for (int64_t i = b * 4096; i < e * 4096; i += 16)
+        for (int j = 0; j < 16; ++j) acc[j] += buf[size_t(i + j)];
+      double sum = 0;
+      for (float a : acc) sum += a;
+      part[size_t(tid) * 8] += sum;
+    }, 16);
+    const double s = t.seconds();
+    double total = 0;
+    for (double v : part) total += v;
+    if (total > 0) best = std::max(best, double(n * sizeof(float)) / s / 1e9);
+  }
+  return best;
+}
+
+struct Row {
+  std::string attn;
+  double prefill_tps = 0, decode_tps = 0, step_ms = 0, select_ms = 0, attended = 1, step_bytes = 0;
+  double forward_ms = 0, sample_ms = 0, logits_ms = 0;
+};
+
+// Runs one request (prefilled prompt or synthetic random context) to the end.
+Result<Row> run_one(engine::Engine& e, const BenchFlags& b, bool full, std::mt19937& rng) {
+  const model::HParams& h = e.hparams();
+  engine::RequestInput in;
+  in.sampling.max_tokens = b.gen;
+  in.sampling.ignore_eos = true;
+  in.n = b.batch;
+  if (full && e.config().sparse) in.sparse_min_context = INT32_MAX;
+  e.reset_stats();
+  if (b.random_kv) {
+    GSA_RETURN_IF_ERROR(e.add_synthetic_request(b.ctx, std::move(in)).status());
+  } else {
+    std::uniform_int_distribution<int32_t> tok(0, std::min(h.vocab, 32000) - 1);
+    for (int i = 0; i < b.ctx; ++i) in.prompt.push_back(tok(rng));
+    GSA_RETURN_IF_ERROR(e.add_request(std::move(in)).status());
+  }
+  std::vector<engine::TokenEvent> events;
+  while (e.has_work()) {
+    events.clear();
+    GSA_RETURN_IF_ERROR(e.step(&events));
+    for (const auto& ev : events)
+      if (ev.finish == engine::FinishReason::Error) return internal_error("{}", ev.error);
+  }
+  const engine::EngineStats& s = e.stats();
+  Row r;
+  r.attn = (e.config().sparse && !full) ? "gsa" : "full";
+  r.prefill_tps = s.prefill_seconds > 0 ? double(s.prefill_tokens) / s.prefill_seconds : 0;
+  r.decode_tps = double(s.decode_tokens) / s.decode_seconds;
+  r.step_ms = 1e3 * s.decode_seconds / double(s.decode_steps);
+  r.select_ms = 1e3 * s.select_seconds / double(std::max<int64_t>(1, s.decode_steps));
+  r.forward_ms = 1e3 * s.forward_seconds / double(std::max<int64_t>(1, s.decode_steps));
+  r.sample_ms = 1e3 * s.sample_seconds / double(std::max<int64_t>(1, s.decode_steps));
+  r.logits_ms = 1e3 * s.logits_seconds / double(std::max<int64_t>(1, s.decode_steps));
+  r.attended = s.selector.blocks_total ? double(s.selector.blocks_attended) / double(s.selector.blocks_total) : 1.0;
+  // Bytes one decode step must read: the weights once, plus the KV each sequence attends.
+  const double kv_token_bytes = 2.0 * h.n_layers * h.kv_dim() * double(dtype_size(e.kv().config().kv_type));
+  const double ctx_mid = b.ctx + b.gen / 2.0;
+  r.step_bytes = double(e.weight_bytes()) + b.batch * ctx_mid * kv_token_bytes * r.attended;
+  return r;
+}
 
 int run(BenchFlags b) {
   if (b.engine.verbose) set_log_level(LogLevel::Info);
   if (b.ctx < 1 || b.batch < 1 || b.gen < 2)
     return fail(invalid_argument("need --ctx >= 1, --batch >= 1, --gen >= 2"));
+  if (b.compare && b.engine.sparse != "gsa") return fail(invalid_argument("--compare needs --sparse gsa"));
   b.engine.max_context = b.ctx + b.gen + 1;
   b.engine.max_batch = std::max(b.engine.max_batch, b.batch);
   auto cfg = engine_config(b.engine);
   if (!cfg) return fail(cfg.status());
-  if (cfg->kv_tokens == 0)
-    cfg->kv_tokens = int64_t(b.ctx) + int64_t(b.batch) * (b.gen + 2 * cfg->block_size);
+  if (cfg->kv_tokens == 0) {
+    const int64_t per_seq = b.gen + 2 * int64_t(cfg->block_size);
+    cfg->kv_tokens = b.random_kv ? int64_t(b.batch) * (b.ctx + per_seq) * (b.compare ? 2 : 1)
+                                 : int64_t(b.ctx) + int64_t(b.batch) * per_seq + cfg->block_size;
+  }
   Timer load_timer;
   auto eng = engine::Engine::create(*cfg);
   if (!eng) return fail(eng.status());
   engine::Engine& e = **eng;
   const double load_s = load_timer.seconds();
-  const model::HParams& h = e.hparams();
+  const double read_gbs = cfg->device == "cpu" ? measure_host_read_gbs(cfg->threads) : 0.0;
 
   std::mt19937 rng(uint32_t(b.seed));
-  std::uniform_int_distribution<int32_t> tok(0, std::min(h.vocab, 32000) - 1);
-  engine::RequestInput in;
-  for (int i = 0; i < b.ctx; ++i) in.prompt.push_back(tok(rng));
-  in.sampling.max_tokens = b.gen;
-  in.sampling.ignore_eos = true;
-  in.n = b.batch;
-  auto id = e.add_request(std::move(in));
-  if (!id) return fail(id.status());
-  std::vector<engine::TokenEvent> events;
-  while (e.has_work()) {
-    events.clear();
-    Status st = e.step(&events);
-    if (!st.is_ok()) return fail(st);
-    for (const auto& ev : events)
-      if (ev.finish == engine::FinishReason::Error) return fail(internal_error("{}", ev.error));
+  std::vector<Row> rows;
+  std::vector<bool> fulls = b.compare ? std::vector<bool>{true, false} : std::vector<bool>{!cfg->sparse};
+  for (bool full : fulls) {
+    std::mt19937 r = rng;  // the same prompt for both (the second reuses it via the prefix cache)
+    auto row = run_one(e, b, full, r);
+    if (!row) return fail(row.status());
+    rows.push_back(*row);
   }
-  const engine::EngineStats& s = e.stats();
-  const double prefill_tps = double(s.prefill_tokens) / s.prefill_seconds;
-  const double decode_tps = double(s.decode_tokens) / s.decode_seconds;
-  const double step_ms = 1e3 * s.decode_seconds / double(s.decode_steps);
-  const double select_ms = 1e3 * s.select_seconds / double(std::max<int64_t>(1, s.decode_steps));
-  const double attended = s.selector.blocks_total
-                              ? double(s.selector.blocks_attended) / double(s.selector.blocks_total)
-                              : 1.0;
-  // Bytes one decode step must read: the weights once, plus the KV each sequence attends.
-  const double kv_token_bytes = 2.0 * h.n_layers * h.kv_dim() * double(dtype_size(e.kv().config().kv_type));
-  const double ctx_mid = b.ctx + b.gen / 2.0;
-  const double step_bytes = double(e.weight_bytes()) + b.batch * ctx_mid * kv_token_bytes * attended;
-  const double rss_mb = double(peak_rss_bytes()) / (1 << 20);
   const std::string model = cfg->model_path.empty() ? cfg->shape_preset : cfg->model_path;
-  if (b.json) {
-    nlohmann::json j = {{"model", model.substr(model.find_last_of('/') + 1)},
-                        {"device", cfg->device},
-                        {"ctx", b.ctx},
-                        {"batch", b.batch},
-                        {"gen", b.gen},
-                        {"threads", cfg->threads},
-                        {"sparse", cfg->sparse},
-                        {"block_size", cfg->block_size},
-                        {"load_s", load_s},
-                        {"prefill_tok_s", prefill_tps},
-                        {"decode_tok_s", decode_tps},
-                        {"step_ms", step_ms},
-                        {"select_ms_per_step", select_ms},
-                        {"attended_fraction", attended},
-                        {"step_bytes", step_bytes},
-                        {"peak_rss_mb", rss_mb}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("| model | device | attn | ctx | batch | prefill tok/s | decode tok/s | step ms | select ms | attended | MB/step | peak RSS MiB |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    std::printf("| %s | %s | %s | %d | %d | %.1f | %.1f | %.2f | %.3f | %.1f%% | %.1f | %.0f |\n",
-                model.substr(model.find_last_of('/') + 1).c_str(), cfg->device.c_str(),
-                cfg->sparse ? "gsa" : "full", b.ctx, b.batch, prefill_tps, decode_tps, step_ms,
-                select_ms, 100 * attended, step_bytes / 1e6, rss_mb);
+  const std::string model_name = model.substr(model.find_last_of('/') + 1);
+  const double rss_mb = double(peak_rss_bytes()) / (1 << 20);
+  for (const Row& r : rows) {
+    const double bound_ms = read_gbs > 0 ? r.step_bytes / (read_gbs * 1e9) * 1e3 : 0;
+    if (b.json) {
+      nlohmann::json j = {{"model", model_name}, {"device", cfg->device}, {"attn", r.attn},
+                          {"ctx", b.ctx}, {"batch", b.batch}, {"gen", b.gen},
+                          {"threads", cfg->threads}, {"sparse", r.attn == "gsa"},
+                          {"block_size", cfg->block_size}, {"random_kv", b.random_kv},
+                          {"load_s", load_s}, {"prefill_tok_s", r.prefill_tps},
+                          {"decode_tok_s", r.decode_tps}, {"step_ms", r.step_ms},
+                          {"select_ms_per_step", r.select_ms}, {"attended_fraction", r.attended},
+                          {"forward_ms", r.forward_ms}, {"sample_ms", r.sample_ms}, {"logits_ms", r.logits_ms},
+                          {"step_bytes", r.step_bytes}, {"read_gb_s", read_gbs},
+                          {"bound_ms", bound_ms}, {"peak_rss_mb", rss_mb}};
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      if (&r == &rows.front()) {
+        std::printf("| model | device | attn | ctx | batch | prefill tok/s | decode tok/s | step ms | select ms | attended | MB/step | bound ms | step/bound | peak RSS MiB |\n");
+        std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      }
+      std::printf("| %s | %s | %s | %d | %d | %s | %.1f | %.2f | %.3f | %.1f%% | %.1f | %s | %s | %.0f |\n",
+                  model_name.c_str(), cfg->device.c_str(), r.attn.c_str(), b.ctx, b.batch,
+                  r.prefill_tps > 0 ? fmt::format("{:.1f}", r.prefill_tps).c_str() : "-", r.decode_tps,
+                  r.step_ms, r.select_ms, 100 * r.attended, r.step_bytes / 1e6,
+                  bound_ms > 0 ? fmt::format("{:.2f}", bound_ms).c_str() : "-",
+                  bound_ms > 0 ? fmt::format("{:.2f}", r.step_ms / bound_ms).c_str() : "-", rss_mb);
+    }
   }
+  if (rows.size() == 2 && !b.json)
+    std::printf("\nGSA / full decode throughput: %.2fx (read bandwidth %s)\n",
+                rows[1].decode_tps / rows[0].decode_tps,
+                read_gbs > 0 ? fmt::format("{:.1f} GB/s measured", read_gbs).c_str() : "not measured here");
   return 0;
 }
 
@@ -110,7 +180,10 @@ Command add_bench(CLI::App& root) {
   app->add_option("--batch", b->batch, "sequences decoding together");
   app->add_option("--gen", b->gen, "tokens generated per sequence");
   app->add_option("--seed", b->seed, "seed of the random prompt");
-  app->add_flag("--json", b->json, "print one JSON line");
+  app->add_flag("--json", b->json, "print one JSON line per run");
+  app->add_flag("--random-kv", b->random_kv,
+                "no prefill: each sequence starts with --ctx tokens of random K/V in its own blocks");
+  app->add_flag("--compare", b->compare, "with --sparse gsa: full attention and GSA side by side");
   return {app, [b] { return run(*b); }};
 }
 

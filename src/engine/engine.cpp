@@ -609,14 +609,26 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
     planner_->seqs = sel_in;
     planner = planner_.get();
   }
+  Timer fwd;
   Status st = model_->forward(in, kv_, planner, rep_params(), &logits_);
   if (!st.is_ok()) return st;
+  stats_.forward_seconds += fwd.seconds();
+  stats_.logits_seconds += model_->last_logits_seconds();
+  // Sampling is independent per sequence: spread it over the pool, then accept in order.
+  Timer smp;
   const int32_t vocab = model_->hparams().vocab;
+  sampled_.resize(batch.size());
+  pool_->parallel_for(int64_t(batch.size()), [&](int64_t b0, int64_t e0, int) {
+    for (int64_t i = b0; i < e0; ++i) {
+      Seq& s = *batch[size_t(i)];
+      sampled_[size_t(i)] = s.sampler->sample(logits_.data() + size_t(i) * size_t(vocab), vocab, s.tokens);
+    }
+  });
+  stats_.sample_seconds += smp.seconds();
   for (size_t i = 0; i < batch.size(); ++i) {
     Seq& s = *batch[i];
     kv_.index_full_blocks(&s.table, s.tokens);
-    float* row = logits_.data() + i * size_t(vocab);
-    accept_token(s, s.sampler->sample(row, vocab, s.tokens), events);
+    accept_token(s, sampled_[i], events);
   }
   stats_.decode_tokens += int64_t(batch.size());
   stats_.decode_steps++;

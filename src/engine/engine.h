@@ -83,7 +83,10 @@ struct EngineStats {
   int64_t decode_tokens = 0;
   int64_t decode_steps = 0;
   double decode_seconds = 0;
-  double select_seconds = 0;   // time inside GSA selection during decode
+  double select_seconds = 0;   // time inside GSA selection during decode (host selectors)
+  double forward_seconds = 0;  // decode: model forward, logits on the host included
+  double sample_seconds = 0;   // decode: sampling
+  double logits_seconds = 0;   // decode: part of forward_seconds moving logits to the host
   sparse::SelectorStats selector;
 };
 
@@ -147,6 +150,7 @@ class Engine {
   std::vector<std::unique_ptr<Seq>> running_;
   std::vector<std::unique_ptr<Request>> done_requests_;  // prompt done, samples still running
   std::vector<float> logits_;
+  std::vector<int32_t> sampled_;
   EngineStats stats_;
   sparse::SelectorStats selector_base_;  // selector counters at the last reset_stats()
 };

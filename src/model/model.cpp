@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/log.h"
+#include "core/timer.h"
 
 namespace gsa::model {
 
@@ -472,6 +473,8 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
   mp.act_type = at; mp.w_type = w_->output.type; mp.w_ggml = w_->output.ggml;
   GSA_RETURN_IF_ERROR(b.matmul(mp));
   const size_t n_out = size_t(L) * size_t(h.vocab);
+  GSA_RETURN_IF_ERROR(b.synchronize());
+  Timer out_timer;
   logits->resize(n_out);
   if (at == DType::F32) {
     GSA_RETURN_IF_ERROR(b.download(logits->data(), s.logits, n_out * 4));
@@ -479,9 +482,15 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
     std::vector<uint16_t> raw(n_out);
     GSA_RETURN_IF_ERROR(b.download(raw.data(), s.logits, n_out * 2));
     GSA_RETURN_IF_ERROR(b.synchronize());
-    for (size_t i = 0; i < n_out; ++i)
-      (*logits)[i] = at == DType::BF16 ? bf16_to_f32(raw[i]) : f16_to_f32(raw[i]);
+    float* dst = logits->data();
+    auto convert = [&](int64_t b0, int64_t e0, int) {
+      for (int64_t i = b0; i < e0; ++i)
+        dst[i] = at == DType::BF16 ? bf16_to_f32(raw[size_t(i)]) : f16_to_f32(raw[size_t(i)]);
+    };
+    if (opt_.pool) opt_.pool->parallel_for(int64_t(n_out), convert, 1 << 16);
+    else convert(0, int64_t(n_out), 0);
   }
+  last_logits_seconds_ = out_timer.seconds();
   return b.synchronize();
 }
 

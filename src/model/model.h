@@ -69,6 +69,8 @@ class Model {
   const ModelOptions& options() const { return opt_; }
   backend::Backend* backend() const { return backend_; }
   uint64_t weight_bytes() const { return weight_bytes_; }
+  /// Seconds the last forward spent bringing logits to the host (after the device finished).
+  double last_logits_seconds() const { return last_logits_seconds_; }
 
   /// Runs the layers over in.tokens, appends their K/V to `kv`, and writes the logits of
   /// in.logit_rows to `logits` ([logit_rows.size(), vocab], host). `planner` may be null (dense).
@@ -89,6 +91,7 @@ class Model {
   std::unique_ptr<Weights> w_;
   std::unique_ptr<Scratch> s_;
   uint64_t weight_bytes_ = 0;
+  double last_logits_seconds_ = 0;
 };
 
 }  // namespace gsa::model

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Device calls for the end-to-end GPU results. Stage 1 (carrying .device/e2e.tar.xz and the
+# first model piece): CUDA tests, then full vs GSA decode on the Qwen2.5-7B shape with random
+# bf16 weights and random KV at 32K x 20, 64K x 10, 120K x 5. Stage 2 (carrying the second
+# piece and the essays, while the machine is warm): joins the default model, compares greedy
+# tokens of the CUDA and CPU backends, and runs needle cases with GSA on the GPU and the CPU. Logs go to $OUT.
+set -uo pipefail
+stage=${1:-1}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/gsa-model
+export LD_LIBRARY_PATH=/tmp/e2e/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+gsa=/tmp/e2e/bin/gsa
+if [[ $stage == 1 ]]; then
+  tar -C /tmp -xJf .device/e2e.tar.xz
+  cp .device/model.part00 /tmp/gsa-model/
+  { echo "commit $(cat /tmp/e2e/COMMIT)"; date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } | tee "$OUT/device.txt"
+  /tmp/e2e/bin/backend_cuda_test --gtest_brief=1 2>&1 | tail -5 | tee "$OUT/cuda_tests.log"
+  for shape in "32768 20" "65536 10" "122880 5"; do
+    set -- $shape
+    $gsa bench --device cuda --shape qwen2.5-7b --random-kv --sparse gsa --compare \
+      --ctx "$1" --batch "$2" --gen 32 --json 2>&1 | tee -a "$OUT/e2e.jsonl"
+  done
+  # The read-bandwidth ceiling and the attention sweep, in the same call as the e2e runs.
+  timeout 200 /tmp/e2e/bin/bench_cuda_attention --quick --json "$OUT/attn.jsonl" > "$OUT/attn.log" 2>&1
+  grep -i -m3 "ceiling\|read" "$OUT/attn.log"
+else
+  cp .device/model.part01 /tmp/gsa-model/ 2>/dev/null
+  cat /tmp/gsa-model/model.part* > /tmp/gsa-model/SmolLM2-135M-Instruct.Q4_1.gguf
+  sha256sum /tmp/gsa-model/SmolLM2-135M-Instruct.Q4_1.gguf | tee "$OUT/model.sha256"
+  m=/tmp/gsa-model/SmolLM2-135M-Instruct.Q4_1.gguf
+  for dev in cuda cpu; do
+    $gsa generate -m $m --device $dev --weights bf16 -n 48 --no-stream \
+      -p "The capital of France is" -p "Write a haiku about the sea." \
+      -p "def fibonacci(n):" > "$OUT/greedy_$dev.txt" 2> "$OUT/greedy_$dev.err"
+  done
+  diff "$OUT/greedy_cuda.txt" "$OUT/greedy_cpu.txt" > "$OUT/greedy.diff" && echo "greedy: identical" | tee "$OUT/greedy.log" || echo "greedy: differ" | tee "$OUT/greedy.log"
+  cat "$OUT/greedy_cuda.txt" | head -20
+  # Needle cases with GSA selected on the GPU, next to the same cases on the CPU.
+  mkdir -p /tmp/pg && tar -C /tmp/pg -xzf .device/pg_essays.tar.gz
+  for dev in cuda cpu; do
+    $gsa eval niah -m $m --device $dev --weights bf16 --haystack /tmp/pg/pg_essays --sparse gsa \
+      --block-size 32 --min-context 512 --budget-tokens 1024 --contexts 4096,7680 --depths 10,50,90 \
+      --label "gpu_check_$dev" -o "$OUT/niah_$dev.jsonl" 2>&1 | tail -1
+  done
+fi
