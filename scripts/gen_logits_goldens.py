@@ -27,8 +27,9 @@ Comparing: llama.cpp quantizes activations to Q8 before every quantized matmul, 
 does not, so the two differ by more than rounding. `--f32-check` measures it with an exact f32
 numpy forward on the same dequantized weights (smollm2-135m: max |logit diff| over the stored
 top-20 0.57-0.85 on the short prompts, 1.36 on "mixed", 1.59 over the 2K prompt; top-1 agreement
-96-100% per prompt, mostly where llama.cpp's top-1/top-2 margin is under 0.1). So an engine test
-should demand top-1 agreement where the stored margin is clear (e.g. >= 1.0) and a max diff of
+96-100% per prompt, disagreements only where llama.cpp's top-1/top-2 margin is <= 0.29;
+qwen2.5-coder-0.5b: 0.33-0.74, margins <= 0.09; docs/MODELS.md has the table). So an engine test
+should demand top-1 agreement where the stored margin is clear (e.g. >= 0.5) and a max diff of
 about 2, not bit-exactness. Determinism: the same llama.cpp build and CPU flags reproduce the
 files exactly (`--check`: max diff 0.0000).
 
