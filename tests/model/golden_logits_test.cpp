@@ -1,7 +1,10 @@
 // gsa's full-attention logits against llama.cpp's on the same GGUF (goldens written by
-// scripts/gen_logits_goldens.py): top-1 agreement at every stored position (a near-tie, where
-// llama.cpp's own top-2 margin is below the measured logit noise, is reported, not failed) and
-// the largest |logit difference| over llama.cpp's top-20. Skips a model whose file is absent.
+// scripts/gen_logits_goldens.py): top-1 agreement at every stored position where llama.cpp's
+// own top-1/top-2 margin is at least 0.5, and the largest |logit difference| over llama.cpp's
+// top-20 below 2. Why not exact: llama.cpp rounds activations to 8 bits before each quantized
+// matmul; an exact f32 forward of the same weights (numpy, `gen_logits_goldens.py --f32-check`,
+// docs/MODELS.md) lands 0.57-1.59 (SmolLM2) and 0.33-0.74 (Qwen2.5-0.5B) away, disagreeing on
+// top-1 only where llama.cpp's margin is <= 0.29. Skips a model whose file is absent.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -92,10 +95,9 @@ TEST_P(GoldenLogits, MatchLlamaCpp) {
       ++positions;
     }
     worst = std::max(worst, prompt_worst);
-    // A disagreement is allowed only where llama.cpp's own top-2 margin is within the noise
-    // between the two engines (twice the largest difference seen on this prompt).
+    // A disagreement is allowed only at a near-tie of llama.cpp's own top-2.
     for (const auto& [pos, margin] : mismatches) {
-      EXPECT_LT(margin, 2 * prompt_worst)
+      EXPECT_LT(margin, 0.5)
           << GetParam() << " prompt '" << p.at("name").get<std::string>() << "' position " << pos
           << ": top-1 differs with a margin of " << margin;
       ++ties;
@@ -107,7 +109,7 @@ TEST_P(GoldenLogits, MatchLlamaCpp) {
   RecordProperty("max_abs_logit_diff", std::to_string(worst));
   std::printf("[ golden ] %s: %d positions, max |logit diff| %.4f, near-tie disagreements %d\n",
               GetParam().c_str(), positions, worst, ties);
-  EXPECT_LT(worst, 1.0) << "largest |logit difference| against llama.cpp";
+  EXPECT_LT(worst, 2.0) << "largest |logit difference| against llama.cpp";
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, GoldenLogits, ::testing::ValuesIn(golden_files()),
