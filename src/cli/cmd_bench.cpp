@@ -114,7 +114,7 @@ int run(BenchFlags b) {
   if (!cfg) return fail(cfg.status());
   if (cfg->kv_tokens == 0) {
     const int64_t per_seq = b.gen + 2 * int64_t(cfg->block_size);
-    cfg->kv_tokens = b.random_kv ? int64_t(b.batch) * (b.ctx + per_seq) * (b.compare ? 2 : 1)
+    cfg->kv_tokens = b.random_kv ? int64_t(b.batch) * (b.ctx + per_seq)
                                  : int64_t(b.ctx) + int64_t(b.batch) * per_seq + cfg->block_size;
   }
   Timer load_timer;
