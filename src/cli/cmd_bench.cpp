@@ -27,6 +27,7 @@ struct BenchFlags {
   bool json = false;
   bool random_kv = false;
   bool compare = false;
+  bool distinct = false;
   uint64_t seed = 7;
 };
 
@@ -75,8 +76,13 @@ Result<Row> run_one(engine::Engine& e, const BenchFlags& b, bool full, std::mt19
     GSA_RETURN_IF_ERROR(e.add_synthetic_request(b.ctx, std::move(in)).status());
   } else {
     std::uniform_int_distribution<int32_t> tok(0, std::min(h.vocab, 32000) - 1);
-    for (int i = 0; i < b.ctx; ++i) in.prompt.push_back(tok(rng));
-    GSA_RETURN_IF_ERROR(e.add_request(std::move(in)).status());
+    const int n_requests = b.distinct ? b.batch : 1;
+    if (b.distinct) in.n = 1;
+    for (int r = 0; r < n_requests; ++r) {
+      engine::RequestInput one = in;
+      for (int i = 0; i < b.ctx; ++i) one.prompt.push_back(tok(rng));
+      GSA_RETURN_IF_ERROR(e.add_request(std::move(one)).status());
+    }
   }
   std::vector<engine::TokenEvent> events;
   while (e.has_work()) {
@@ -114,7 +120,7 @@ int run(BenchFlags b) {
   if (!cfg) return fail(cfg.status());
   if (cfg->kv_tokens == 0) {
     const int64_t per_seq = b.gen + 2 * int64_t(cfg->block_size);
-    cfg->kv_tokens = b.random_kv ? int64_t(b.batch) * (b.ctx + per_seq)
+    cfg->kv_tokens = (b.random_kv || b.distinct) ? int64_t(b.batch) * (b.ctx + per_seq)
                                  : int64_t(b.ctx) + int64_t(b.batch) * per_seq + cfg->block_size;
   }
   Timer load_timer;
@@ -183,6 +189,8 @@ Command add_bench(CLI::App& root) {
   app->add_flag("--json", b->json, "print one JSON line per run");
   app->add_flag("--random-kv", b->random_kv,
                 "no prefill: each sequence starts with --ctx tokens of random K/V in its own blocks");
+  app->add_flag("--distinct", b->distinct,
+                "each sequence gets its own prompt (prefilled together) instead of sharing one");
   app->add_flag("--compare", b->compare, "with --sparse gsa: full attention and GSA side by side");
   return {app, [b] { return run(*b); }};
 }
