@@ -128,7 +128,6 @@ int run(BenchFlags b) {
   if (!eng) return fail(eng.status());
   engine::Engine& e = **eng;
   const double load_s = load_timer.seconds();
-  const double read_gbs = cfg->device == "cpu" ? measure_host_read_gbs(cfg->threads) : 0.0;
 
   std::mt19937 rng(uint32_t(b.seed));
   std::vector<Row> rows;
@@ -141,7 +140,9 @@ int run(BenchFlags b) {
   }
   const std::string model = cfg->model_path.empty() ? cfg->shape_preset : cfg->model_path;
   const std::string model_name = model.substr(model.find_last_of('/') + 1);
+  // Peak RSS of the runs, read before the bandwidth probe allocates its 1 GiB buffer.
   const double rss_mb = double(peak_rss_bytes()) / (1 << 20);
+  const double read_gbs = cfg->device == "cpu" ? measure_host_read_gbs(cfg->threads) : 0.0;
   for (const Row& r : rows) {
     const double bound_ms = read_gbs > 0 ? r.step_bytes / (read_gbs * 1e9) * 1e3 : 0;
     if (b.json) {
