@@ -238,6 +238,8 @@ int run(EvalFlags f) {
                           {"block_size", cfg->block_size},
                           {"seconds", t.seconds()},
                           {"prefix_hit_tokens", s.prefix_hit_tokens},
+                          {"prefill_tok_s", s.prefill_seconds > 0 ? double(s.prefill_tokens) / s.prefill_seconds : 0.0},
+                          {"decode_tok_s", s.decode_seconds > 0 ? double(s.decode_tokens) / s.decode_seconds : 0.0},
                           {"budget_tokens", budget < 0 ? (cfg->sparse ? cfg->sparse_cfg.budget_tokens : 0) : budget}};
       if (cfg->sparse) {
         j["attended_fraction"] = s.selector.blocks_total
