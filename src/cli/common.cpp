@@ -111,10 +111,10 @@ Result<engine::EngineConfig> engine_config(const EngineFlags& f) {
   c.sparse = f.sparse == "gsa";
   sparse::SparseConfig& s = c.sparse_cfg;
   const bool any_knob = !f.sparse_config.empty() || !f.representation.empty() || !f.query.empty() ||
-                        !f.scope.empty() || !f.selector.empty() || f.sink_blocks >= 0 ||
-                        f.local_blocks >= 0 || f.budget_tokens >= 0 || f.min_context >= 0 ||
-                        f.select_every >= 0 || f.lag >= 0 || f.budget_ratio >= 0 ||
-                        f.budget_min_tokens >= 0 || f.budget_max_tokens >= 0 || f.cpu_workers >= 0;
+                        !f.scope.empty() || !f.selector.empty() || f.sink_blocks != EngineFlags::kUnset ||
+                        f.local_blocks != EngineFlags::kUnset || f.budget_tokens != EngineFlags::kUnset || f.min_context != EngineFlags::kUnset ||
+                        f.select_every != EngineFlags::kUnset || f.lag != EngineFlags::kUnset || f.budget_ratio != -HUGE_VAL ||
+                        f.budget_min_tokens != EngineFlags::kUnset || f.budget_max_tokens != EngineFlags::kUnset || f.cpu_workers != EngineFlags::kUnset;
   if (any_knob && !c.sparse) return invalid_argument("GSA options need --sparse gsa");
   if (!f.sparse_config.empty()) {
     std::ifstream in(f.sparse_config);
@@ -141,17 +141,17 @@ Result<engine::EngineConfig> engine_config(const EngineFlags& f) {
   str("query", f.query);
   str("scope", f.scope);
   str("selector", f.selector);
-  num("sink_blocks", f.sink_blocks, f.sink_blocks >= 0);
-  num("local_blocks", f.local_blocks, f.local_blocks >= 0);
-  num("budget_tokens", f.budget_tokens, f.budget_tokens >= 0);
-  num("budget_min_tokens", f.budget_min_tokens, f.budget_min_tokens >= 0);
-  num("budget_max_tokens", f.budget_max_tokens, f.budget_max_tokens >= 0);
-  num("budget_ratio", f.budget_ratio, f.budget_ratio >= 0);
-  num("min_context", f.min_context, f.min_context >= 0);
-  num("select_every", f.select_every, f.select_every >= 0);
-  num("lag", f.lag, f.lag >= 0);
-  num("cpu_workers", f.cpu_workers, f.cpu_workers >= 0);
-  if (f.block_size > 0) num("block_size", f.block_size, true);
+  num("sink_blocks", f.sink_blocks, f.sink_blocks != EngineFlags::kUnset);
+  num("local_blocks", f.local_blocks, f.local_blocks != EngineFlags::kUnset);
+  num("budget_tokens", f.budget_tokens, f.budget_tokens != EngineFlags::kUnset);
+  num("budget_min_tokens", f.budget_min_tokens, f.budget_min_tokens != EngineFlags::kUnset);
+  num("budget_max_tokens", f.budget_max_tokens, f.budget_max_tokens != EngineFlags::kUnset);
+  num("budget_ratio", f.budget_ratio, f.budget_ratio != -HUGE_VAL);
+  num("min_context", f.min_context, f.min_context != EngineFlags::kUnset);
+  num("select_every", f.select_every, f.select_every != EngineFlags::kUnset);
+  num("lag", f.lag, f.lag != EngineFlags::kUnset);
+  num("cpu_workers", f.cpu_workers, f.cpu_workers != EngineFlags::kUnset);
+  if (f.block_size != 0) num("block_size", f.block_size, true);
   json += "}";
   if (c.sparse && json.size() > 2) {
     // Merge: the file's values, then the flags'.
@@ -162,7 +162,7 @@ Result<engine::EngineConfig> engine_config(const EngineFlags& f) {
     if (!parsed) return parsed.status();
     s = *parsed;
   }
-  c.block_size = c.sparse ? s.block_size : (f.block_size > 0 ? f.block_size : 128);
+  c.block_size = c.sparse ? s.block_size : (f.block_size != 0 ? f.block_size : 128);
   GSA_RETURN_IF_ERROR(c.validate());
   return c;
 }

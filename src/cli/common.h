@@ -2,6 +2,8 @@
 // model name resolution, and the one-line error convention (usage: exit 2, other errors: 1).
 #pragma once
 
+#include <climits>
+#include <cmath>
 #include <functional>
 #include <string>
 
@@ -29,9 +31,13 @@ struct EngineFlags {
   std::string sparse = "none";  // none | gsa
   std::string sparse_config;    // JSON file
   std::string representation, query, scope, selector;
-  int sink_blocks = -1, local_blocks = -1, budget_tokens = -1, min_context = -1;
-  int select_every = -1, lag = -1, budget_min_tokens = -1, budget_max_tokens = -1, cpu_workers = -1;
-  double budget_ratio = -1;
+  // kUnset marks a knob not given on the command line (any given value, even a negative one,
+  // goes to the config parser, which rejects it with a message naming the knob).
+  static constexpr int kUnset = INT_MIN;
+  int sink_blocks = kUnset, local_blocks = kUnset, budget_tokens = kUnset, min_context = kUnset;
+  int select_every = kUnset, lag = kUnset, budget_min_tokens = kUnset, budget_max_tokens = kUnset;
+  int cpu_workers = kUnset;
+  double budget_ratio = -HUGE_VAL;
   bool verbose = false;
 };
 
