@@ -15,6 +15,7 @@
 
 #include "cli/common.h"
 #include "core/log.h"
+#include "core/paths.h"
 #include "core/timer.h"
 
 namespace gsa::cli {
@@ -135,10 +136,7 @@ std::string lower(std::string s) {
 
 int run(EvalFlags f) {
   if (f.engine.verbose) set_log_level(LogLevel::Info);
-  if (f.haystack_dir.empty()) {
-    const char* home = std::getenv("HOME");
-    f.haystack_dir = std::string(home ? home : ".") + "/.cache/gsa/data/pg_essays";
-  }
+  if (f.haystack_dir.empty()) f.haystack_dir = cache_dir() + "/data/pg_essays";
   for (int d : f.depths)
     if (d < 0 || d > 100) return fail(invalid_argument("depths must be in [0, 100], got {}", d));
   for (int c : f.contexts)

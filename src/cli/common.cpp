@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/paths.h"
 #include "sparse/sparse_config.h"
 
 namespace gsa::cli {
@@ -30,12 +31,6 @@ constexpr const char* kDefaultModel = "smollm2-135m";
 int fail(const Status& s) {
   std::fprintf(stderr, "gsa: %s\n", s.message().c_str());
   return 1;
-}
-
-std::string model_dir() {
-  if (const char* d = std::getenv("GSA_MODEL_DIR"); d && *d) return d;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : ".") + "/.cache/gsa/models";
 }
 
 Result<std::string> resolve_model(const std::string& arg) {

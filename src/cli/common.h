@@ -45,8 +45,6 @@ void add_engine_flags(CLI::App* app, EngineFlags* f, bool with_shape, bool with_
 /// Builds and validates the config; InvalidArgument naming the flag on bad values.
 Result<engine::EngineConfig> engine_config(const EngineFlags& f);
 
-/// The models directory: $GSA_MODEL_DIR or ~/.cache/gsa/models.
-std::string model_dir();
 /// A path, or a known model name ("smollm2-135m", ...) resolved inside model_dir(); empty
 /// means the default model. NotFound names the fetch command to run.
 Result<std::string> resolve_model(const std::string& name_or_path);

@@ -127,8 +127,7 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
     host_.push_back(0);
     int64_t out_total = 0, total = 0;
     for (const auto& in : seqs) {
-      const int min_ctx = in.min_context >= 0 ? in.min_context : cfg_.min_context;
-      const bool sparse = cfg_.enabled && in.seq_len >= min_ctx;
+      const bool sparse = sparse::sparse_eligible(cfg_, in.seq_len, in.min_context);
       const int size = sparse ? sparse::budget_blocks(cfg_, in.n_blocks, in.budget_tokens) : in.n_blocks;
       for (int l = 0; l < per; ++l) host_.push_back(int32_t(out_total += size));
       total += int64_t(in.n_blocks) * per;

@@ -115,8 +115,7 @@ Status Selector::begin_step(std::span<const SeqInput> seqs) {
   for (size_t s = 0; s < seqs.size(); ++s) {
     SeqPlan& sp = m.plan[s];
     sp.in = seqs[s];
-    sp.sparse = cfg_.enabled &&
-                sp.in.seq_len >= (sp.in.min_context >= 0 ? sp.in.min_context : cfg_.min_context);
+    sp.sparse = sparse_eligible(cfg_, sp.in.seq_len, sp.in.min_context);
     sp.state = nullptr;
     sp.select_now = false;
     if (!sp.sparse) continue;

@@ -133,6 +133,10 @@ bool sparse_eligible(const SparseConfig& c, int64_t seq_len) {
   return c.enabled && seq_len >= c.min_context;
 }
 
+bool sparse_eligible(const SparseConfig& c, int64_t seq_len, int32_t min_context_override) {
+  return c.enabled && seq_len >= (min_context_override >= 0 ? min_context_override : c.min_context);
+}
+
 std::vector<float> make_hash_matrix(int head_dim, uint64_t seed) {
   if (head_dim <= 0) return {};
   const size_t n = size_t(head_dim);

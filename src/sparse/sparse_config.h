@@ -72,6 +72,8 @@ int budget_blocks(const SparseConfig& cfg, int n_blocks, int32_t budget_tokens_o
 
 /// True when a sequence of seq_len tokens decodes sparsely (enabled and seq_len >= min_context).
 bool sparse_eligible(const SparseConfig& cfg, int64_t seq_len);
+/// The same with a per-request min_context (>= 0 replaces cfg.min_context; < 0 keeps it).
+bool sparse_eligible(const SparseConfig& cfg, int64_t seq_len, int32_t min_context_override);
 
 /// A random orthogonal [head_dim, head_dim] matrix (row-major), deterministic for a seed on
 /// every platform: Gaussian entries from a counter-based generator, orthonormalized by

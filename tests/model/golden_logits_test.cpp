@@ -14,18 +14,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/paths.h"
 #include "model/model.h"
 
 namespace gsa::model {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string model_dir() {
-  if (const char* d = std::getenv("GSA_MODEL_DIR"); d && *d) return d;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : ".") + "/.cache/gsa/models";
-}
 
 std::vector<std::string> golden_files() {
   std::vector<std::string> out;
