@@ -61,6 +61,9 @@ struct Row {
   std::string attn;
   double prefill_tps = 0, decode_tps = 0, step_ms = 0, select_ms = 0, attended = 1, step_bytes = 0;
   double forward_ms = 0, sample_ms = 0, logits_ms = 0;
+  sparse::SelectorStats sel;
+  engine::HostSelectStats host;
+  int64_t steps = 0;
 };
 
 // Runs one request (prefilled prompt or synthetic random context) to the end.
@@ -101,6 +104,9 @@ Result<Row> run_one(engine::Engine& e, const BenchFlags& b, bool full, std::mt19
   r.forward_ms = 1e3 * s.forward_seconds / double(std::max<int64_t>(1, s.decode_steps));
   r.sample_ms = 1e3 * s.sample_seconds / double(std::max<int64_t>(1, s.decode_steps));
   r.logits_ms = 1e3 * s.logits_seconds / double(std::max<int64_t>(1, s.decode_steps));
+  r.sel = s.selector;
+  r.host = s.host_select;
+  r.steps = s.decode_steps;
   r.attended = s.selector.blocks_total ? double(s.selector.blocks_attended) / double(s.selector.blocks_total) : 1.0;
   // Bytes one decode step must read: the weights once, plus the KV each sequence attends.
   const double kv_token_bytes = 2.0 * h.n_layers * h.kv_dim() * double(dtype_size(e.kv().config().kv_type));
@@ -156,6 +162,22 @@ int run(BenchFlags b) {
                           {"forward_ms", r.forward_ms}, {"sample_ms", r.sample_ms}, {"logits_ms", r.logits_ms},
                           {"step_bytes", r.step_bytes}, {"read_gb_s", read_gbs},
                           {"bound_ms", bound_ms}, {"peak_rss_mb", rss_mb}};
+      if (cfg->sparse) {
+        const sparse::SparseConfig& sc = cfg->sparse_cfg;
+        const double steps = double(std::max<int64_t>(1, r.steps));
+        j["selector"] = sparse::selector_kind_name(sc.selector);
+        j["lag"] = sc.lag;
+        j["lists"] = {{"dense", r.sel.lists_dense}, {"selected", r.sel.lists_selected},
+                      {"reused", r.sel.lists_reused}, {"async", r.sel.lists_async},
+                      {"stale", r.sel.lists_stale}};
+        if (cfg->device == "cuda" && sc.selector == sparse::SelectorKind::Cpu)
+          j["host_select"] = {{"plan_ms_per_step", 1e3 * r.host.plan_seconds / steps},
+                              {"wait_ms_per_step", 1e3 * r.host.wait_seconds / steps},
+                              {"pump_ms_per_step", 1e3 * r.host.pump_seconds / steps},
+                              {"layers_submitted", r.host.layers_submitted},
+                              {"layers_dropped", r.host.layers_dropped},
+                              {"mirrored_rows", r.host.mirrored_rows}};
+      }
       std::printf("%s\n", j.dump().c_str());
     } else {
       if (&r == &rows.front()) {

@@ -198,6 +198,7 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
 };
 
 Engine::~Engine() {
+  if (host_planner_) host_planner_->flush();
   if (selector_) selector_->drain();
   for (auto& s : running_)
     if (s->table.blocks.size()) kv_.release(&s->table);
@@ -256,10 +257,17 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
     GSA_ASSIGN_OR_RETURN(e->selector_, sparse::Selector::create(cfg.sparse_cfg, d, e->pool_.get()));
     if (cfg.device == "cuda") {
       const sparse::SparseConfig& sc = cfg.sparse_cfg;
-      if (sc.selector != sparse::SelectorKind::Device || sc.lag != 0 || sc.select_every != 1)
-        return unsupported("on cuda, GSA runs with selector=device, lag 0, select_every 1");
-      e->device_planner_ = std::make_unique<DevicePlanner>(e->backend_.get(), &e->kv_, sc, h, &e->stats_);
-      GSA_RETURN_IF_ERROR(e->device_planner_->init(e->selector_->hash_matrix()));
+      if (sc.selector == sparse::SelectorKind::Cpu) {
+        GSA_ASSIGN_OR_RETURN(e->host_planner_,
+                             HostSelectPlanner::create(e->backend_.get(), &e->kv_, e->selector_.get(),
+                                                       h, cfg.max_batch));
+      } else {
+        if (sc.lag != 0 || sc.select_every != 1)
+          return unsupported("on cuda, device selection runs with lag 0 and select_every 1 "
+                             "(selector=cpu takes lag and select_every)");
+        e->device_planner_ = std::make_unique<DevicePlanner>(e->backend_.get(), &e->kv_, sc, h, &e->stats_);
+        GSA_RETURN_IF_ERROR(e->device_planner_->init(e->selector_->hash_matrix()));
+      }
     } else {
       e->planner_ = std::make_unique<SparsePlanner>(e->selector_.get(), &e->kv_, &e->stats_);
     }
@@ -336,6 +344,7 @@ Result<int64_t> Engine::add_synthetic_request(int32_t ctx, RequestInput in) {
       rp.reps = kv_.reps(l);
       st = backend_->rep_update(rp);
     }
+    if (st.is_ok() && host_planner_) st = host_planner_->mirror_reps(full);
     if (st.is_ok()) st = backend_->synchronize();
     backend_->free(*d);
     GSA_RETURN_IF_ERROR(st);
@@ -349,6 +358,7 @@ Result<int64_t> Engine::add_synthetic_request(int32_t ctx, RequestInput in) {
 void Engine::reset_stats() {
   stats_ = {};
   if (selector_) selector_base_ = selector_->stats();
+  if (host_planner_) host_base_ = host_planner_->stats();
 }
 
 void Engine::set_attention_observer(AttentionObserver* obs) {
@@ -524,6 +534,7 @@ Status Engine::prefill_step(std::vector<TokenEvent>* events, bool* progressed) {
 
   Status st = model_->forward(in, kv_, nullptr, rep_params(), &logits_);
   if (!st.is_ok()) return st;
+  if (host_planner_) GSA_RETURN_IF_ERROR(host_planner_->mirror_reps(in.full_blocks));
   stats_.prefill_tokens += int64_t(in.tokens.size());
   stats_.prefill_seconds += timer.seconds();
   for (Request* r : batch) kv_.index_full_blocks(&r->table, r->in.prompt);
@@ -603,6 +614,9 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
   if (device_planner_) {
     GSA_RETURN_IF_ERROR(device_planner_->begin_step(sel_in));
     planner = device_planner_.get();
+  } else if (host_planner_) {
+    GSA_RETURN_IF_ERROR(host_planner_->begin_step(sel_in, in.full_blocks));
+    planner = host_planner_.get();
   } else if (selector_) {
     GSA_RETURN_IF_ERROR(selector_->begin_step(sel_in));
     planner_->seqs = sel_in;
@@ -632,6 +646,15 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
   stats_.decode_tokens += int64_t(batch.size());
   stats_.decode_steps++;
   stats_.decode_seconds += timer.seconds();
+  if (host_planner_) {
+    const HostSelectStats now = host_planner_->stats();
+    const HostSelectStats& b = host_base_;
+    stats_.host_select = {now.plan_seconds - b.plan_seconds, now.wait_seconds - b.wait_seconds,
+                          now.pump_seconds - b.pump_seconds,
+                          now.layers_submitted - b.layers_submitted,
+                          now.layers_dropped - b.layers_dropped, now.mirrored_rows - b.mirrored_rows};
+    stats_.select_seconds = stats_.host_select.plan_seconds;
+  }
   if (selector_ && !device_planner_) {
     const sparse::SelectorStats now = selector_->stats();
     const sparse::SelectorStats& b = selector_base_;
@@ -645,6 +668,9 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
 }
 
 void Engine::reap() {
+  // No query of a finishing sequence may reach the CPU selector after its release.
+  if (host_planner_ && std::any_of(running_.begin(), running_.end(), [](const auto& s) { return s->finished; }))
+    host_planner_->flush();
   for (auto& sp : running_) {
     if (!sp->finished) continue;
     if (selector_) selector_->release(sp->id);

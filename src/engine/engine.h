@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "core/thread_pool.h"
+#include "engine/host_select.h"
 #include "engine/sampler.h"
 #include "gguf/gguf.h"
 #include "kv/kv_cache.h"
@@ -88,6 +89,7 @@ struct EngineStats {
   double sample_seconds = 0;   // decode: sampling
   double logits_seconds = 0;   // decode: part of forward_seconds moving logits to the host
   sparse::SelectorStats selector;
+  HostSelectStats host_select;  // selector=cpu on the GPU: the pipelined CPU selection
 };
 
 class Engine {
@@ -142,6 +144,8 @@ class Engine {
   std::unique_ptr<sparse::Selector> selector_;
   std::unique_ptr<SparsePlanner> planner_;
   std::unique_ptr<DevicePlanner> device_planner_;  // GSA selection on the CUDA device
+  std::unique_ptr<HostSelectPlanner> host_planner_;  // CPU selection for the CUDA device
+  HostSelectStats host_base_;                        // its counters at the last reset_stats()
   bool kv_randomized_ = false;
   int max_context_ = 0;
   int64_t next_request_ = 0;

@@ -161,7 +161,30 @@ void append_dense(const SeqInput& in, int block_size, std::vector<int32_t>* indi
 
 }  // namespace
 
-Result<BlockLists> Selector::select_layer(int layer, const float* q, const void* reps) {
+void DeferredJobs::clear() {
+  rows.clear();
+  seq_ids.clear();
+  seq_len.clear();
+  n_blocks.clear();
+  budget_tokens.clear();
+  table_off.clear();
+  tables.clear();
+}
+
+Status Selector::submit_deferred(const DeferredJobs& d, const float* q, const void* reps) {
+  if (!async_) return invalid_argument("selector: submit_deferred needs lag >= 1");
+  if (d.empty()) return Status::ok();
+  if (!q || !reps) return invalid_argument("selector: submit_deferred with null q or reps");
+  const int64_t q_stride = int64_t(dims_.n_heads) * dims_.head_dim;
+  std::vector<AsyncJobInput> jobs(d.rows.size());
+  for (size_t i = 0; i < d.rows.size(); ++i)
+    jobs[i] = {d.seq_ids[i], d.seq_len[i], d.tables.data() + d.table_off[i], d.n_blocks[i],
+               q + d.rows[i] * q_stride, d.budget_tokens[i]};
+  return async_->submit(d.step, d.layer, jobs, reps);
+}
+
+Result<BlockLists> Selector::select_layer(int layer, const float* q, const void* reps,
+                                          DeferredJobs* deferred) {
   Impl& m = *impl_;
   if (m.step < 0) return invalid_argument("selector: select_layer before begin_step");
   if (layer < 0 || layer >= dims_.n_layers)
@@ -177,7 +200,10 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
   m.sub.clear();
   for (int s = 0; s < n_seqs; ++s)
     if (m.plan[size_t(s)].select_now) m.sub.push_back(s);
-  if (!m.sub.empty() && (!q || !reps))
+  if (deferred && cfg_.lag == 0)
+    return invalid_argument("selector: deferred submission needs lag >= 1");
+  if (deferred) deferred->clear();
+  if (!m.sub.empty() && !deferred && (!q || !reps))
     return invalid_argument("selector: layer {} has sparse sequences but null q or reps", layer);
 
   if (cfg_.lag == 0 && !m.sub.empty()) {
@@ -289,7 +315,20 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     st.blocks_total += int64_t(in.n_blocks) * lists_per_seq;
   }
 
-  if (cfg_.lag >= 1 && !m.sub.empty()) {
+  if (cfg_.lag >= 1 && !m.sub.empty() && deferred) {
+    deferred->step = m.step;
+    deferred->layer = layer;
+    for (int s : m.sub) {
+      const SeqInput& in = m.plan[size_t(s)].in;
+      deferred->rows.push_back(s);
+      deferred->seq_ids.push_back(in.seq_id);
+      deferred->seq_len.push_back(in.seq_len);
+      deferred->n_blocks.push_back(in.n_blocks);
+      deferred->budget_tokens.push_back(in.budget_tokens);
+      deferred->table_off.push_back(int32_t(deferred->tables.size()));
+      deferred->tables.insert(deferred->tables.end(), in.block_table, in.block_table + in.n_blocks);
+    }
+  } else if (cfg_.lag >= 1 && !m.sub.empty()) {
     m.jobs.clear();
     for (int s : m.sub) {
       const SeqInput& in = m.plan[size_t(s)].in;

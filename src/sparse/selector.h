@@ -48,6 +48,22 @@ struct BlockLists {
 };
 
 /// How a (sequence, layer) list of the current step was produced.
+/// The asynchronous jobs of one layer whose queries are not in host memory yet (the GPU path:
+/// the query is still being copied off the device when the layer's lists are made). Filled by
+/// select_layer(layer, nullptr, nullptr, &jobs) when lag >= 1; handed to submit_deferred once
+/// the queries have landed.
+struct DeferredJobs {
+  int64_t step = 0;
+  int layer = 0;
+  std::vector<int32_t> rows;       // per job: its sequence's row in the step's query tensor
+  std::vector<int64_t> seq_ids;
+  std::vector<int32_t> seq_len, n_blocks, budget_tokens;
+  std::vector<int32_t> table_off;  // per job: offset of its block table in `tables`
+  std::vector<int32_t> tables;     // the jobs' block tables, copied (the step's tables die)
+  bool empty() const { return rows.empty(); }
+  void clear();
+};
+
 enum class ListSource : uint8_t {
   Dense,     // not eligible (or no selection available yet): every block
   Selected,  // computed from this step's query (lag = 0)
@@ -102,7 +118,17 @@ class Selector {
   ///    its query is from step t - lag or later, Stale (forced blocks + last known selection)
   ///    when older. Until a first result exists the sequence decodes densely (Dense): exact,
   ///    never a guess.
-  Result<BlockLists> select_layer(int layer, const float* q, const void* reps);
+  ///
+  /// With `deferred` (lag >= 1 only), q and reps may be null: the lists are made as above and
+  /// this layer's jobs are described in *deferred instead of being submitted.
+  Result<BlockLists> select_layer(int layer, const float* q, const void* reps,
+                                  DeferredJobs* deferred = nullptr);
+
+  /// Submits jobs made by select_layer(..., deferred): q is the step's query tensor
+  /// [rows, n_heads, head_dim] f32 in host memory (rows as in jobs.rows), reps the layer's host
+  /// representation table. May be called from another thread than the one driving the steps,
+  /// concurrently with them; a released sequence's jobs must not be submitted after release().
+  Status submit_deferred(const DeferredJobs& jobs, const float* q, const void* reps);
 
   /// Source of list (batch position s, layer) of the current step, after select_layer(layer).
   ListSource source(int s, int layer) const;

@@ -4,6 +4,8 @@
 // (Dense until a result exists, then Async, Stale when older than t - lag), and input errors.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "backend/cpu/cpu_kernels.h"
 #include "sparse/selector.h"
 #include "sparse_test_util.h"
@@ -223,6 +225,59 @@ TEST(Selector, LagUsesTheNewestFinishedResult) {
     w.new_queries();
   }
   (*sel)->release(100);
+}
+
+TEST(Selector, DeferredJobsSubmittedFromAnotherThreadGiveTheSameLists) {
+  // The GPU path: lists are made before the queries reach the host, and the jobs are submitted
+  // later by another thread. Two sequences, two layers: the lists of the step after must equal
+  // the kernel's selection for the deferred queries, extended with the blocks added since.
+  SparseConfig c = small_config();
+  c.selector = SelectorKind::Cpu;
+  c.lag = 1;
+  World w(9, {40 * kBs, 36 * kBs}, c.representation, {});
+  auto sel = Selector::create(c, {kLayers, kHeads, kKv, kHd}, nullptr);
+  ASSERT_TRUE(sel.is_ok()) << sel.status().to_string();
+  std::vector<int32_t> lens = {30 * kBs - 1, 28 * kBs + 3};
+  std::vector<SeqInput> in = w.inputs(lens);
+  ASSERT_TRUE((*sel)->begin_step(in).is_ok());
+  std::vector<DeferredJobs> jobs(kLayers);
+  std::vector<std::vector<int>> expect(size_t(kLayers) * 2);
+  for (int layer = 0; layer < kLayers; ++layer) {
+    auto bl = (*sel)->select_layer(layer, nullptr, nullptr, &jobs[size_t(layer)]);
+    ASSERT_TRUE(bl.is_ok()) << bl.status().to_string();
+    EXPECT_EQ((*sel)->source(0, layer), ListSource::Dense);
+    ASSERT_EQ(jobs[size_t(layer)].rows.size(), 2u);
+    for (int s = 0; s < 2; ++s) expect[size_t(layer) * 2 + s] = direct_select(c, w, s, layer, in[size_t(s)]);
+  }
+  // Deferred jobs keep their own copies of the block tables.
+  std::vector<float> q = w.q;
+  std::thread pump([&] {
+    for (int layer = 0; layer < kLayers; ++layer)
+      EXPECT_TRUE((*sel)->submit_deferred(jobs[size_t(layer)], q.data(), w.reps[size_t(layer)].data()).is_ok());
+  });
+  pump.join();
+  (*sel)->drain();
+  for (int& n : lens) n += 1;
+  in = w.inputs(lens);
+  ASSERT_TRUE((*sel)->begin_step(in).is_ok());
+  for (int layer = 0; layer < kLayers; ++layer) {
+    auto bl = (*sel)->select_layer(layer, w.q.data(), w.reps[size_t(layer)].data());
+    ASSERT_TRUE(bl.is_ok());
+    for (int s = 0; s < 2; ++s) {
+      EXPECT_EQ((*sel)->source(s, layer), ListSource::Async);
+      std::vector<int> want = expect[size_t(layer) * 2 + s];
+      for (int j = want.back() + 1; j < in[size_t(s)].n_blocks; ++j) want.push_back(j);
+      EXPECT_EQ(list_logical(*bl, s, in[size_t(s)]), want) << "layer " << layer << " seq " << s;
+    }
+  }
+  (*sel)->drain();
+  // Deferral needs lag >= 1.
+  SparseConfig c0 = small_config();
+  auto sel0 = Selector::create(c0, {kLayers, kHeads, kKv, kHd}, nullptr);
+  ASSERT_TRUE(sel0.is_ok());
+  ASSERT_TRUE((*sel0)->begin_step(in).is_ok());
+  DeferredJobs d;
+  EXPECT_FALSE((*sel0)->select_layer(0, nullptr, nullptr, &d).is_ok());
 }
 
 TEST(Selector, ReleaseForgetsTheSequence) {

@@ -196,11 +196,10 @@ void CudaBackend::destroy_event(CudaEvent event) {
 }
 
 Status CudaBackend::copy_to_host_async(void* dst_pinned, const void* src, size_t bytes, CudaEvent event) {
-  if (!event) return invalid_argument("copy_to_host_async: null event");
   GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(side_ready_, stream_));
   GSA_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side_stream_, side_ready_, 0));
   if (bytes) GSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst_pinned, src, bytes, cudaMemcpyDeviceToHost, side_stream_));
-  GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(event, side_stream_));
+  if (event) GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(event, side_stream_));
   return Status::ok();
 }
 

@@ -78,6 +78,7 @@ class CudaBackend final : public Backend {
   /// Copies backend memory `src` to pinned host memory `dst` on the side stream, after all work
   /// queued on the compute stream so far, and records `event` when the bytes have landed. The
   /// compute stream does not wait; `src` must not be overwritten until `event` completes.
+  /// `event` may be null: a later copy's event then also covers this one (one side stream).
   Status copy_to_host_async(void* dst_pinned, const void* src, size_t bytes, CudaEvent event);
   /// Copies pinned host memory to backend memory on the side stream and records `event`; the
   /// compute stream uses `dst` only after wait_event(event).

@@ -1,0 +1,329 @@
+// HostSelectPlanner on the CUDA backend: representation mirror, pinned list staging, query
+// slots and the pump thread that feeds the asynchronous CPU selector.
+#include "engine/host_select.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/timer.h"
+
+#if GSA_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace gsa::engine {
+
+#if GSA_HAVE_CUDA
+namespace {
+
+using backend::CudaBackend;
+using backend::CudaEvent;
+
+class CudaHostSelectPlanner final : public HostSelectPlanner {
+ public:
+  CudaHostSelectPlanner(CudaBackend* b, kv::KvCache* kv, sparse::Selector* sel,
+                        const model::HParams& h, int max_batch)
+      : b_(b), kv_(kv), sel_(sel), h_(h), max_batch_(max_batch),
+        lag_(sel->config().lag), per_(sel->config().scope == sparse::Scope::PerKvHead ? h.n_kv_heads : 1) {}
+
+  ~CudaHostSelectPlanner() override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_work_.notify_all();
+    if (pump_.joinable()) pump_.join();
+    // Copies may still be in flight into pinned memory: wait for both streams first.
+    (void)b_->synchronize();
+    for (Slot& s : slots_) {
+      if (s.event) {
+        (void)b_->event_synchronize(s.event);
+        b_->destroy_event(s.event);
+      }
+    }
+    if (slot_mem_) b_->free_pinned(slot_mem_);
+    if (reps_host_) b_->free_pinned(reps_host_);
+    if (lists_host_) b_->free_pinned(lists_host_);
+    if (lists_dev_) b_->free(lists_dev_);
+  }
+
+  Status init() {
+    const kv::KvConfig& kc = kv_->config();
+    row_bytes_ = size_t(kc.n_kv_heads) * size_t(kc.rep_bytes);
+    layer_bytes_ = row_bytes_ * size_t(kc.n_blocks);
+    if (row_bytes_ == 0) return invalid_argument("host selection needs a representation table");
+    GSA_ASSIGN_OR_RETURN(reps_host_, b_->alloc_pinned(layer_bytes_ * size_t(kc.n_layers)));
+    q_stride_ = size_t(h_.n_heads) * size_t(h_.head_dim);
+    slot_bytes_ = size_t(max_batch_) * q_stride_ * 2;
+    // Two steps of queries in flight at most, plus headroom; the pump frees a slot when its
+    // queries are submitted.
+    const int n_slots = lag_ >= 1 ? 4 * h_.n_layers : 1;
+    GSA_ASSIGN_OR_RETURN(slot_mem_, b_->alloc_pinned(slot_bytes_ * size_t(n_slots)));
+    slots_.resize(size_t(n_slots));
+    for (int i = 0; i < n_slots; ++i) {
+      slots_[size_t(i)].host = static_cast<uint16_t*>(slot_mem_) + size_t(i) * slot_bytes_ / 2;
+      GSA_ASSIGN_OR_RETURN(slots_[size_t(i)].event, b_->create_event());
+      free_slots_.push_back(i);
+    }
+    if (lag_ >= 1) pump_ = std::thread([this] { pump_loop(); });
+    return Status::ok();
+  }
+
+  Status begin_step(std::span<const sparse::SeqInput> seqs,
+                    std::span<const int32_t> new_full_blocks) override {
+    Timer t;
+    GSA_RETURN_IF_ERROR(sel_->begin_step(seqs));
+    new_full_.assign(new_full_blocks.begin(), new_full_blocks.end());
+    n_seqs_ = int(seqs.size());
+    if (n_seqs_ > max_batch_)
+      return invalid_argument("host selection: {} sequences in a step, at most {}", n_seqs_, max_batch_);
+    // Staging for every layer's lists: [indptr n_lists+1][indices][last_len n_lists].
+    const int64_t n_lists = int64_t(n_seqs_) * per_;
+    int64_t blocks = 0;
+    for (const auto& in : seqs) blocks += in.n_blocks;
+    const int64_t per_layer = 2 * n_lists + 1 + blocks * per_ + 16;
+    const int64_t words = per_layer * h_.n_layers;
+    if (words > lists_cap_) {
+      // The previous step's uploads finished with its forward (logits are read back), but
+      // make sure before the buffers go.
+      GSA_RETURN_IF_ERROR(b_->synchronize());
+      if (lists_host_) b_->free_pinned(lists_host_);
+      if (lists_dev_) b_->free(lists_dev_);
+      lists_host_ = nullptr;
+      lists_dev_ = nullptr;
+      lists_cap_ = 0;
+      GSA_ASSIGN_OR_RETURN(void* hp, b_->alloc_pinned(size_t(words) * 2 * 4));
+      lists_host_ = static_cast<int32_t*>(hp);
+      GSA_ASSIGN_OR_RETURN(void* dp, b_->alloc(size_t(words) * 2 * 4));
+      lists_dev_ = static_cast<int32_t*>(dp);
+      lists_cap_ = words * 2;
+    }
+    lists_used_ = 0;
+    plan_seconds_ += t.seconds();
+    return Status::ok();
+  }
+
+  Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
+    Timer t;
+    GSA_RETURN_IF_ERROR(mirror_layer(layer, new_full_));
+    const void* reps_h = reps_host(layer);
+    const size_t q_bytes = size_t(n_seqs_) * q_stride_ * 2;
+    auto inline_select = [&]() -> Result<sparse::BlockLists> {
+      // Inline: wait for this layer's queries (the compute stream runs ahead to this point).
+      Slot& s = slots_[0];
+      GSA_RETURN_IF_ERROR(b_->copy_to_host_async(s.host, q, q_bytes, s.event));
+      Timer w;
+      GSA_RETURN_IF_ERROR(b_->event_synchronize(s.event));
+      wait_seconds_ += w.seconds();
+      qf_.resize(size_t(n_seqs_) * q_stride_);
+      for (size_t i = 0; i < qf_.size(); ++i) qf_[i] = bf16_to_f32(s.host[i]);
+      return sel_->select_layer(layer, qf_.data(), reps_h);
+    };
+    bool any_sparse = false;
+    for (int i = 0; i < n_seqs_ && !any_sparse; ++i) any_sparse = sel_->is_sparse(i);
+    Result<sparse::BlockLists> r = lag_ == 0 ? (any_sparse ? inline_select()
+                                                           : sel_->select_layer(layer, nullptr, nullptr))
+                                             : sel_->select_layer(layer, nullptr, nullptr, &deferred_);
+    if (!r) return r.status();
+    GSA_RETURN_IF_ERROR(upload_lists(*r, lists));
+    if (lag_ >= 1 && !deferred_.empty()) {
+      int slot = -1;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!free_slots_.empty()) {
+          slot = free_slots_.back();
+          free_slots_.pop_back();
+        } else {
+          ++layers_dropped_;
+        }
+      }
+      if (slot >= 0) {
+        Slot& s = slots_[size_t(slot)];
+        Status st = b_->copy_to_host_async(s.host, q, q_bytes, s.event);
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!st.is_ok()) {
+          free_slots_.push_back(slot);
+          return st;
+        }
+        Job j;
+        j.slot = slot;
+        j.jobs = std::move(deferred_);
+        deferred_ = {};
+        queue_.push_back(std::move(j));
+        cv_work_.notify_one();
+      }
+    }
+    plan_seconds_ += t.seconds();
+    return Status::ok();
+  }
+
+  Status mirror_reps(std::span<const int32_t> blocks) override {
+    if (blocks.empty()) return Status::ok();
+    std::vector<int32_t> v(blocks.begin(), blocks.end());
+    for (int l = 0; l < h_.n_layers; ++l) GSA_RETURN_IF_ERROR(mirror_layer(l, v));
+    return Status::ok();
+  }
+
+  void flush() override {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_idle_.wait(lk, [&] { return (queue_.empty() && !busy_) || stop_; });
+  }
+
+  HostSelectStats stats() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    HostSelectStats s;
+    s.plan_seconds = plan_seconds_;
+    s.wait_seconds = wait_seconds_;
+    s.pump_seconds = pump_seconds_;
+    s.layers_submitted = layers_submitted_;
+    s.layers_dropped = layers_dropped_;
+    s.mirrored_rows = mirrored_rows_;
+    return s;
+  }
+
+ private:
+  struct Slot {
+    uint16_t* host = nullptr;  // [max_batch, n_heads, head_dim] bf16, pinned
+    CudaEvent event = nullptr;
+  };
+  struct Job {
+    int slot = 0;
+    sparse::DeferredJobs jobs;
+  };
+
+  void* reps_host(int layer) const {
+    return static_cast<char*>(reps_host_) + size_t(layer) * layer_bytes_;
+  }
+
+  // Copies the rows of `blocks` (sorted, merged into runs of consecutive ids) of one layer.
+  Status mirror_layer(int layer, std::vector<int32_t>& blocks) {
+    if (blocks.empty()) return Status::ok();
+    std::sort(blocks.begin(), blocks.end());
+    const char* src = static_cast<const char*>(kv_->reps(layer));
+    char* dst = static_cast<char*>(reps_host(layer));
+    for (size_t i = 0; i < blocks.size();) {
+      size_t j = i + 1;
+      while (j < blocks.size() && blocks[j] == blocks[j - 1] + 1) ++j;
+      const size_t off = size_t(blocks[i]) * row_bytes_;
+      GSA_RETURN_IF_ERROR(b_->copy_to_host_async(dst + off, src + off, (j - i) * row_bytes_, nullptr));
+      i = j;
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    mirrored_rows_ += int64_t(blocks.size());
+    return Status::ok();
+  }
+
+  Status upload_lists(const sparse::BlockLists& bl, model::AttentionLists* out) {
+    const int64_t n = bl.n_lists;
+    const int64_t n_idx = bl.indptr[n];
+    const int64_t words = (n + 1) + n_idx + n;
+    if (lists_used_ + words > lists_cap_)
+      return internal_error("host selection: list staging overflow ({} + {} > {})", lists_used_,
+                            words, lists_cap_);
+    int32_t* h = lists_host_ + lists_used_;
+    std::copy(bl.indptr, bl.indptr + n + 1, h);
+    std::copy(bl.indices, bl.indices + n_idx, h + n + 1);
+    std::copy(bl.last_len, bl.last_len + n, h + n + 1 + n_idx);
+    int32_t* d = lists_dev_ + lists_used_;
+    GSA_RETURN_IF_ERROR(b_->upload_async(d, h, size_t(words) * 4));
+    lists_used_ += (words + 15) / 16 * 16;
+    out->indptr = d;
+    out->indices = d + n + 1;
+    out->last_len = d + n + 1 + n_idx;
+    out->per_kv_head = bl.per_kv_head;
+    return Status::ok();
+  }
+
+  void pump_loop() {
+    std::vector<float> qf;
+    for (;;) {
+      Job* job = nullptr;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_work_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+        if (stop_) break;
+        job = &queue_.front();
+        busy_ = true;
+      }
+      // Only this thread pops the queue, so `job` stays valid while the lock is released.
+      const Slot& s = slots_[size_t(job->slot)];
+      Status st = b_->event_synchronize(s.event);
+      Timer t;
+      if (st.is_ok()) {
+        const sparse::DeferredJobs& d = job->jobs;
+        int32_t rows = 0;
+        for (int32_t r : d.rows) rows = std::max(rows, r + 1);
+        qf.resize(size_t(rows) * q_stride_);
+        for (size_t i = 0; i < qf.size(); ++i) qf[i] = bf16_to_f32(s.host[i]);
+        st = sel_->submit_deferred(d, qf.data(), reps_host(d.layer));
+      }
+      const double secs = t.seconds();
+      std::lock_guard<std::mutex> lk(mu_);
+      pump_seconds_ += secs;
+      if (st.is_ok()) ++layers_submitted_;
+      else ++layers_dropped_;
+      free_slots_.push_back(job->slot);
+      queue_.pop_front();
+      busy_ = false;
+      cv_idle_.notify_all();
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    busy_ = false;
+    cv_idle_.notify_all();
+  }
+
+  CudaBackend* b_;
+  kv::KvCache* kv_;
+  sparse::Selector* sel_;
+  model::HParams h_;
+  int max_batch_;
+  int lag_;
+  int per_;
+  size_t row_bytes_ = 0, layer_bytes_ = 0, q_stride_ = 0, slot_bytes_ = 0;
+  void* reps_host_ = nullptr;
+  void* slot_mem_ = nullptr;
+  std::vector<Slot> slots_;
+  int32_t* lists_host_ = nullptr;
+  int32_t* lists_dev_ = nullptr;
+  int64_t lists_cap_ = 0, lists_used_ = 0;
+  std::vector<int32_t> new_full_;
+  int n_seqs_ = 0;
+  sparse::DeferredJobs deferred_;
+  std::vector<float> qf_;
+  double plan_seconds_ = 0, wait_seconds_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_work_, cv_idle_;
+  std::deque<Job> queue_;
+  std::vector<int> free_slots_;
+  bool busy_ = false;
+  bool stop_ = false;
+  double pump_seconds_ = 0;
+  int64_t layers_submitted_ = 0, layers_dropped_ = 0, mirrored_rows_ = 0;
+  std::thread pump_;
+};
+
+}  // namespace
+#endif
+
+Result<std::unique_ptr<HostSelectPlanner>> HostSelectPlanner::create(
+    backend::Backend* b, kv::KvCache* kv, sparse::Selector* sel, const model::HParams& h,
+    int max_batch) {
+#if GSA_HAVE_CUDA
+  auto* cb = dynamic_cast<backend::CudaBackend*>(b);
+  if (!cb) return unsupported("host selection for a device backend needs the CUDA backend");
+  auto p = std::make_unique<CudaHostSelectPlanner>(cb, kv, sel, h, max_batch);
+  GSA_RETURN_IF_ERROR(p->init());
+  return std::unique_ptr<HostSelectPlanner>(std::move(p));
+#else
+  (void)b; (void)kv; (void)sel; (void)h; (void)max_batch;
+  return unsupported("host selection for a device backend needs a build with CUDA");
+#endif
+}
+
+}  // namespace gsa::engine

@@ -1,0 +1,57 @@
+// HostSelectPlanner: GSA on the GPU with selection by the CPU (selector=cpu on cuda), the
+// pipelined "top-k offloading engine". Per layer of a decode step it
+//  - mirrors the representations of blocks that filled in this step from device to pinned host
+//    memory (side stream, after the compute stream's rep_update),
+//  - takes the layer's lists from the Selector (host) and uploads them from pinned staging on
+//    the compute stream (no host wait),
+//  - lag >= 1: copies the layer's queries to a pinned slot on the side stream (no stall of the
+//    compute stream) and queues them; a pump thread waits for each copy, converts the queries
+//    to f32 and submits them to the asynchronous CPU selector, whose results later steps use;
+//  - lag 0: the same copy, but the host waits for it and selects inline (exact, stalls the
+//    pipeline once per layer: the baseline the pipelined mode is measured against).
+// Only the CUDA backend supports it; create() is Unsupported elsewhere.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "backend/backend.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "sparse/selector.h"
+
+namespace gsa::engine {
+
+struct HostSelectStats {
+  double plan_seconds = 0;     // host time in plan_layer (lists, uploads, copies queued)
+  double wait_seconds = 0;     // lag 0: host time waiting for queries to land
+  double pump_seconds = 0;     // pump thread: conversion + submission (not waiting)
+  int64_t layers_submitted = 0;
+  int64_t layers_dropped = 0;  // no free query slot: that layer's queries were not submitted
+  int64_t mirrored_rows = 0;   // (layer, block) representation rows copied to the host
+};
+
+class HostSelectPlanner : public model::LayerPlanner {
+ public:
+  /// b must be the CUDA backend; sel the engine's Selector (selector=cpu); max_batch bounds the
+  /// decode queries of one step. Borrowed pointers outlive the planner.
+  static Result<std::unique_ptr<HostSelectPlanner>> create(backend::Backend* b, kv::KvCache* kv,
+                                                           sparse::Selector* sel,
+                                                           const model::HParams& h, int max_batch);
+  ~HostSelectPlanner() override = default;
+
+  /// Starts a decode step: the selector's plan, and the blocks that become full in it (their
+  /// representations are mirrored layer by layer).
+  virtual Status begin_step(std::span<const sparse::SeqInput> seqs,
+                            std::span<const int32_t> new_full_blocks) = 0;
+  /// Mirrors the representations of `blocks` in every layer (after a prefill, or after
+  /// representations were computed outside a decode step); queued on the side stream.
+  virtual Status mirror_reps(std::span<const int32_t> blocks) = 0;
+  /// Waits until every query copied so far has been submitted to the CPU selector (call before
+  /// Selector::release, so no job of a released sequence is submitted afterwards).
+  virtual void flush() = 0;
+  virtual HostSelectStats stats() const = 0;
+};
+
+}  // namespace gsa::engine
