@@ -46,6 +46,7 @@ class Backend {
   virtual Status add(const AddParams& p) = 0;
   virtual Status embed(const EmbedParams& p) = 0;
   virtual Status fill_random(const FillRandomParams& p) = 0;
+  virtual Status argmax(const ArgmaxParams& p) = 0;
   virtual Status rep_update(const RepUpdateParams& p) = 0;
   virtual Status block_select(const BlockSelectParams& p) = 0;
 };

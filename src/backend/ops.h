@@ -119,6 +119,15 @@ struct EmbedParams {
   uint32_t table_ggml = 0;  // ggml type id of the table's rows when table_type == DType::Ggml
 };
 
+/// Row-wise argmax: out[r] = the column of the largest x[r, :], ties to the lowest column, NaN
+/// never chosen over a number (greedy decoding without bringing logits to the host).
+struct ArgmaxParams {
+  const void* x = nullptr;   // [n_rows, n_cols]  act_type
+  int32_t* out = nullptr;    // [n_rows]  backend memory
+  int64_t n_rows = 0, n_cols = 0;
+  DType act_type = DType::F32;
+};
+
 /// dst[i] = uniform(-scale, scale) from a counter-based generator keyed by (seed, i), so every
 /// backend produces the same values (used for synthetic-weight benchmarks; never zeros).
 struct FillRandomParams {

@@ -622,22 +622,30 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
     planner_->seqs = sel_in;
     planner = planner_.get();
   }
+  // When every sequence decodes greedily without a repetition penalty, the backend picks the
+  // tokens and the logits never leave it.
+  const bool greedy = std::all_of(batch.begin(), batch.end(), [](const Seq* s) {
+    const SamplingParams& sp = s->req->in.sampling;
+    return sp.temperature <= 0.0f && sp.repetition_penalty == 1.0f;
+  });
   Timer fwd;
-  Status st = model_->forward(in, kv_, planner, rep_params(), &logits_);
+  Status st = model_->forward(in, kv_, planner, rep_params(), &logits_, greedy ? &sampled_ : nullptr);
   if (!st.is_ok()) return st;
   stats_.forward_seconds += fwd.seconds();
   stats_.logits_seconds += model_->last_logits_seconds();
-  // Sampling is independent per sequence: spread it over the pool, then accept in order.
-  Timer smp;
-  const int32_t vocab = model_->hparams().vocab;
-  sampled_.resize(batch.size());
-  pool_->parallel_for(int64_t(batch.size()), [&](int64_t b0, int64_t e0, int) {
-    for (int64_t i = b0; i < e0; ++i) {
-      Seq& s = *batch[size_t(i)];
-      sampled_[size_t(i)] = s.sampler->sample(logits_.data() + size_t(i) * size_t(vocab), vocab, s.tokens);
-    }
-  });
-  stats_.sample_seconds += smp.seconds();
+  if (!greedy) {
+    // Sampling is independent per sequence: spread it over the pool, then accept in order.
+    Timer smp;
+    const int32_t vocab = model_->hparams().vocab;
+    sampled_.resize(batch.size());
+    pool_->parallel_for(int64_t(batch.size()), [&](int64_t b0, int64_t e0, int) {
+      for (int64_t i = b0; i < e0; ++i) {
+        Seq& s = *batch[size_t(i)];
+        sampled_[size_t(i)] = s.sampler->sample(logits_.data() + size_t(i) * size_t(vocab), vocab, s.tokens);
+      }
+    });
+    stats_.sample_seconds += smp.seconds();
+  }
   for (size_t i = 0; i < batch.size(); ++i) {
     Seq& s = *batch[i];
     kv_.index_full_blocks(&s.table, s.tokens);

@@ -86,8 +86,8 @@ struct EngineStats {
   double decode_seconds = 0;
   double select_seconds = 0;   // time inside GSA selection during decode (host selectors)
   double forward_seconds = 0;  // decode: model forward, logits on the host included
-  double sample_seconds = 0;   // decode: sampling
-  double logits_seconds = 0;   // decode: part of forward_seconds moving logits to the host
+  double sample_seconds = 0;   // decode: sampling on the host (0 when greedy picks on the backend)
+  double logits_seconds = 0;   // decode: part of forward_seconds moving logits (or greedy ids) to the host
   sparse::SelectorStats selector;
   HostSelectStats host_select;  // selector=cpu on the GPU: the pipelined CPU selection
 };

@@ -62,6 +62,7 @@ struct Model::Scratch {
   void* xg = nullptr;     // [L, dim]
   void* logits = nullptr; // [L, vocab]
   int32_t* meta = nullptr;// packed int32 inputs
+  int32_t* amax = nullptr;// [L] greedy tokens
   std::vector<void*> owned;
   void release() {
     for (void* p : owned) backend->free(p);
@@ -330,6 +331,9 @@ Status Model::ensure_scratch(int64_t T, int64_t L, int64_t n_meta) {
   GSA_RETURN_IF_ERROR(alloc(L * h.vocab * a, &s_->logits));
   void* meta = nullptr;
   GSA_RETURN_IF_ERROR(alloc(n_meta * 4, &meta));
+  void* amax = nullptr;
+  GSA_RETURN_IF_ERROR(alloc(L * 4, &amax));
+  s_->amax = static_cast<int32_t*>(amax);
   s_->meta = static_cast<int32_t*>(meta);
   s_->cap_tokens = T;
   s_->cap_logits = L;
@@ -338,7 +342,8 @@ Status Model::ensure_scratch(int64_t T, int64_t L, int64_t n_meta) {
 }
 
 Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* planner,
-                      const backend::RepUpdateParams& rep, std::vector<float>* logits) {
+                      const backend::RepUpdateParams& rep, std::vector<float>* logits,
+                      std::vector<int32_t>* greedy) {
   const HParams& h = hp_;
   const int64_t T = int64_t(in.tokens.size());
   const int n_seqs = int(in.q_indptr.size()) - 1;
@@ -472,6 +477,18 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
   mp.x = s.xg; mp.w = w_->output.p; mp.y = s.logits; mp.m = L; mp.n = h.vocab; mp.k = h.dim;
   mp.act_type = at; mp.w_type = w_->output.type; mp.w_ggml = w_->output.ggml;
   GSA_RETURN_IF_ERROR(b.matmul(mp));
+  if (greedy) {
+    // Greedy decoding: only the chosen ids leave the backend.
+    backend::ArgmaxParams xp;
+    xp.x = s.logits; xp.out = s.amax; xp.n_rows = L; xp.n_cols = h.vocab; xp.act_type = at;
+    GSA_RETURN_IF_ERROR(b.argmax(xp));
+    GSA_RETURN_IF_ERROR(b.synchronize());
+    Timer out_timer;
+    greedy->resize(size_t(L));
+    GSA_RETURN_IF_ERROR(b.download(greedy->data(), s.amax, size_t(L) * 4));
+    last_logits_seconds_ = out_timer.seconds();
+    return Status::ok();
+  }
   const size_t n_out = size_t(L) * size_t(h.vocab);
   GSA_RETURN_IF_ERROR(b.synchronize());
   Timer out_timer;

@@ -75,8 +75,11 @@ class Model {
   /// Runs the layers over in.tokens, appends their K/V to `kv`, and writes the logits of
   /// in.logit_rows to `logits` ([logit_rows.size(), vocab], host). `planner` may be null (dense).
   /// `rep` describes the representation table of kv (ignored when kv has none).
+  /// With `greedy`, the logits stay on the backend and greedy[i] gets the argmax of row i
+  /// (ties to the lowest id) instead; `logits` is then untouched.
   Status forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* planner,
-                 const backend::RepUpdateParams& rep, std::vector<float>* logits);
+                 const backend::RepUpdateParams& rep, std::vector<float>* logits,
+                 std::vector<int32_t>* greedy = nullptr);
 
  private:
   Model() = default;

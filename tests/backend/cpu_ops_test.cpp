@@ -280,5 +280,20 @@ TEST(CpuElementwise, FillRandomMatchesSharedGenerator) {
   EXPECT_EQ(fill_random(p, &pool).code(), StatusCode::Unsupported);
 }
 
+TEST(CpuElementwise, ArgmaxTiesGoLowNanNeverWins) {
+  const int64_t cols = 50;
+  std::vector<float> x(4 * cols);
+  for (int64_t i = 0; i < int64_t(x.size()); ++i) x[size_t(i)] = float((i * 37) % 41) - 20.0f;
+  x[3] = 99.0f; x[40] = 99.0f;                      // row 0: tie -> 3
+  x[cols] = std::nanf(""); x[cols + 10] = 98.0f;     // row 1: NaN first -> 10
+  for (int64_t c = 0; c < cols; ++c) x[size_t(2 * cols + c)] = 1.0f;  // row 2: all equal -> 0
+  x[size_t(4 * cols - 1)] = 97.0f;                   // row 3: last column
+  std::vector<int32_t> out(4, -7);
+  ASSERT_TRUE(argmax({x.data(), out.data(), 4, cols, DType::F32}, nullptr).is_ok());
+  EXPECT_EQ(out, (std::vector<int32_t>{3, 10, 0, int32_t(cols - 1)}));
+  EXPECT_FALSE(argmax({x.data(), out.data(), 4, 0, DType::F32}, nullptr).is_ok());
+  EXPECT_FALSE(argmax({nullptr, out.data(), 4, cols, DType::F32}, nullptr).is_ok());
+}
+
 }  // namespace
 }  // namespace gsa::cpu

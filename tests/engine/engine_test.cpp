@@ -110,6 +110,28 @@ TEST_F(EngineTest, BatchingDoesNotChangeGreedyOutputs) {
   expect_all_free(*e);
 }
 
+TEST_F(EngineTest, GreedyOnTheBackendEqualsSamplingTheTopToken) {
+  // Greedy requests take their tokens from the backend's argmax (logits stay there); sampling
+  // with top_k = 1 goes through the host sampler and must pick the same tokens.
+  auto e = make();
+  for (int r = 0; r < 3; ++r) ASSERT_TRUE(e->add_request(req(prompt(9 + 5 * r, r + 3), 20)).is_ok());
+  auto greedy = run(*e);
+  EXPECT_EQ(e->stats().sample_seconds, 0.0);
+  auto h = make();
+  for (int r = 0; r < 3; ++r) {
+    RequestInput in = req(prompt(9 + 5 * r, r + 3), 20);
+    in.sampling.temperature = 1.0f;
+    in.sampling.top_k = 1;
+    ASSERT_TRUE(h->add_request(std::move(in)).is_ok());
+  }
+  auto host = run(*h);
+  EXPECT_GT(h->stats().sample_seconds, 0.0);
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_EQ(greedy[key(r, 0)].tokens.size(), 20u);
+    EXPECT_EQ(greedy[key(r, 0)].tokens, host[key(r, 0)].tokens) << "request " << r;
+  }
+}
+
 TEST_F(EngineTest, PrefillChunkSizeAndBlockSizeDoNotChangeOutputs) {
   std::vector<int32_t> ref;
   for (int chunk : {512, 7, 1}) {

@@ -48,6 +48,7 @@ class CpuBackend final : public Backend {
   Status add(const AddParams& p) override { return cpu::add(p, pool_); }
   Status embed(const EmbedParams& p) override { return cpu::embed(p, pool_); }
   Status fill_random(const FillRandomParams& p) override { return cpu::fill_random(p, pool_); }
+  Status argmax(const ArgmaxParams& p) override { return cpu::argmax(p, pool_); }
   Status rep_update(const RepUpdateParams& p) override { return cpu::rep_update(p, pool_); }
   Status block_select(const BlockSelectParams& p) override { return cpu::block_select(p, pool_); }
 

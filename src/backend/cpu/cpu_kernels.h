@@ -26,6 +26,7 @@ Status attention(const backend::AttentionParams& p, ThreadPool* pool); // attent
 Status swiglu(const backend::SwigluParams& p, ThreadPool* pool);       // elementwise.cpp
 Status add(const backend::AddParams& p, ThreadPool* pool);             // elementwise.cpp
 Status embed(const backend::EmbedParams& p, ThreadPool* pool);         // elementwise.cpp
+Status argmax(const backend::ArgmaxParams& p, ThreadPool* pool);       // elementwise.cpp
 Status fill_random(const backend::FillRandomParams& p, ThreadPool* pool);  // elementwise.cpp
 Status rep_update(const backend::RepUpdateParams& p, ThreadPool* pool);     // rep_update.cpp
 Status block_select(const backend::BlockSelectParams& p, ThreadPool* pool); // block_select.cpp

@@ -18,6 +18,7 @@ constexpr int64_t kMinChunkElems = 32768;
 }  // namespace
 
 using backend::AddParams;
+using backend::ArgmaxParams;
 using backend::EmbedParams;
 using backend::FillRandomParams;
 using backend::SwigluParams;
@@ -122,6 +123,27 @@ Status fill_random(const FillRandomParams& p, ThreadPool* pool) {
         d[i] = f32_to_bf16(backend::fill_random_value(p.seed, uint64_t(i)) * p.scale);
     }
   }, kMinChunkElems);
+  return Status::ok();
+}
+
+Status argmax(const ArgmaxParams& p, ThreadPool* pool) {
+  if (p.act_type != DType::F32) return unsupported("cpu argmax: activations must be f32");
+  if (p.n_rows < 0 || p.n_cols <= 0 || p.n_cols > INT32_MAX)
+    return invalid_argument("argmax: bad shape n_rows={} n_cols={}", p.n_rows, p.n_cols);
+  if (p.n_rows == 0) return Status::ok();
+  if (!p.x || !p.out) return invalid_argument("argmax: null pointer");
+  const float* x = static_cast<const float*>(p.x);
+  auto rows = [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = x + r * p.n_cols;
+      int64_t best = -1;
+      for (int64_t c = 0; c < p.n_cols; ++c)
+        if (row[c] == row[c] && (best < 0 || row[c] > row[best])) best = c;
+      p.out[r] = int32_t(best < 0 ? 0 : best);
+    }
+  };
+  if (pool) pool->parallel_for(p.n_rows, rows, 1);
+  else rows(0, p.n_rows, 0);
   return Status::ok();
 }
 

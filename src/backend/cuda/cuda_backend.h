@@ -48,6 +48,7 @@ class CudaBackend final : public Backend {
   Status add(const AddParams& p) override;
   Status embed(const EmbedParams& p) override;
   Status fill_random(const FillRandomParams& p) override;
+  Status argmax(const ArgmaxParams& p) override;
   Status rep_update(const RepUpdateParams& p) override;
   Status block_select(const BlockSelectParams& p) override;
 

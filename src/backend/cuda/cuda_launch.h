@@ -18,6 +18,7 @@ cudaError_t rope(const backend::RopeParams& p, float theta_scale, cudaStream_t s
 cudaError_t swiglu(const backend::SwigluParams& p, cudaStream_t stream);
 cudaError_t add(const backend::AddParams& p, cudaStream_t stream);
 cudaError_t embed(const backend::EmbedParams& p, cudaStream_t stream);
+cudaError_t argmax(const backend::ArgmaxParams& p, cudaStream_t stream);
 cudaError_t fill_random(const backend::FillRandomParams& p, cudaStream_t stream);
 /// y[m, n] += bias[n] (after the cuBLAS product).
 cudaError_t add_bias(void* y, const float* bias, int64_t m, int64_t n, DType act_type,

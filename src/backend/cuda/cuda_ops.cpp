@@ -172,6 +172,16 @@ Status CudaBackend::embed(const EmbedParams& p) {
   return Status::ok();
 }
 
+Status CudaBackend::argmax(const ArgmaxParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("argmax", p.act_type));
+  if (p.n_rows < 0 || p.n_rows > INT32_MAX || p.n_cols <= 0 || p.n_cols > INT32_MAX)
+    return invalid_argument("argmax: bad shape n_rows={} n_cols={}", p.n_rows, p.n_cols);
+  if (p.n_rows == 0) return Status::ok();
+  if (!p.x || !p.out) return invalid_argument("argmax: null pointer");
+  GSA_CUDA_RETURN_IF_ERROR(cuda::argmax(p, stream_));
+  return Status::ok();
+}
+
 Status CudaBackend::fill_random(const FillRandomParams& p) {
   if (p.type != DType::F32 && p.type != DType::BF16)
     return unsupported("cuda fill_random: type must be f32 or bf16");

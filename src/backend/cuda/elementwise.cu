@@ -121,6 +121,15 @@ cudaError_t embed(const backend::EmbedParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+cudaError_t argmax(const backend::ArgmaxParams& p, cudaStream_t stream) {
+  const unsigned grid = unsigned(p.n_rows);
+  if (p.act_type == DType::BF16)
+    argmax_kernel<<<grid, 1024, 0, stream>>>(static_cast<const bf16*>(p.x), p.out, p.n_cols);
+  else
+    argmax_kernel<<<grid, 1024, 0, stream>>>(static_cast<const float*>(p.x), p.out, p.n_cols);
+  return cudaGetLastError();
+}
+
 cudaError_t fill_random(const backend::FillRandomParams& p, cudaStream_t stream) {
   if (p.n == 0) return cudaSuccess;
   if (p.type == DType::BF16)

@@ -117,6 +117,45 @@ __global__ void embed_kernel(const int32_t* __restrict__ ids,  // [n_tokens]
     store_f32(out, tok * dim + i, ok ? load_f32(table, id * dim + i) : 0.0f);
 }
 
+/// (value, column) pairs ordered for argmax: larger value first, then lower column; NaN loses.
+__device__ __forceinline__ bool argmax_better(float v, int64_t c, float bv, int64_t bc) {
+  if (v != v) return false;
+  if (bc < 0 || bv != bv) return true;
+  return v > bv || (v == bv && c < bc);
+}
+
+/// One CTA (1024 threads) per row: strided scan, then warp and block reductions.
+template <typename T>
+__global__ void argmax_kernel(const T* __restrict__ x, int32_t* __restrict__ out, int64_t n_cols) {
+  __shared__ float sm_v[32];
+  __shared__ int64_t sm_c[32];
+  const T* row = x + int64_t(blockIdx.x) * n_cols;
+  float bv = 0.0f;
+  int64_t bc = -1;
+  for (int64_t c = threadIdx.x; c < n_cols; c += blockDim.x) {
+    const float v = load_f32(row, c);
+    if (argmax_better(v, c, bv, bc)) { bv = v; bc = c; }
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ov = __shfl_down_sync(0xffffffffu, bv, off);
+    const int64_t oc = __shfl_down_sync(0xffffffffu, bc, off);
+    if (oc >= 0 && argmax_better(ov, oc, bv, bc)) { bv = ov; bc = oc; }
+  }
+  if ((threadIdx.x & 31) == 0) { sm_v[threadIdx.x >> 5] = bv; sm_c[threadIdx.x >> 5] = bc; }
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    const bool has = threadIdx.x < (blockDim.x + 31) / 32;
+    bv = has ? sm_v[threadIdx.x] : 0.0f;
+    bc = has ? sm_c[threadIdx.x] : -1;
+    for (int off = 16; off > 0; off >>= 1) {
+      const float ov = __shfl_down_sync(0xffffffffu, bv, off);
+      const int64_t oc = __shfl_down_sync(0xffffffffu, bc, off);
+      if (oc >= 0 && argmax_better(ov, oc, bv, bc)) { bv = ov; bc = oc; }
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = int32_t(bc < 0 ? 0 : bc);
+  }
+}
+
 /// Same generator as backend::fill_random_value (ops.h), bit for bit.
 __device__ __forceinline__ float fill_random_value_dev(uint64_t seed, uint64_t i) {
   uint64_t z = seed * 0x9E3779B97F4A7C15ull + i + 1;

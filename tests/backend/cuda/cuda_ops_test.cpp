@@ -113,6 +113,34 @@ TEST_P(CudaOpsTest, FillRandomMatchesCpu) {
   EXPECT_LT(zeros, n / 1000);
 }
 
+TEST_P(CudaOpsTest, ArgmaxMatchesCpuWithTiesAndNan) {
+  const DType t = GetParam();
+  for (int64_t cols : {1, 7, 1000, 152064}) {
+    const int64_t rows = 9;
+    auto x = random_bf16_exact(rng_, rows * cols, -4, 4);
+    if (cols > 7) {
+      // Row 1: a tie (the lower column wins); row 2: NaN before the maximum; row 3: all equal.
+      x[size_t(cols) + 3] = 9.0f;
+      x[size_t(cols) + cols - 2] = 9.0f;
+      x[size_t(2 * cols)] = std::nanf("");
+      x[size_t(2 * cols) + cols / 2] = 8.0f;
+      for (int64_t c = 0; c < cols; ++c) x[size_t(3 * cols + c)] = 0.5f;
+    }
+    std::vector<int32_t> ref(rows);
+    ASSERT_TRUE(cpu()->argmax({x.data(), ref.data(), rows, cols, DType::F32}).is_ok());
+    if (cols > 7) {
+      EXPECT_EQ(ref[1], 3);
+      EXPECT_EQ(ref[2], cols / 2);
+      EXPECT_EQ(ref[3], 0);
+    }
+    auto dx = upload_act(gpu(), x, t);
+    Buf dout(gpu(), rows * 4);
+    poison(gpu(), dout);
+    ASSERT_TRUE(gpu()->argmax({dx->get(), dout.as<int32_t>(), rows, cols, t}).is_ok());
+    EXPECT_EQ(download<int32_t>(gpu(), dout, rows), ref) << "cols " << cols;
+  }
+}
+
 TEST_P(CudaOpsTest, Matmul) {
   const DType t = GetParam();
   for (DType wt : {DType::BF16, DType::F32}) {
