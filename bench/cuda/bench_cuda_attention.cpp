@@ -264,15 +264,16 @@ void run_shape(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, int bat
 
 int main(int argc, char** argv) {
   Ctx c;
-  bool quick = false;
+  bool quick = false, ceiling_only = false;
   int ctas_per_sm = 0;  // 0: the backend's default
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) c.json = std::fopen(argv[++i], "w");
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) c.reps = std::max(3, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--ceiling-only")) ceiling_only = true;
     else if (!std::strcmp(argv[i], "--ctas-per-sm") && i + 1 < argc) ctas_per_sm = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--json FILE] [--reps N] [--quick] [--ctas-per-sm N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json FILE] [--reps N] [--quick] [--ceiling-only] [--ctas-per-sm N]\n", argv[0]);
       return 2;
     }
   }
@@ -293,6 +294,10 @@ int main(int argc, char** argv) {
               prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, driver, ctas_per_sm);
   c.flush = be->alloc(c.flush_bytes).value();
   measure_ceiling(c);
+  if (ceiling_only) {
+    if (c.json) std::fclose(c.json);
+    return 0;
+  }
 
   std::mt19937 rng(1234);
   const std::vector<std::pair<int, int>> heads = {{28, 4}, {64, 8}};

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Device calls for the end-to-end GPU results. Stage 1 (carrying .device/e2e.tar.xz and the
-# first model piece): CUDA tests, then full vs GSA decode on the Qwen2.5-7B shape with random
+# first model piece): CUDA tests, the read ceiling, then full vs GSA decode (device selection, and the
+# pipelined CPU selector) on the Qwen2.5-7B shape with random
 # bf16 weights and random KV at 32K x 20, 64K x 10, 120K x 5. Stage 2 (carrying the second
 # piece and the essays, while the machine is warm): joins the default model, compares greedy
 # tokens of the CUDA and CPU backends, and runs needle cases with GSA on the GPU and the CPU. Logs go to $OUT.
@@ -12,18 +13,24 @@ export LD_LIBRARY_PATH=/tmp/e2e/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 gsa=/tmp/e2e/bin/gsa
 if [[ $stage == 1 ]]; then
   tar -C /tmp -xJf .device/e2e.tar.xz
-  cp .device/model.part00 /tmp/gsa-model/
+  cp .device/model.part00 /tmp/gsa-model/ 2>/dev/null
   { echo "commit $(cat /tmp/e2e/COMMIT)"; date -u
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } | tee "$OUT/device.txt"
-  /tmp/e2e/bin/backend_cuda_test --gtest_brief=1 2>&1 | tail -5 | tee "$OUT/cuda_tests.log"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nproc; } | tee "$OUT/device.txt"
+  for t in /tmp/e2e/bin/*_test; do
+    $t --gtest_brief=1 > "$OUT/$(basename $t).log" 2>&1; echo "$(basename $t): rc $? $(tail -1 $OUT/$(basename $t).log)"
+  done | tee "$OUT/cuda_tests.log"
+  # The read-bandwidth ceiling, in the same call as the e2e runs.
+  /tmp/e2e/bin/bench_cuda_attention --ceiling-only --json "$OUT/ceiling.jsonl" 2>&1 | tail -3
   for shape in "32768 20" "65536 10" "122880 5"; do
     set -- $shape
-    $gsa bench --device cuda --shape qwen2.5-7b --random-kv --sparse gsa --compare \
-      --ctx "$1" --batch "$2" --gen 32 --json 2>&1 | tee -a "$OUT/e2e.jsonl"
+    common="bench --device cuda --shape qwen2.5-7b --random-kv --ctx $1 --batch $2 --gen 32 --json"
+    # Full attention and GSA with selection on the device, side by side.
+    $gsa $common --sparse gsa --compare 2>&1 | tee -a "$OUT/e2e.jsonl"
+    # GSA with the pipelined CPU selector (queries copied out per layer, one step of lag).
+    $gsa $common --sparse gsa --selector cpu --lag 1 --cpu-workers ${CPU_WORKERS:-8} 2>&1 | tee -a "$OUT/e2e.jsonl"
+    [[ $1 == 32768 ]] && $gsa $common --sparse gsa --selector cpu --lag 0 --cpu-workers ${CPU_WORKERS:-8} 2>&1 | tee -a "$OUT/e2e.jsonl"
   done
-  # The read-bandwidth ceiling and the attention sweep, in the same call as the e2e runs.
-  timeout 200 /tmp/e2e/bin/bench_cuda_attention --quick --json "$OUT/attn.jsonl" > "$OUT/attn.log" 2>&1
-  grep -i -m3 "ceiling\|read" "$OUT/attn.log"
+  [[ -n ${E2E_EXTRA:-} ]] && bash -c "$E2E_EXTRA"
 else
   cp .device/model.part01 /tmp/gsa-model/ 2>/dev/null
   cat /tmp/gsa-model/model.part* > /tmp/gsa-model/SmolLM2-135M-Instruct.Q4_1.gguf
