@@ -50,4 +50,9 @@ else
       --block-size 32 --min-context 512 --budget-tokens 1024 --contexts 4096,7680 --depths 10,50,90 \
       --label "gpu_check_$dev" -o "$OUT/niah_$dev.jsonl" 2>&1 | tail -1
   done
+  # The same cases on the GPU with the pipelined CPU selector (one step of lag).
+  $gsa eval niah -m $m --device cuda --weights bf16 --haystack /tmp/pg/pg_essays --sparse gsa \
+    --block-size 32 --min-context 512 --budget-tokens 1024 --contexts 4096,7680 --depths 10,50,90 \
+    --selector cpu --lag 1 --cpu-workers 4 --label gpu_check_cuda_cpusel_lag1 \
+    -o "$OUT/niah_cuda_cpusel.jsonl" 2>&1 | tail -1
 fi
