@@ -67,7 +67,8 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     slots_.resize(size_t(n_slots));
     for (int i = 0; i < n_slots; ++i) {
       slots_[size_t(i)].host = static_cast<uint16_t*>(slot_mem_) + size_t(i) * slot_bytes_ / 2;
-      GSA_ASSIGN_OR_RETURN(slots_[size_t(i)].event, b_->create_event());
+      // The pump sleeps on these events rather than spinning on the driver.
+      GSA_ASSIGN_OR_RETURN(slots_[size_t(i)].event, b_->create_event(/*blocking_sync=*/lag_ >= 1));
       free_slots_.push_back(i);
     }
     if (lag_ >= 1) pump_ = std::thread([this] { pump_loop(); });

@@ -185,9 +185,10 @@ void CudaBackend::free_pinned(void* ptr) {
   if (ptr) cudaFreeHost(ptr);
 }
 
-Result<CudaEvent> CudaBackend::create_event() {
+Result<CudaEvent> CudaBackend::create_event(bool blocking_sync) {
   cudaEvent_t e = nullptr;
-  GSA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  GSA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(
+      &e, cudaEventDisableTiming | (blocking_sync ? cudaEventBlockingSync : 0u)));
   return e;
 }
 

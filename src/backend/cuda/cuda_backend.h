@@ -74,7 +74,9 @@ class CudaBackend final : public Backend {
   /// Page-locked host memory (cudaHostAlloc); OutOfMemory on failure.
   Result<void*> alloc_pinned(size_t bytes);
   void free_pinned(void* ptr);
-  Result<CudaEvent> create_event();
+  /// blocking_sync: a host thread waiting in event_synchronize sleeps instead of spinning on
+  /// the driver (a spinning waiter slows the launching thread's API calls).
+  Result<CudaEvent> create_event(bool blocking_sync = false);
   void destroy_event(CudaEvent event);
   /// Copies backend memory `src` to pinned host memory `dst` on the side stream, after all work
   /// queued on the compute stream so far, and records `event` when the bytes have landed. The
