@@ -60,7 +60,7 @@ double measure_host_read_gbs(int threads) {
 struct Row {
   std::string attn;
   double prefill_tps = 0, decode_tps = 0, step_ms = 0, select_ms = 0, attended = 1, step_bytes = 0;
-  double forward_ms = 0, sample_ms = 0, logits_ms = 0;
+  double forward_ms = 0, sample_ms = 0, logits_ms = 0, enqueue_ms = 0;
   sparse::SelectorStats sel;
   engine::HostSelectStats host;
   int64_t steps = 0;
@@ -104,6 +104,7 @@ Result<Row> run_one(engine::Engine& e, const BenchFlags& b, bool full, std::mt19
   r.forward_ms = 1e3 * s.forward_seconds / double(std::max<int64_t>(1, s.decode_steps));
   r.sample_ms = 1e3 * s.sample_seconds / double(std::max<int64_t>(1, s.decode_steps));
   r.logits_ms = 1e3 * s.logits_seconds / double(std::max<int64_t>(1, s.decode_steps));
+  r.enqueue_ms = 1e3 * s.enqueue_seconds / double(std::max<int64_t>(1, s.decode_steps));
   r.sel = s.selector;
   r.host = s.host_select;
   r.steps = s.decode_steps;
@@ -160,6 +161,7 @@ int run(BenchFlags b) {
                           {"decode_tok_s", r.decode_tps}, {"step_ms", r.step_ms},
                           {"select_ms_per_step", r.select_ms}, {"attended_fraction", r.attended},
                           {"forward_ms", r.forward_ms}, {"sample_ms", r.sample_ms}, {"logits_ms", r.logits_ms},
+                          {"enqueue_ms", r.enqueue_ms},
                           {"step_bytes", r.step_bytes}, {"read_gb_s", read_gbs},
                           {"bound_ms", bound_ms}, {"peak_rss_mb", rss_mb}};
       if (cfg->sparse) {

@@ -633,6 +633,7 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
   if (!st.is_ok()) return st;
   stats_.forward_seconds += fwd.seconds();
   stats_.logits_seconds += model_->last_logits_seconds();
+  stats_.enqueue_seconds += model_->last_enqueue_seconds();
   if (!greedy) {
     // Sampling is independent per sequence: spread it over the pool, then accept in order.
     Timer smp;

@@ -87,6 +87,7 @@ struct EngineStats {
   double select_seconds = 0;   // time inside GSA selection during decode (host selectors)
   double forward_seconds = 0;  // decode: model forward, logits on the host included
   double sample_seconds = 0;   // decode: sampling on the host (0 when greedy picks on the backend)
+  double enqueue_seconds = 0;  // decode: part of forward_seconds the host spent queueing work
   double logits_seconds = 0;   // decode: part of forward_seconds moving logits (or greedy ids) to the host
   sparse::SelectorStats selector;
   HostSelectStats host_select;  // selector=cpu on the GPU: the pipelined CPU selection

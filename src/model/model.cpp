@@ -344,6 +344,7 @@ Status Model::ensure_scratch(int64_t T, int64_t L, int64_t n_meta) {
 Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* planner,
                       const backend::RepUpdateParams& rep, std::vector<float>* logits,
                       std::vector<int32_t>* greedy) {
+  Timer enqueue_timer;
   const HParams& h = hp_;
   const int64_t T = int64_t(in.tokens.size());
   const int n_seqs = int(in.q_indptr.size()) - 1;
@@ -482,6 +483,7 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
     backend::ArgmaxParams xp;
     xp.x = s.logits; xp.out = s.amax; xp.n_rows = L; xp.n_cols = h.vocab; xp.act_type = at;
     GSA_RETURN_IF_ERROR(b.argmax(xp));
+    last_enqueue_seconds_ = enqueue_timer.seconds();
     GSA_RETURN_IF_ERROR(b.synchronize());
     Timer out_timer;
     greedy->resize(size_t(L));
@@ -490,6 +492,7 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
     return Status::ok();
   }
   const size_t n_out = size_t(L) * size_t(h.vocab);
+  last_enqueue_seconds_ = enqueue_timer.seconds();
   GSA_RETURN_IF_ERROR(b.synchronize());
   Timer out_timer;
   logits->resize(n_out);

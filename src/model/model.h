@@ -71,6 +71,9 @@ class Model {
   uint64_t weight_bytes() const { return weight_bytes_; }
   /// Seconds the last forward spent bringing logits to the host (after the device finished).
   double last_logits_seconds() const { return last_logits_seconds_; }
+  /// Seconds the last forward's host thread took to queue its work (up to the wait for the
+  /// device): close to the forward's time when the host, not the device, is the bottleneck.
+  double last_enqueue_seconds() const { return last_enqueue_seconds_; }
 
   /// Runs the layers over in.tokens, appends their K/V to `kv`, and writes the logits of
   /// in.logit_rows to `logits` ([logit_rows.size(), vocab], host). `planner` may be null (dense).
@@ -95,6 +98,7 @@ class Model {
   std::unique_ptr<Scratch> s_;
   uint64_t weight_bytes_ = 0;
   double last_logits_seconds_ = 0;
+  double last_enqueue_seconds_ = 0;
 };
 
 }  // namespace gsa::model
