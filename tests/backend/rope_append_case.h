@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -82,7 +83,7 @@ inline RopeAppendBatch make_rope_append_batch(const RopeAppendShape& sh, std::mt
   if (unwritten_full && !prefill) {
     // Block 0 of sequence 0 is full from earlier forwards; list it in the middle.
     const size_t at = b.full_blocks.size() / 2;
-    b.full_blocks.insert(b.full_blocks.begin() + ptrdiff_t(at), table(0, 0));
+    b.full_blocks.insert(b.full_blocks.begin() + std::ptrdiff_t(at), table(0, 0));
     b.has_unwritten_full = true;
   }
   b.n_tokens = int64_t(b.pos.size());

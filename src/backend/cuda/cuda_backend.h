@@ -49,6 +49,8 @@ class CudaBackend final : public Backend {
   Status embed(const EmbedParams& p) override;
   Status fill_random(const FillRandomParams& p) override;
   Status rep_update(const RepUpdateParams& p) override;
+  /// One kernel launch when p.one_token_per_seq (and n_heads % n_kv_heads == 0); else the four ops.
+  Status rope_append(const RopeAppendParams& p) override;
   Status block_select(const BlockSelectParams& p) override;
 
   // --- Device facts and tuning -------------------------------------------------------------
