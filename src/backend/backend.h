@@ -48,6 +48,10 @@ class Backend {
   virtual Status fill_random(const FillRandomParams& p) = 0;
   virtual Status argmax(const ArgmaxParams& p) = 0;
   virtual Status rep_update(const RepUpdateParams& p) = 0;
+  /// rope(q); rope(k); kv_append; rep_update(full_blocks) (ops_sparse.h RopeAppendParams). The
+  /// default runs the four ops in that order (an error from one stops the rest, the earlier
+  /// ones having run); backends override it with a fused kernel.
+  virtual Status rope_append(const RopeAppendParams& p);
   virtual Status block_select(const BlockSelectParams& p) = 0;
 };
 

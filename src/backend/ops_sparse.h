@@ -1,11 +1,12 @@
-// Parameter structs of the GSA ops: block representation update and block selection
-// (scoring + top-k + forced blocks -> CSR lists that AttentionParams consumes). The policy
-// (budget, gating, select_every, lag) lives in src/sparse; these are the kernels' contracts,
-// implemented by cpu/ (the reference) and cuda/.
+// Parameter structs of the GSA ops: block representation update, the fused RoPE + KV append +
+// representation update, and block selection (scoring + top-k + forced blocks -> CSR lists that
+// AttentionParams consumes). The policy (budget, gating, select_every, lag) lives in src/sparse;
+// these are the kernels' contracts, implemented by cpu/ (the reference) and cuda/.
 #pragma once
 
 #include <cstdint>
 
+#include "backend/ops.h"
 #include "core/dtype.h"
 
 namespace gsa::backend {
@@ -40,6 +41,67 @@ struct RepUpdateParams {
   const float* hash_w = nullptr;    // [head_dim, head_dim] row-major, Hash only
   DType kv_type = DType::F32;
 };
+
+/// The KV write of one layer in one op: exactly rope(q); rope(k); kv_append(k, v); and, when
+/// reps is not null and n_full > 0, rep_update(full_blocks), in that order (see RopeParams,
+/// KvAppendParams, RepUpdateParams; split_rope_append gives the four). q and k are rotated in
+/// place and stay rotated. A backend may run it as one kernel; the result is the same.
+/// one_token_per_seq: the caller states that no two tokens of this call write to the same KV
+/// block (true for a decode batch, n_tokens == n_seqs, since a sequence's blocks are its own).
+/// It only permits the fused kernel; false (or an unsupported shape) runs the four ops.
+struct RopeAppendParams {
+  void* q = nullptr;                      // [n_tokens, n_heads, head_dim]  act_type, in place
+  void* k = nullptr;                      // [n_tokens, n_kv_heads, head_dim]  act_type, in place
+  const void* v = nullptr;                // [n_tokens, n_kv_heads, head_dim]  act_type
+  const int32_t* pos = nullptr;           // [n_tokens]
+  const int32_t* slot_mapping = nullptr;  // [n_tokens]
+  void* k_cache = nullptr;                // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
+  void* v_cache = nullptr;                // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
+  void* reps = nullptr;                   // [n_blocks, n_kv_heads, rep_bytes] or null: no update
+  const int32_t* full_blocks = nullptr;   // [n_full] physical ids of blocks full after this call
+  const float* hash_w = nullptr;          // [head_dim, head_dim] row-major, Hash only
+  int64_t n_tokens = 0;
+  int64_t n_blocks = 0;  // blocks in the caches and rep table; > 0 enables bounds checks
+  int n_full = 0;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0, rot_dim = 0, block_size = 0;
+  float theta = 10000.0f;
+  bool neox = false;
+  bool one_token_per_seq = false;
+  RepKind kind = RepKind::Mean;
+  DType act_type = DType::F32;
+  DType kv_type = DType::F32;
+};
+
+/// The four ops RopeAppendParams stands for; `update` is false when no rep_update runs.
+struct RopeAppendSteps {
+  RopeParams rope_q, rope_k;
+  KvAppendParams append;
+  RepUpdateParams rep;
+  bool update = false;
+};
+
+inline RopeAppendSteps split_rope_append(const RopeAppendParams& p) {
+  RopeAppendSteps s;
+  s.rope_q = {p.q, p.pos, p.n_tokens, p.n_heads, p.head_dim, p.rot_dim, p.theta, p.neox, p.act_type};
+  s.rope_k = s.rope_q;
+  s.rope_k.x = p.k;
+  s.rope_k.n_heads = p.n_kv_heads;
+  s.append = {p.k, p.v, p.k_cache, p.v_cache, p.slot_mapping, p.n_tokens, p.n_blocks,
+              p.n_kv_heads, p.head_dim, p.block_size, p.act_type, p.kv_type};
+  s.rep.k_cache = p.k_cache;
+  s.rep.reps = p.reps;
+  s.rep.blocks = p.full_blocks;
+  s.rep.n_update = p.n_full;
+  s.rep.n_blocks = p.n_blocks;
+  s.rep.n_kv_heads = p.n_kv_heads;
+  s.rep.head_dim = p.head_dim;
+  s.rep.block_size = p.block_size;
+  s.rep.kind = p.kind;
+  s.rep.hash_w = p.hash_w;
+  s.rep.kv_type = p.kv_type;
+  s.update = p.reps != nullptr && p.n_full != 0;
+  return s;
+}
 
 /// How the query heads of one kv-head group become one score.
 enum class QueryMode : uint8_t {

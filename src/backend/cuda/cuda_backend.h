@@ -50,6 +50,8 @@ class CudaBackend final : public Backend {
   Status fill_random(const FillRandomParams& p) override;
   Status argmax(const ArgmaxParams& p) override;
   Status rep_update(const RepUpdateParams& p) override;
+  /// One kernel launch when p.one_token_per_seq (and n_heads % n_kv_heads == 0); else the four ops.
+  Status rope_append(const RopeAppendParams& p) override;
   Status block_select(const BlockSelectParams& p) override;
 
   // --- Device facts and tuning -------------------------------------------------------------

@@ -29,6 +29,10 @@ cudaError_t convert(const void* src, DType src_type, void* dst, DType dst_type, 
 
 cudaError_t kv_append(const backend::KvAppendParams& p, cudaStream_t stream);
 cudaError_t rep_update(const backend::RepUpdateParams& p, cudaStream_t stream);
+/// The fused rope(q), rope(k), kv_append, rep_update(full_blocks) for a call in which no two
+/// tokens write to one block (RopeAppendParams::one_token_per_seq); needs n_tokens > 0,
+/// n_heads % n_kv_heads == 0, n_kv_heads <= 65535 and n_tokens + n_full <= INT32_MAX.
+cudaError_t rope_append(const backend::RopeAppendParams& p, float theta_scale, cudaStream_t stream);
 
 /// True when the launcher has a kernel for this head_dim (64 or 128).
 bool attention_head_dim_supported(int head_dim);

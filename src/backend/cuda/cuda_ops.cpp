@@ -28,6 +28,56 @@ constexpr int64_t kMaxElems = int64_t(1) << 46;
 
 bool shape_ok(int64_t a, int64_t b) { return a >= 0 && b >= 0 && (a == 0 || b <= kMaxElems / a); }
 
+// Parameter checks shared by each op and by the fused rope_append (which runs all of them
+// before launching anything).
+Status check_rope(const RopeParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("rope", p.act_type));
+  if (p.n_tokens < 0 || p.n_tokens > INT32_MAX || p.n_heads <= 0 || p.head_dim <= 0)
+    return invalid_argument("rope: bad shape n_tokens={} n_heads={} head_dim={}", p.n_tokens,
+                            p.n_heads, p.head_dim);
+  if (p.rot_dim <= 0 || p.rot_dim > p.head_dim || p.rot_dim % 2 != 0)
+    return invalid_argument("rope: rot_dim {} must be even and in (0, head_dim={}]", p.rot_dim, p.head_dim);
+  if (!(p.theta > 0.0f) || !std::isfinite(p.theta)) return invalid_argument("rope: bad theta {}", p.theta);
+  if (p.n_tokens > 0 && (!p.x || !p.pos)) return invalid_argument("rope: null pointer");
+  return Status::ok();
+}
+
+// Same float expression as the CPU reference, so both start the angle recurrence identically.
+float rope_theta_scale(const RopeParams& p) { return std::pow(p.theta, -2.0f / float(p.rot_dim)); }
+
+Status check_kv_append(const KvAppendParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("kv_append", p.act_type));
+  if (!act_ok(p.kv_type)) return unsupported("cuda kv_append: kv_type must be f32 or bf16");
+  if (p.n_tokens < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 || p.n_blocks < 0 ||
+      !shape_ok(p.n_tokens, int64_t(p.n_kv_heads) * p.head_dim))
+    return invalid_argument("kv_append: bad shape n_tokens={} n_kv_heads={} head_dim={} block_size={} n_blocks={}",
+                            p.n_tokens, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks);
+  if (p.n_tokens > 0 && (!p.k || !p.v || !p.k_cache || !p.v_cache || !p.slot_mapping))
+    return invalid_argument("kv_append: null pointer");
+  return Status::ok();
+}
+
+Status check_rep_update(const RepUpdateParams& p) {
+  if (!act_ok(p.kv_type)) return unsupported("cuda rep_update: kv_type must be f32 or bf16");
+  if (p.n_update < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 || p.n_blocks < 0)
+    return invalid_argument("rep_update: bad shape n_update={} n_kv_heads={} head_dim={} block_size={}",
+                            p.n_update, p.n_kv_heads, p.head_dim, p.block_size);
+  if (p.n_kv_heads > 65535) return unsupported("cuda rep_update: {} kv heads", p.n_kv_heads);
+  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash)
+    return invalid_argument("rep_update: unknown representation kind {}", int(p.kind));
+  if (p.kind == RepKind::Hash) {
+    if (p.head_dim % 32 != 0)
+      return invalid_argument("rep_update: hash needs head_dim % 32 == 0, got {}", p.head_dim);
+    if (!p.hash_w) return invalid_argument("rep_update: hash needs hash_w");
+    if (int64_t(p.block_size) * p.head_dim * 4 > 200 * 1024)
+      return unsupported("cuda rep_update: hash of block_size {} x head_dim {} exceeds shared memory",
+                         p.block_size, p.head_dim);
+  }
+  if (p.n_update > 0 && (!p.k_cache || !p.reps || !p.blocks))
+    return invalid_argument("rep_update: null k_cache, reps or blocks");
+  return Status::ok();
+}
+
 }  // namespace
 
 Status CudaBackend::matmul(const MatmulParams& p) {
@@ -78,31 +128,15 @@ Status CudaBackend::rmsnorm(const RmsNormParams& p) {
 }
 
 Status CudaBackend::rope(const RopeParams& p) {
-  GSA_RETURN_IF_ERROR(check_act("rope", p.act_type));
-  if (p.n_tokens < 0 || p.n_tokens > INT32_MAX || p.n_heads <= 0 || p.head_dim <= 0)
-    return invalid_argument("rope: bad shape n_tokens={} n_heads={} head_dim={}", p.n_tokens,
-                            p.n_heads, p.head_dim);
-  if (p.rot_dim <= 0 || p.rot_dim > p.head_dim || p.rot_dim % 2 != 0)
-    return invalid_argument("rope: rot_dim {} must be even and in (0, head_dim={}]", p.rot_dim, p.head_dim);
-  if (!(p.theta > 0.0f) || !std::isfinite(p.theta)) return invalid_argument("rope: bad theta {}", p.theta);
+  GSA_RETURN_IF_ERROR(check_rope(p));
   if (p.n_tokens == 0) return Status::ok();
-  if (!p.x || !p.pos) return invalid_argument("rope: null pointer");
-  // Same float expression as the CPU reference, so both start the recurrence identically.
-  const float theta_scale = std::pow(p.theta, -2.0f / float(p.rot_dim));
-  GSA_CUDA_RETURN_IF_ERROR(cuda::rope(p, theta_scale, stream_));
+  GSA_CUDA_RETURN_IF_ERROR(cuda::rope(p, rope_theta_scale(p), stream_));
   return Status::ok();
 }
 
 Status CudaBackend::kv_append(const KvAppendParams& p) {
-  GSA_RETURN_IF_ERROR(check_act("kv_append", p.act_type));
-  if (!act_ok(p.kv_type)) return unsupported("cuda kv_append: kv_type must be f32 or bf16");
-  if (p.n_tokens < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 || p.n_blocks < 0 ||
-      !shape_ok(p.n_tokens, int64_t(p.n_kv_heads) * p.head_dim))
-    return invalid_argument("kv_append: bad shape n_tokens={} n_kv_heads={} head_dim={} block_size={} n_blocks={}",
-                            p.n_tokens, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks);
+  GSA_RETURN_IF_ERROR(check_kv_append(p));
   if (p.n_tokens == 0) return Status::ok();
-  if (!p.k || !p.v || !p.k_cache || !p.v_cache || !p.slot_mapping)
-    return invalid_argument("kv_append: null pointer");
   GSA_CUDA_RETURN_IF_ERROR(cuda::kv_append(p, stream_));
   return Status::ok();
 }
@@ -194,24 +228,32 @@ Status CudaBackend::fill_random(const FillRandomParams& p) {
 }
 
 Status CudaBackend::rep_update(const RepUpdateParams& p) {
-  if (!act_ok(p.kv_type)) return unsupported("cuda rep_update: kv_type must be f32 or bf16");
-  if (p.n_update < 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.block_size <= 0 || p.n_blocks < 0)
-    return invalid_argument("rep_update: bad shape n_update={} n_kv_heads={} head_dim={} block_size={}",
-                            p.n_update, p.n_kv_heads, p.head_dim, p.block_size);
-  if (p.n_kv_heads > 65535) return unsupported("cuda rep_update: {} kv heads", p.n_kv_heads);
-  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash)
-    return invalid_argument("rep_update: unknown representation kind {}", int(p.kind));
-  if (p.kind == RepKind::Hash) {
-    if (p.head_dim % 32 != 0)
-      return invalid_argument("rep_update: hash needs head_dim % 32 == 0, got {}", p.head_dim);
-    if (!p.hash_w) return invalid_argument("rep_update: hash needs hash_w");
-    if (int64_t(p.block_size) * p.head_dim * 4 > 200 * 1024)
-      return unsupported("cuda rep_update: hash of block_size {} x head_dim {} exceeds shared memory",
-                         p.block_size, p.head_dim);
-  }
+  GSA_RETURN_IF_ERROR(check_rep_update(p));
   if (p.n_update == 0) return Status::ok();
-  if (!p.k_cache || !p.reps || !p.blocks) return invalid_argument("rep_update: null k_cache, reps or blocks");
   GSA_CUDA_RETURN_IF_ERROR(cuda::rep_update(p, stream_));
+  return Status::ok();
+}
+
+Status CudaBackend::rope_append(const RopeAppendParams& p) {
+  // Every check of the four ops first, so both paths accept and refuse the same parameters and
+  // an error leaves q, k and the caches untouched.
+  const RopeAppendSteps s = split_rope_append(p);
+  GSA_RETURN_IF_ERROR(check_rope(s.rope_q));
+  GSA_RETURN_IF_ERROR(check_rope(s.rope_k));
+  GSA_RETURN_IF_ERROR(check_kv_append(s.append));
+  if (s.update) GSA_RETURN_IF_ERROR(check_rep_update(s.rep));
+  // The fused kernel: CTA (t, h) for token t and kv head h, plus one CTA row per listed block.
+  const int64_t ctas = p.n_tokens + (s.update ? p.n_full : 0);
+  const bool fused = p.one_token_per_seq && p.n_tokens > 0 && p.n_heads % p.n_kv_heads == 0 &&
+                     p.n_kv_heads <= 65535 && ctas <= INT32_MAX;
+  if (!fused) {
+    GSA_RETURN_IF_ERROR(rope(s.rope_q));
+    GSA_RETURN_IF_ERROR(rope(s.rope_k));
+    GSA_RETURN_IF_ERROR(kv_append(s.append));
+    if (s.update) GSA_RETURN_IF_ERROR(rep_update(s.rep));
+    return Status::ok();
+  }
+  GSA_CUDA_RETURN_IF_ERROR(cuda::rope_append(p, rope_theta_scale(s.rope_q), stream_));
   return Status::ok();
 }
 

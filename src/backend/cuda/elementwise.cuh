@@ -34,17 +34,12 @@ __global__ void rmsnorm_kernel(const T* x,         // [n_rows, dim]
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) store_f32(yr, i, load_f32(xr, i) * inv * w[i]);
 }
 
-/// One CTA per token. Angles follow the CPU reference's float recurrence (angle_i = pos *
-/// theta_scale^i by repeated multiplication), computed once per token into shared memory.
-template <typename T>
-__global__ void rope_kernel(T* x,                          // [n_tokens, n_heads, head_dim]
-                            const int32_t* __restrict__ pos,  // [n_tokens]
-                            int n_heads, int head_dim, int rot_dim, float theta_scale, bool neox) {
-  extern __shared__ float sm_cs[];  // [rot_dim / 2, 2] (cos, sin)
-  const int half = rot_dim / 2;
-  const int64_t tok = blockIdx.x;
+/// Fills sm_cs [half, 2] with (cos, sin) of token position `pos`: angle_i = pos * theta_scale^i by
+/// repeated float multiplication, as the CPU reference does. Called by every thread of the CTA
+/// (it synchronizes the CTA twice).
+__device__ __forceinline__ void rope_cos_sin(float* sm_cs, int32_t pos, int half, float theta_scale) {
   if (threadIdx.x == 0) {
-    float angle = float(pos[tok]);
+    float angle = float(pos);
     for (int i = 0; i < half; ++i) {
       sm_cs[2 * i] = angle;
       angle *= theta_scale;
@@ -57,14 +52,33 @@ __global__ void rope_kernel(T* x,                          // [n_tokens, n_heads
     sm_cs[2 * i + 1] = sinf(angle);
   }
   __syncthreads();
+}
+
+/// Rotates the pair (a[0], a[stride]) by (c, s). Explicitly rounded operations (no FMA
+/// contraction), so rope and the fused rope_append give the same bits, as does the CPU's
+/// uncontracted x0 * c - x1 * s.
+template <typename T>
+__device__ __forceinline__ void rope_pair(T* a, int stride, float c, float s) {
+  const float x0 = load_f32(a, 0), x1 = load_f32(a, stride);
+  store_f32(a, 0, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)));
+  store_f32(a, stride, __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c)));
+}
+
+/// One CTA per token. Angles follow the CPU reference's float recurrence (angle_i = pos *
+/// theta_scale^i by repeated multiplication), computed once per token into shared memory.
+template <typename T>
+__global__ void rope_kernel(T* x,                          // [n_tokens, n_heads, head_dim]
+                            const int32_t* __restrict__ pos,  // [n_tokens]
+                            int n_heads, int head_dim, int rot_dim, float theta_scale, bool neox) {
+  extern __shared__ float sm_cs[];  // [rot_dim / 2, 2] (cos, sin)
+  const int half = rot_dim / 2;
+  const int64_t tok = blockIdx.x;
+  rope_cos_sin(sm_cs, pos[tok], half, theta_scale);
   const int stride = neox ? half : 1;
   for (int idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
     const int h = idx / half, i = idx % half;
-    T* v = x + (tok * n_heads + h) * head_dim + (neox ? i : 2 * i);
-    const float c = sm_cs[2 * i], s = sm_cs[2 * i + 1];
-    const float x0 = load_f32(v, 0), x1 = load_f32(v, stride);
-    store_f32(v, 0, x0 * c - x1 * s);
-    store_f32(v, stride, x0 * s + x1 * c);
+    rope_pair(x + (tok * n_heads + h) * head_dim + (neox ? i : 2 * i), stride, sm_cs[2 * i],
+              sm_cs[2 * i + 1]);
   }
 }
 

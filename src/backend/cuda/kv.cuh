@@ -32,19 +32,13 @@ __global__ void kv_append_kernel(const A* __restrict__ k,             // [n_toke
   }
 }
 
-/// grid (n_update, n_kv_heads); Mean / MinMax: one thread per dim, tokens in order.
-template <typename K>
-__global__ void rep_update_box_kernel(const K* __restrict__ k_cache,       // [n_blocks, n_kv_heads, block_size, head_dim]
-                                      float* __restrict__ reps,            // [n_blocks, n_kv_heads, rep_floats]
-                                      const int32_t* __restrict__ blocks,  // [n_update]
-                                      int n_kv_heads, int head_dim, int block_size, int64_t n_blocks,
-                                      bool minmax) {
-  const int64_t b = blocks[blockIdx.x];
-  if (b < 0 || (n_blocks > 0 && b >= n_blocks)) return;
-  const int64_t h = blockIdx.y;
-  const K* kb = k_cache + (b * n_kv_heads + h) * int64_t(block_size) * head_dim;
-  const int rep_floats = minmax ? 2 * head_dim : head_dim;
-  float* rep = reps + (b * n_kv_heads + h) * rep_floats;
+/// Mean or min/max box of one (block, kv head), by all threads of the CTA: one thread per dim,
+/// tokens summed in order (the CPU reference's order). kb is read with plain loads, so keys this
+/// CTA wrote before a __syncthreads() are seen.
+template <typename P>
+__device__ __forceinline__ void block_rep_box(const P* kb,  // [block_size, head_dim]
+                                              float* rep,   // [head_dim] or [2 * head_dim]
+                                              int head_dim, int block_size, bool minmax) {
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
     if (minmax) {
       float mn = load_f32(kb, d), mx = mn;
@@ -63,8 +57,50 @@ __global__ void rep_update_box_kernel(const K* __restrict__ k_cache,       // [n
   }
 }
 
+/// Per-token sign bits of k.W for one (block, kv head), by all threads of the CTA: one thread per
+/// (token, 32-bit word) projects onto 32 columns of W, i in order, without FMA contraction.
+template <typename P>
+__device__ __forceinline__ void block_rep_hash(const P* kb,                  // [block_size, head_dim]
+                                               const float* __restrict__ w,  // [head_dim, head_dim]
+                                               uint32_t* rep,  // [block_size * head_dim / 32]
+                                               int head_dim, int block_size) {
+  const int words = head_dim / 32;
+  for (int u = threadIdx.x; u < block_size * words; u += blockDim.x) {
+    const int t = u / words, wd = u % words;
+    const P* kt = kb + int64_t(t) * head_dim;
+    float proj[32];
+#pragma unroll
+    for (int j = 0; j < 32; ++j) proj[j] = 0.0f;
+    for (int i = 0; i < head_dim; ++i) {
+      const float ki = load_f32(kt, i);
+      const float* wi = w + int64_t(i) * head_dim + wd * 32;
+#pragma unroll
+      for (int j = 0; j < 32; ++j) proj[j] = __fadd_rn(proj[j], __fmul_rn(ki, wi[j]));
+    }
+    uint32_t bits = 0;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) bits |= uint32_t(proj[j] > 0.0f) << j;
+    rep[u] = bits;
+  }
+}
+
+/// grid (n_update, n_kv_heads); Mean / MinMax: one thread per dim, tokens in order.
+template <typename K>
+__global__ void rep_update_box_kernel(const K* __restrict__ k_cache,       // [n_blocks, n_kv_heads, block_size, head_dim]
+                                      float* __restrict__ reps,            // [n_blocks, n_kv_heads, rep_floats]
+                                      const int32_t* __restrict__ blocks,  // [n_update]
+                                      int n_kv_heads, int head_dim, int block_size, int64_t n_blocks,
+                                      bool minmax) {
+  const int64_t b = blocks[blockIdx.x];
+  if (b < 0 || (n_blocks > 0 && b >= n_blocks)) return;
+  const int64_t h = blockIdx.y;
+  const K* kb = k_cache + (b * n_kv_heads + h) * int64_t(block_size) * head_dim;
+  const int rep_floats = minmax ? 2 * head_dim : head_dim;
+  block_rep_box(kb, reps + (b * n_kv_heads + h) * rep_floats, head_dim, block_size, minmax);
+}
+
 /// grid (n_update, n_kv_heads); the block's keys are staged in shared memory as f32
-/// [block_size, head_dim]; one thread per (token, 32-bit word) projects onto 32 columns of W.
+/// [block_size, head_dim], then hashed by block_rep_hash.
 template <typename K>
 __global__ void rep_update_hash_kernel(const K* __restrict__ k_cache,       // [n_blocks, n_kv_heads, block_size, head_dim]
                                        uint32_t* __restrict__ reps,         // [n_blocks, n_kv_heads, block_size * head_dim / 32]
@@ -80,24 +116,8 @@ __global__ void rep_update_hash_kernel(const K* __restrict__ k_cache,       // [
   for (int64_t i = threadIdx.x; i < elems; i += blockDim.x) sm_k[i] = load_f32(kb, i);
   __syncthreads();
   const int words = head_dim / 32;
-  uint32_t* rep = reps + (b * n_kv_heads + h) * int64_t(block_size) * words;
-  for (int u = threadIdx.x; u < block_size * words; u += blockDim.x) {
-    const int t = u / words, wd = u % words;
-    const float* kt = sm_k + int64_t(t) * head_dim;
-    float proj[32];
-#pragma unroll
-    for (int j = 0; j < 32; ++j) proj[j] = 0.0f;
-    for (int i = 0; i < head_dim; ++i) {
-      const float ki = kt[i];
-      const float* wi = w + int64_t(i) * head_dim + wd * 32;
-#pragma unroll
-      for (int j = 0; j < 32; ++j) proj[j] = __fadd_rn(proj[j], __fmul_rn(ki, wi[j]));
-    }
-    uint32_t bits = 0;
-#pragma unroll
-    for (int j = 0; j < 32; ++j) bits |= uint32_t(proj[j] > 0.0f) << j;
-    rep[u] = bits;
-  }
+  block_rep_hash(static_cast<const float*>(sm_k), w, reps + (b * n_kv_heads + h) * int64_t(block_size) * words,
+                 head_dim, block_size);
 }
 
 }  // namespace gsa::cuda
