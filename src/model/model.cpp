@@ -406,12 +406,6 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
     ap.x = x; ap.y = y; ap.n = n; ap.act_type = at;
     return b.add(ap);
   };
-  auto rope = [&](void* x, int heads) {
-    backend::RopeParams rp;
-    rp.x = x; rp.pos = d_pos; rp.n_tokens = T; rp.n_heads = heads; rp.head_dim = h.head_dim;
-    rp.rot_dim = h.rot_dim; rp.theta = h.rope_theta; rp.neox = h.rope_neox; rp.act_type = at;
-    return b.rope(rp);
-  };
 
   for (int l = 0; l < h.n_layers; ++l) {
     const LayerWeights& W = w_->layers[size_t(l)];
@@ -423,22 +417,20 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
       GSA_RETURN_IF_ERROR(rmsnorm(s.q, W.q_norm, s.q, T * h.n_heads, h.head_dim));
       GSA_RETURN_IF_ERROR(rmsnorm(s.k, W.k_norm, s.k, T * h.n_kv_heads, h.head_dim));
     }
-    GSA_RETURN_IF_ERROR(rope(s.q, h.n_heads));
-    GSA_RETURN_IF_ERROR(rope(s.k, h.n_kv_heads));
-
-    backend::KvAppendParams kp;
-    kp.k = s.k; kp.v = s.v; kp.k_cache = kv.k(l); kp.v_cache = kv.v(l); kp.slot_mapping = d_slots;
-    kp.n_tokens = T; kp.n_kv_heads = h.n_kv_heads; kp.head_dim = h.head_dim;
-    kp.block_size = kc.block_size; kp.n_blocks = kc.n_blocks; kp.act_type = at; kp.kv_type = kc.kv_type;
-    GSA_RETURN_IF_ERROR(b.kv_append(kp));
-
-    if (kv.reps(l) && !in.full_blocks.empty()) {
-      backend::RepUpdateParams rp = rep;
-      rp.k_cache = kv.k(l); rp.reps = kv.reps(l); rp.blocks = d_full;
-      rp.n_update = int(in.full_blocks.size()); rp.n_kv_heads = h.n_kv_heads;
-      rp.head_dim = h.head_dim; rp.block_size = kc.block_size; rp.kv_type = kc.kv_type;
-      GSA_RETURN_IF_ERROR(b.rep_update(rp));
-    }
+    // RoPE on q and k, K/V into the cache, representations of blocks that fill: one launch
+    // per layer for a decode batch on the GPU.
+    backend::RopeAppendParams ra;
+    ra.q = s.q; ra.k = s.k; ra.v = s.v; ra.pos = d_pos; ra.slot_mapping = d_slots;
+    ra.k_cache = kv.k(l); ra.v_cache = kv.v(l);
+    ra.reps = in.full_blocks.empty() ? nullptr : kv.reps(l);
+    ra.full_blocks = d_full; ra.n_full = int(in.full_blocks.size());
+    ra.kind = rep.kind; ra.hash_w = rep.hash_w;
+    ra.n_tokens = T; ra.n_blocks = kc.n_blocks; ra.block_size = kc.block_size;
+    ra.n_heads = h.n_heads; ra.n_kv_heads = h.n_kv_heads; ra.head_dim = h.head_dim;
+    ra.rot_dim = h.rot_dim; ra.theta = h.rope_theta; ra.neox = h.rope_neox;
+    ra.one_token_per_seq = T == n_seqs;
+    ra.act_type = at; ra.kv_type = kc.kv_type;
+    GSA_RETURN_IF_ERROR(b.rope_append(ra));
 
     AttentionLists lists = dense;
     if (planner) GSA_RETURN_IF_ERROR(planner->plan_layer(l, s.q, &lists));
