@@ -1,7 +1,8 @@
 // CudaBackend, part 2: the ops. Each checks its parameter struct (shapes, types, pointers;
 // device-resident indices cannot be read here, the kernels bounds-check them against n_blocks),
 // refuses what the kernels do not support with Unsupported, and launches on the compute
-// stream. Matmuls go to cuBLAS (bf16 in, f32 accumulate).
+// stream. Matmuls go to cuBLAS (bf16 in, f32 accumulate), except bf16-weight matmuls of at most
+// kSmallGemmMaxM rows, which go to the small-m kernel (gemm_small.cu) when it takes them.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -25,6 +26,8 @@ Status check_act(const char* op, DType t) {
 // Largest element count the grid-stride kernels index (int64 everywhere; this only guards
 // products of untrusted shapes against overflow).
 constexpr int64_t kMaxElems = int64_t(1) << 46;
+
+static_assert(CudaBackend::kSmallGemmMaxM <= cuda::kGemmSmallMaxM, "the small-m kernel takes m <= 32");
 
 bool shape_ok(int64_t a, int64_t b) { return a >= 0 && b >= 0 && (a == 0 || b <= kMaxElems / a); }
 
@@ -56,6 +59,25 @@ Status CudaBackend::matmul(const MatmulParams& p) {
       GSA_RETURN_IF_ERROR(ensure_convert_ws(size_t(p.m) * size_t(p.k) * 2));
       GSA_CUDA_RETURN_IF_ERROR(cuda::convert(p.x, DType::F32, convert_ws_, DType::BF16, p.m * p.k, stream_));
       x = convert_ws_;
+    }
+    // Decode-sized m: the weight-streaming kernel, bias fused (cuBLAS below otherwise).
+    if (small_gemm_ && p.m <= kSmallGemmMaxM && cuda::gemm_small_supported(x, p.w, p.m, p.n, p.k)) {
+      cuda::GemmSmallArgs a;
+      a.x = x;
+      a.w = p.w;
+      a.bias = p.bias;
+      a.y = p.y;
+      a.m = p.m, a.n = p.n, a.k = p.k;
+      a.y_type = p.act_type;
+      a.ws = gemm_ws_;
+      a.ws_floats = kGemmWsFloats;
+      a.counters = gemm_counters_;
+      a.n_counters = kGemmCounters;
+      a.sm_count = sm_count_;
+      a.force_warps_k = small_gemm_warps_k_;
+      a.force_splits = small_gemm_splits_;
+      GSA_CUDA_RETURN_IF_ERROR(cuda::gemm_small(a, stream_));
+      return Status::ok();
     }
     const cudaDataType_t ytype = p.act_type == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
     GSA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, p.w,
