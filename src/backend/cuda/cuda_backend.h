@@ -70,6 +70,9 @@ class CudaBackend final : public Backend {
     small_gemm_warps_k_ = warps_k;
     small_gemm_splits_ = splits;
   }
+  /// The small-m kernel's plan for this problem (warps along k per CTA, CTAs along k), with the
+  /// current forced shape; for benchmarks.
+  void small_gemm_plan(int64_t m, int64_t n, int64_t k, int* warps_k, int* splits) const;
   /// The split count decode attention uses for this many (sequence, kv head) work items.
   int attention_splits(int64_t work_items) const;
   /// Grows the workspaces now so that later calls (e.g. inside CUDA graph capture) allocate

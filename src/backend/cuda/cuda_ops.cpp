@@ -33,6 +33,22 @@ bool shape_ok(int64_t a, int64_t b) { return a >= 0 && b >= 0 && (a == 0 || b <=
 
 }  // namespace
 
+// Everything of the small-m kernel's arguments but the tensors: shape, workspaces, tuning.
+static cuda::GemmSmallArgs small_gemm_args_impl(int64_t m, int64_t n, int64_t k, float* ws, int64_t ws_floats,
+                                                int* counters, int64_t n_counters, int sm_count,
+                                                int warps_k, int splits) {
+  cuda::GemmSmallArgs a;
+  a.m = m, a.n = n, a.k = k;
+  a.ws = ws;
+  a.ws_floats = ws_floats;
+  a.counters = counters;
+  a.n_counters = n_counters;
+  a.sm_count = sm_count;
+  a.force_warps_k = warps_k;
+  a.force_splits = splits;
+  return a;
+}
+
 Status CudaBackend::matmul(const MatmulParams& p) {
   GSA_RETURN_IF_ERROR(check_act("matmul", p.act_type));
   if (p.m < 0 || p.n <= 0 || p.k <= 0 || p.m > INT32_MAX || p.n > INT32_MAX || p.k > INT32_MAX)
@@ -62,20 +78,14 @@ Status CudaBackend::matmul(const MatmulParams& p) {
     }
     // Decode-sized m: the weight-streaming kernel, bias fused (cuBLAS below otherwise).
     if (small_gemm_ && p.m <= kSmallGemmMaxM && cuda::gemm_small_supported(x, p.w, p.m, p.n, p.k)) {
-      cuda::GemmSmallArgs a;
+      cuda::GemmSmallArgs a = small_gemm_args_impl(p.m, p.n, p.k, gemm_ws_, kGemmWsFloats, gemm_counters_,
+                                                    kGemmCounters, sm_count_, small_gemm_warps_k_,
+                                                    small_gemm_splits_);
       a.x = x;
       a.w = p.w;
       a.bias = p.bias;
       a.y = p.y;
-      a.m = p.m, a.n = p.n, a.k = p.k;
       a.y_type = p.act_type;
-      a.ws = gemm_ws_;
-      a.ws_floats = kGemmWsFloats;
-      a.counters = gemm_counters_;
-      a.n_counters = kGemmCounters;
-      a.sm_count = sm_count_;
-      a.force_warps_k = small_gemm_warps_k_;
-      a.force_splits = small_gemm_splits_;
       GSA_CUDA_RETURN_IF_ERROR(cuda::gemm_small(a, stream_));
       return Status::ok();
     }
@@ -86,6 +96,14 @@ Status CudaBackend::matmul(const MatmulParams& p) {
   }
   if (p.bias) GSA_CUDA_RETURN_IF_ERROR(cuda::add_bias(p.y, p.bias, p.m, p.n, p.act_type, stream_));
   return Status::ok();
+}
+
+void CudaBackend::small_gemm_plan(int64_t m, int64_t n, int64_t k, int* warps_k, int* splits) const {
+  const cuda::GemmSmallPlan plan = cuda::gemm_small_plan(small_gemm_args_impl(
+      m, n, k, gemm_ws_, kGemmWsFloats, gemm_counters_, kGemmCounters, sm_count_, small_gemm_warps_k_,
+      small_gemm_splits_));
+  *warps_k = plan.warps_k;
+  *splits = plan.splits;
 }
 
 Status CudaBackend::rmsnorm(const RmsNormParams& p) {
