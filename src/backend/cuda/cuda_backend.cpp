@@ -17,7 +17,6 @@ namespace {
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 }  // namespace
 
-
 Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
@@ -159,8 +158,6 @@ Status CudaBackend::ensure_select_ws(size_t floats) {
 Status CudaBackend::ensure_convert_ws(size_t bytes) {
   if (bytes <= convert_ws_bytes_) return Status::ok();
   cudaFree(convert_ws_);
-  cudaFree(gemm_ws_);
-  cudaFree(gemm_counters_);
   convert_ws_ = nullptr;
   convert_ws_bytes_ = 0;
   GSA_ASSIGN_OR_RETURN(void* p, alloc(bytes));

@@ -31,12 +31,10 @@ static_assert(CudaBackend::kSmallGemmMaxM <= cuda::kGemmSmallMaxM, "the small-m 
 
 bool shape_ok(int64_t a, int64_t b) { return a >= 0 && b >= 0 && (a == 0 || b <= kMaxElems / a); }
 
-}  // namespace
-
 // Everything of the small-m kernel's arguments but the tensors: shape, workspaces, tuning.
-static cuda::GemmSmallArgs small_gemm_args_impl(int64_t m, int64_t n, int64_t k, float* ws, int64_t ws_floats,
-                                                int* counters, int64_t n_counters, int sm_count,
-                                                int warps_k, int splits) {
+cuda::GemmSmallArgs small_gemm_args_impl(int64_t m, int64_t n, int64_t k, float* ws, int64_t ws_floats,
+                                         int* counters, int64_t n_counters, int sm_count,
+                                         int warps_k, int splits) {
   cuda::GemmSmallArgs a;
   a.m = m, a.n = n, a.k = k;
   a.ws = ws;
@@ -48,6 +46,8 @@ static cuda::GemmSmallArgs small_gemm_args_impl(int64_t m, int64_t n, int64_t k,
   a.force_splits = splits;
   return a;
 }
+
+}  // namespace
 
 Status CudaBackend::matmul(const MatmulParams& p) {
   GSA_RETURN_IF_ERROR(check_act("matmul", p.act_type));
