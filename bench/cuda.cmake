@@ -10,4 +10,8 @@ if(GSA_HAVE_CUDA)
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/bench_cuda_attention.cpp
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/read_ceiling.cu)
   target_link_libraries(bench_cuda_attention PRIVATE gsa_backend gsa_flags CUDA::cudart)
+  add_executable(bench_cuda_gemm
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda/bench_cuda_gemm.cpp
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda/read_ceiling.cu)
+  target_link_libraries(bench_cuda_gemm PRIVATE gsa_backend gsa_flags CUDA::cudart)
 endif()

@@ -6,6 +6,9 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "backend/cuda/cuda_check.h"
 
 namespace gsa::backend {
@@ -47,6 +50,12 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
   }
   // An explicit workspace keeps cuBLAS from allocating during CUDA graph capture.
   GSA_CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(h, b->cublas_ws_, kCublasWorkspaceBytes));
+  GSA_ASSIGN_OR_RETURN(void* gws, b->alloc(size_t(kGemmWsFloats) * sizeof(float)));
+  b->gemm_ws_ = static_cast<float*>(gws);
+  GSA_ASSIGN_OR_RETURN(void* gcount, b->alloc(size_t(kGemmCounters) * sizeof(int)));
+  b->gemm_counters_ = static_cast<int*>(gcount);
+  GSA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(gcount, 0, size_t(kGemmCounters) * sizeof(int), b->stream_));
+  if (const char* e = std::getenv("GSA_SMALL_GEMM"); e && std::strcmp(e, "0") == 0) b->small_gemm_ = false;
   return b;
 }
 
@@ -60,6 +69,8 @@ CudaBackend::~CudaBackend() {
   cudaFree(attn_ws_lse_);
   cudaFree(select_ws_);
   cudaFree(convert_ws_);
+  cudaFree(gemm_ws_);
+  cudaFree(gemm_counters_);
   if (side_ready_) cudaEventDestroy(side_ready_);
   if (side_stream_) cudaStreamDestroy(side_stream_);
   if (stream_) cudaStreamDestroy(stream_);

@@ -61,6 +61,21 @@ class CudaBackend final : public Backend {
   /// Decode attention splits each key range so that about `ctas` CTAs run per SM (default 1:
   /// the decode kernel holds one 8-warp CTA per SM; one wave measured faster than two).
   void set_attention_ctas_per_sm(int ctas) { attn_ctas_per_sm_ = ctas < 1 ? 1 : ctas; }
+  /// Matmuls with bf16 weights and m <= kSmallGemmMaxM rows go to the small-m kernel
+  /// (gemm_small.cu) instead of cuBLAS when its constraints hold (k % 8 == 0, 16-byte aligned
+  /// x and w). On by default; GSA_SMALL_GEMM=0 in the environment at create() turns it off.
+  static constexpr int64_t kSmallGemmMaxM = 32;
+  void set_small_gemm(bool on) { small_gemm_ = on; }
+  bool small_gemm() const { return small_gemm_; }
+  /// Tuning: forces the small-m kernel's warps along k per CTA (1, 2, 4) and CTAs along k
+  /// (clamped to what its workspace holds); 0 leaves each to the heuristic.
+  void set_small_gemm_shape(int warps_k, int splits) {
+    small_gemm_warps_k_ = warps_k;
+    small_gemm_splits_ = splits;
+  }
+  /// The small-m kernel's plan for this problem (warps along k per CTA, CTAs along k), with the
+  /// current forced shape; for benchmarks.
+  void small_gemm_plan(int64_t m, int64_t n, int64_t k, int* warps_k, int* splits) const;
   /// The split count decode attention uses for this many (sequence, kv head) work items.
   int attention_splits(int64_t work_items) const;
   /// Grows the workspaces now so that later calls (e.g. inside CUDA graph capture) allocate
@@ -121,6 +136,15 @@ class CudaBackend final : public Backend {
   size_t select_ws_floats_ = 0;
   void* convert_ws_ = nullptr;
   size_t convert_ws_bytes_ = 0;
+  // Small-m GEMM workspaces, fixed at create() so that matmuls allocate nothing (CUDA graph
+  // capture): 8 MB of split-k partials holds m = 32 x n = 3584 x 18 splits; plans needing more
+  // use fewer splits.
+  static constexpr int64_t kGemmWsFloats = int64_t(2) << 20;
+  static constexpr int64_t kGemmCounters = 16384;
+  bool small_gemm_ = true;
+  int small_gemm_warps_k_ = 0, small_gemm_splits_ = 0;
+  float* gemm_ws_ = nullptr;     // [kGemmWsFloats] split-k partials of the small-m kernel
+  int* gemm_counters_ = nullptr; // [kGemmCounters] its arrival counters (zero between launches)
 };
 
 }  // namespace gsa::backend

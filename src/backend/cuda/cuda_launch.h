@@ -27,6 +27,35 @@ cudaError_t add_bias(void* y, const float* bias, int64_t m, int64_t n, DType act
 cudaError_t convert(const void* src, DType src_type, void* dst, DType dst_type, int64_t n,
                     cudaStream_t stream);
 
+/// Small-m GEMM (decode): y[m, n] = x[m, k] . w[n, k]^T (+ bias[n]), x and w bf16, f32
+/// accumulation, y bf16 or f32. Reads W once per launch for any m <= kGemmSmallMaxM.
+constexpr int64_t kGemmSmallMaxM = 32;
+struct GemmSmallArgs {
+  const void* x = nullptr;      // [m, k] bf16, 16-byte aligned
+  const void* w = nullptr;      // [n, k] bf16, 16-byte aligned
+  const float* bias = nullptr;  // [n] or null
+  void* y = nullptr;            // [m, n] y_type (bf16 or f32)
+  int64_t m = 0, n = 0, k = 0;
+  DType y_type = DType::BF16;
+  float* ws = nullptr;          // [ws_floats] split-k partials
+  int64_t ws_floats = 0;
+  int* counters = nullptr;      // [n_counters] zero before the first launch; every launch leaves them zero
+  int64_t n_counters = 0;
+  int sm_count = 132;
+  int force_warps_k = 0;        // tuning: 1, 2 or 4 warps of a CTA along k (0: heuristic)
+  int force_splits = 0;         // tuning: CTAs along k (0: heuristic; clamped to what fits)
+};
+/// How a launch is cut: CTAs of warps_r x warps_k warps over 32 warps_r rows, k in splits parts.
+struct GemmSmallPlan {
+  int warps_r = 4, warps_k = 1, splits = 1;
+  int64_t row_ctas = 0, chunks_per_split = 0;
+};
+/// True when the kernel takes this problem: 1 <= m <= kGemmSmallMaxM, k % 8 == 0, x and w
+/// 16-byte aligned, n and k below 2^30. Otherwise gemm_small returns cudaErrorInvalidValue.
+bool gemm_small_supported(const void* x, const void* w, int64_t m, int64_t n, int64_t k);
+GemmSmallPlan gemm_small_plan(const GemmSmallArgs& a);
+cudaError_t gemm_small(const GemmSmallArgs& a, cudaStream_t stream);
+
 cudaError_t kv_append(const backend::KvAppendParams& p, cudaStream_t stream);
 cudaError_t rep_update(const backend::RepUpdateParams& p, cudaStream_t stream);
 /// The fused rope(q), rope(k), kv_append, rep_update(full_blocks) for a call in which no two

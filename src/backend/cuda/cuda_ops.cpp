@@ -1,7 +1,8 @@
 // CudaBackend, part 2: the ops. Each checks its parameter struct (shapes, types, pointers;
 // device-resident indices cannot be read here, the kernels bounds-check them against n_blocks),
 // refuses what the kernels do not support with Unsupported, and launches on the compute
-// stream. Matmuls go to cuBLAS (bf16 in, f32 accumulate).
+// stream. Matmuls go to cuBLAS (bf16 in, f32 accumulate), except bf16-weight matmuls of at most
+// kSmallGemmMaxM rows, which go to the small-m kernel (gemm_small.cu) when it takes them.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -25,6 +26,8 @@ Status check_act(const char* op, DType t) {
 // Largest element count the grid-stride kernels index (int64 everywhere; this only guards
 // products of untrusted shapes against overflow).
 constexpr int64_t kMaxElems = int64_t(1) << 46;
+
+static_assert(CudaBackend::kSmallGemmMaxM <= cuda::kGemmSmallMaxM, "the small-m kernel takes m <= 32");
 
 bool shape_ok(int64_t a, int64_t b) { return a >= 0 && b >= 0 && (a == 0 || b <= kMaxElems / a); }
 
@@ -78,6 +81,22 @@ Status check_rep_update(const RepUpdateParams& p) {
   return Status::ok();
 }
 
+// Everything of the small-m kernel's arguments but the tensors: shape, workspaces, tuning.
+cuda::GemmSmallArgs small_gemm_args_impl(int64_t m, int64_t n, int64_t k, float* ws, int64_t ws_floats,
+                                         int* counters, int64_t n_counters, int sm_count,
+                                         int warps_k, int splits) {
+  cuda::GemmSmallArgs a;
+  a.m = m, a.n = n, a.k = k;
+  a.ws = ws;
+  a.ws_floats = ws_floats;
+  a.counters = counters;
+  a.n_counters = n_counters;
+  a.sm_count = sm_count;
+  a.force_warps_k = warps_k;
+  a.force_splits = splits;
+  return a;
+}
+
 }  // namespace
 
 Status CudaBackend::matmul(const MatmulParams& p) {
@@ -107,6 +126,19 @@ Status CudaBackend::matmul(const MatmulParams& p) {
       GSA_CUDA_RETURN_IF_ERROR(cuda::convert(p.x, DType::F32, convert_ws_, DType::BF16, p.m * p.k, stream_));
       x = convert_ws_;
     }
+    // Decode-sized m: the weight-streaming kernel, bias fused (cuBLAS below otherwise).
+    if (small_gemm_ && p.m <= kSmallGemmMaxM && cuda::gemm_small_supported(x, p.w, p.m, p.n, p.k)) {
+      cuda::GemmSmallArgs a = small_gemm_args_impl(p.m, p.n, p.k, gemm_ws_, kGemmWsFloats, gemm_counters_,
+                                                    kGemmCounters, sm_count_, small_gemm_warps_k_,
+                                                    small_gemm_splits_);
+      a.x = x;
+      a.w = p.w;
+      a.bias = p.bias;
+      a.y = p.y;
+      a.y_type = p.act_type;
+      GSA_CUDA_RETURN_IF_ERROR(cuda::gemm_small(a, stream_));
+      return Status::ok();
+    }
     const cudaDataType_t ytype = p.act_type == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
     GSA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, p.w,
                                             CUDA_R_16BF, k, x, CUDA_R_16BF, k, &beta, p.y, ytype, n,
@@ -114,6 +146,14 @@ Status CudaBackend::matmul(const MatmulParams& p) {
   }
   if (p.bias) GSA_CUDA_RETURN_IF_ERROR(cuda::add_bias(p.y, p.bias, p.m, p.n, p.act_type, stream_));
   return Status::ok();
+}
+
+void CudaBackend::small_gemm_plan(int64_t m, int64_t n, int64_t k, int* warps_k, int* splits) const {
+  const cuda::GemmSmallPlan plan = cuda::gemm_small_plan(small_gemm_args_impl(
+      m, n, k, gemm_ws_, kGemmWsFloats, gemm_counters_, kGemmCounters, sm_count_, small_gemm_warps_k_,
+      small_gemm_splits_));
+  *warps_k = plan.warps_k;
+  *splits = plan.splits;
 }
 
 Status CudaBackend::rmsnorm(const RmsNormParams& p) {
