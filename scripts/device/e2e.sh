@@ -21,6 +21,12 @@ if [[ $stage == 1 ]]; then
   done | tee "$OUT/cuda_tests.log"
   # The read-bandwidth ceiling, in the same call as the e2e runs.
   /tmp/e2e/bin/bench_cuda_attention --ceiling-only --json "$OUT/ceiling.jsonl" 2>&1 | tail -3
+  # Decode-sized GEMMs: the small-m kernel next to cuBLAS on the model's weight shapes.
+  timeout ${GEMM_TIMEOUT:-150} /tmp/e2e/bin/bench_cuda_gemm ${GEMM_ARGS:-} --json "$OUT/gemm.jsonl" > "$OUT/gemm.log" 2>&1
+  tail -40 "$OUT/gemm.log"
+  # The e2e step with cuBLAS for every GEMM, for the side-by-side effect of the small-m kernel.
+  GSA_SMALL_GEMM=0 $gsa bench --device cuda --shape qwen2.5-7b --random-kv --ctx 32768 --batch 20 \
+    --gen 32 --json --sparse gsa --compare 2>&1 | sed 's/^{/{"small_gemm":false,/' | tee -a "$OUT/e2e.jsonl"
   for shape in "32768 20" "65536 10" "122880 5"; do
     set -- $shape
     common="bench --device cuda --shape qwen2.5-7b --random-kv --ctx $1 --batch $2 --gen 32 --json"
