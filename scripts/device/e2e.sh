@@ -24,9 +24,9 @@ if [[ $stage == 1 ]]; then
   # Decode-sized GEMMs: the small-m kernel next to cuBLAS on the model's weight shapes.
   timeout ${GEMM_TIMEOUT:-150} /tmp/e2e/bin/bench_cuda_gemm ${GEMM_ARGS:-} --json "$OUT/gemm.jsonl" > "$OUT/gemm.log" 2>&1
   tail -40 "$OUT/gemm.log"
-  # The e2e step with cuBLAS for every GEMM, for the side-by-side effect of the small-m kernel.
-  GSA_SMALL_GEMM=0 $gsa bench --device cuda --shape qwen2.5-7b --random-kv --ctx 32768 --batch 20 \
-    --gen 32 --json --sparse gsa --compare 2>&1 | sed 's/^{/{"small_gemm":false,/' | tee -a "$OUT/e2e.jsonl"
+  # The e2e step with the small-m kernel for decode GEMMs (default: cuBLAS), side by side.
+  GSA_SMALL_GEMM=1 $gsa bench --device cuda --shape qwen2.5-7b --random-kv --ctx 32768 --batch 20 \
+    --gen 32 --json --sparse gsa --compare 2>&1 | sed 's/^{/{"small_gemm":true,/' | tee -a "$OUT/e2e.jsonl"
   for shape in "32768 20" "65536 10" "122880 5"; do
     set -- $shape
     common="bench --device cuda --shape qwen2.5-7b --random-kv --ctx $1 --batch $2 --gen 32 --json"

@@ -55,7 +55,9 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
   GSA_ASSIGN_OR_RETURN(void* gcount, b->alloc(size_t(kGemmCounters) * sizeof(int)));
   b->gemm_counters_ = static_cast<int*>(gcount);
   GSA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(gcount, 0, size_t(kGemmCounters) * sizeof(int), b->stream_));
-  if (const char* e = std::getenv("GSA_SMALL_GEMM"); e && std::strcmp(e, "0") == 0) b->small_gemm_ = false;
+  // The small-m kernel measured slower than cuBLAS at every decode shape (CUDA_NOTES.md): off
+  // unless GSA_SMALL_GEMM=1.
+  if (const char* e = std::getenv("GSA_SMALL_GEMM")) b->small_gemm_ = std::strcmp(e, "1") == 0;
   return b;
 }
 
@@ -117,11 +119,27 @@ Status CudaBackend::synchronize() {
 }
 
 int CudaBackend::attention_splits(int64_t work_items) const {
-  if (work_items <= 0) return 1;
-  // Rounded down so that the CTAs fill whole waves (ceil gave e.g. 288 CTAs = 2.2 waves on 132 SMs).
-  const int64_t target = int64_t(sm_count_) * attn_ctas_per_sm_;
-  const int64_t splits = target / work_items;
-  return int(splits < 1 ? 1 : splits > 256 ? 256 : splits);
+  return decode_splits(work_items, int64_t(sm_count_) * attn_ctas_per_sm_);
+}
+
+int CudaBackend::decode_splits(int64_t work_items, int64_t slots) {
+  if (work_items <= 0 || slots <= 0) return 1;
+  // The fewest splits whose CTAs keep >= 90% of the CTA slots of their waves busy: one CTA per
+  // item leaves 52 of 132 SMs idle for 20 sequences x 4 kv heads (80 items); 3 splits fill 240
+  // of 264 slots in two waves. Failing 90%, the split count with the best fill.
+  int best = 1;
+  double best_fill = 0;
+  for (int s = 1; s <= 256; ++s) {
+    const int64_t ctas = work_items * s;
+    const int64_t waves = (ctas + slots - 1) / slots;
+    const double fill = double(ctas) / double(waves * slots);
+    if (fill >= 0.9) return s;
+    if (fill > best_fill + 1e-9) {
+      best_fill = fill;
+      best = s;
+    }
+  }
+  return best;
 }
 
 Status CudaBackend::ensure_attention_ws(size_t floats_o, size_t floats_lse) {

@@ -78,6 +78,9 @@ class CudaBackend final : public Backend {
   void small_gemm_plan(int64_t m, int64_t n, int64_t k, int* warps_k, int* splits) const;
   /// The split count decode attention uses for this many (sequence, kv head) work items.
   int attention_splits(int64_t work_items) const;
+  /// The split rule: the fewest splits (1..256) whose work_items * splits CTAs fill at least 90%
+  /// of the `slots`-CTA waves they occupy, else the best-filling count.
+  static int decode_splits(int64_t work_items, int64_t slots);
   /// Grows the workspaces now so that later calls (e.g. inside CUDA graph capture) allocate
   /// nothing: decode attention over up to n_tokens rows of n_heads heads, and block selection
   /// over up to n_lists lists.
@@ -141,7 +144,7 @@ class CudaBackend final : public Backend {
   // use fewer splits.
   static constexpr int64_t kGemmWsFloats = int64_t(2) << 20;
   static constexpr int64_t kGemmCounters = 16384;
-  bool small_gemm_ = true;
+  bool small_gemm_ = false;
   int small_gemm_warps_k_ = 0, small_gemm_splits_ = 0;
   float* gemm_ws_ = nullptr;     // [kGemmWsFloats] split-k partials of the small-m kernel
   int* gemm_counters_ = nullptr; // [kGemmCounters] its arrival counters (zero between launches)

@@ -10,6 +10,27 @@
 namespace gsa::backend::cuda_test {
 namespace {
 
+TEST(DecodeSplits, FillTheWaves) {
+  // Host-only: the split rule for the e2e shapes on 132 SMs (sequences x 4 kv heads).
+  EXPECT_EQ(CudaBackend::decode_splits(80, 132), 3);   // 20 sequences: 240 of 264 slots
+  EXPECT_EQ(CudaBackend::decode_splits(40, 132), 3);   // 10 sequences: 120 of 132
+  EXPECT_EQ(CudaBackend::decode_splits(20, 132), 6);   // 5 sequences
+  EXPECT_EQ(CudaBackend::decode_splits(4, 132), 30);   // batch 1
+  EXPECT_EQ(CudaBackend::decode_splits(128, 132), 1);
+  EXPECT_EQ(CudaBackend::decode_splits(0, 132), 1);
+  for (int64_t items = 1; items <= 3000; ++items) {
+    const int s = CudaBackend::decode_splits(items, 132);
+    ASSERT_GE(s, 1);
+    ASSERT_LE(s, 256);
+    const int64_t ctas = items * s, waves = (ctas + 131) / 132;
+    if (items <= 2000) EXPECT_GE(double(ctas) / double(waves * 132), 0.9) << items;
+    if (s > 1) {  // no smaller count reaches 90%
+      const int64_t c1 = items * (s - 1), w1 = (c1 + 131) / 132;
+      EXPECT_LT(double(c1) / double(w1 * 132), 0.9) << items;
+    }
+  }
+}
+
 struct AttnCase {
   std::vector<int> q_rows;  // query rows per sequence (1 = decode)
   std::vector<int> kv_len;  // tokens in the cache per sequence
