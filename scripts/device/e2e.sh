@@ -17,7 +17,8 @@ if [[ $stage == 1 ]]; then
   { echo "commit $(cat /tmp/e2e/COMMIT)"; date -u
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nproc; } | tee "$OUT/device.txt"
   for t in /tmp/e2e/bin/*_test; do
-    $t --gtest_brief=1 > "$OUT/$(basename $t).log" 2>&1; echo "$(basename $t): rc $? $(tail -1 $OUT/$(basename $t).log)"
+    $t --gtest_brief=1 > "$OUT/$(basename $t).log" 2>&1; rc=$?
+    echo "$(basename $t): rc $rc $(grep -E '^\[  (PASSED|FAILED) ' $OUT/$(basename $t).log | tr '\n' ' ')"
   done | tee "$OUT/cuda_tests.log"
   # The read-bandwidth ceiling, in the same call as the e2e runs.
   /tmp/e2e/bin/bench_cuda_attention --ceiling-only --json "$OUT/ceiling.jsonl" 2>&1 | tail -3

@@ -2,7 +2,8 @@
 // random token ids is prefilled once and shared (by KV block reference) by --batch sequences,
 // each of which then decodes --gen tokens; or (--random-kv) each sequence starts with its own
 // --ctx tokens of random K/V. With --compare, full attention and GSA run side by side in one
-// process. Each row gives the bytes a step must read and, on the CPU, the bound they imply at
+// process. The first --warmup decode steps of each run (module loading, GEMM heuristics) are
+// not timed. Each row gives the bytes a step must read and, on the CPU, the bound they imply at
 // the host read bandwidth measured in the same run.
 #include <cstdio>
 #include <algorithm>
@@ -24,6 +25,7 @@ struct BenchFlags {
   int ctx = 512;
   int batch = 1;
   int gen = 32;
+  int warmup = 2;  // decode steps run before the timed ones
   bool json = false;
   bool random_kv = false;
   bool compare = false;
@@ -70,7 +72,7 @@ struct Row {
 Result<Row> run_one(engine::Engine& e, const BenchFlags& b, bool full, std::mt19937& rng) {
   const model::HParams& h = e.hparams();
   engine::RequestInput in;
-  in.sampling.max_tokens = b.gen;
+  in.sampling.max_tokens = b.gen + b.warmup;
   in.sampling.ignore_eos = true;
   in.n = b.batch;
   if (full && e.config().sparse) in.sparse_min_context = INT32_MAX;
@@ -88,13 +90,22 @@ Result<Row> run_one(engine::Engine& e, const BenchFlags& b, bool full, std::mt19
     }
   }
   std::vector<engine::TokenEvent> events;
+  engine::EngineStats prefill;  // kept across the reset after the warm-up steps
+  bool warm = b.warmup == 0;
   while (e.has_work()) {
     events.clear();
     GSA_RETURN_IF_ERROR(e.step(&events));
     for (const auto& ev : events)
       if (ev.finish == engine::FinishReason::Error) return internal_error("{}", ev.error);
+    if (!warm && e.stats().decode_steps >= b.warmup) {
+      prefill = e.stats();
+      e.reset_stats();
+      warm = true;
+    }
   }
-  const engine::EngineStats& s = e.stats();
+  engine::EngineStats s = e.stats();
+  s.prefill_tokens += prefill.prefill_tokens;
+  s.prefill_seconds += prefill.prefill_seconds;
   Row r;
   r.attn = (e.config().sparse && !full) ? "gsa" : "full";
   r.prefill_tps = s.prefill_seconds > 0 ? double(s.prefill_tokens) / s.prefill_seconds : 0;
@@ -111,7 +122,7 @@ Result<Row> run_one(engine::Engine& e, const BenchFlags& b, bool full, std::mt19
   r.attended = s.selector.blocks_total ? double(s.selector.blocks_attended) / double(s.selector.blocks_total) : 1.0;
   // Bytes one decode step must read: the weights once, plus the KV each sequence attends.
   const double kv_token_bytes = 2.0 * h.n_layers * h.kv_dim() * double(dtype_size(e.kv().config().kv_type));
-  const double ctx_mid = b.ctx + b.gen / 2.0;
+  const double ctx_mid = b.ctx + b.warmup + b.gen / 2.0;
   r.step_bytes = double(e.weight_bytes()) + b.batch * ctx_mid * kv_token_bytes * r.attended;
   return r;
 }
@@ -121,12 +132,13 @@ int run(BenchFlags b) {
   if (b.ctx < 1 || b.batch < 1 || b.gen < 2)
     return fail(invalid_argument("need --ctx >= 1, --batch >= 1, --gen >= 2"));
   if (b.compare && b.engine.sparse != "gsa") return fail(invalid_argument("--compare needs --sparse gsa"));
-  b.engine.max_context = b.ctx + b.gen + 1;
+  if (b.warmup < 0 || b.warmup > 1000) return fail(invalid_argument("--warmup must be in [0, 1000]"));
+  b.engine.max_context = b.ctx + b.gen + b.warmup + 1;
   b.engine.max_batch = std::max(b.engine.max_batch, b.batch);
   auto cfg = engine_config(b.engine);
   if (!cfg) return fail(cfg.status());
   if (cfg->kv_tokens == 0) {
-    const int64_t per_seq = b.gen + 2 * int64_t(cfg->block_size);
+    const int64_t per_seq = b.gen + b.warmup + 2 * int64_t(cfg->block_size);
     cfg->kv_tokens = (b.random_kv || b.distinct) ? int64_t(b.batch) * (b.ctx + per_seq)
                                  : int64_t(b.ctx) + int64_t(b.batch) * per_seq + cfg->block_size;
   }
@@ -154,7 +166,7 @@ int run(BenchFlags b) {
     const double bound_ms = read_gbs > 0 ? r.step_bytes / (read_gbs * 1e9) * 1e3 : 0;
     if (b.json) {
       nlohmann::json j = {{"model", model_name}, {"device", cfg->device}, {"attn", r.attn},
-                          {"ctx", b.ctx}, {"batch", b.batch}, {"gen", b.gen},
+                          {"ctx", b.ctx}, {"batch", b.batch}, {"gen", b.gen}, {"warmup_steps", b.warmup},
                           {"threads", cfg->threads}, {"sparse", r.attn == "gsa"},
                           {"block_size", cfg->block_size}, {"random_kv", b.random_kv},
                           {"load_s", load_s}, {"prefill_tok_s", r.prefill_tps},
@@ -209,7 +221,8 @@ Command add_bench(CLI::App& root) {
   add_engine_flags(app, &b->engine, true, false);
   app->add_option("--ctx", b->ctx, "prompt tokens (shared by the batch)");
   app->add_option("--batch", b->batch, "sequences decoding together");
-  app->add_option("--gen", b->gen, "tokens generated per sequence");
+  app->add_option("--gen", b->gen, "tokens generated per sequence (timed)");
+  app->add_option("--warmup", b->warmup, "decode steps before the timed ones (default 2)");
   app->add_option("--seed", b->seed, "seed of the random prompt");
   app->add_flag("--json", b->json, "print one JSON line per run");
   app->add_flag("--random-kv", b->random_kv,
