@@ -5,11 +5,20 @@
 namespace gsa::backend {
 
 Status Backend::rope_append(const RopeAppendParams& p) {
+  if (p.strided()) return unsupported("{} rope_append: strided inputs need the fused decode path", name());
   const RopeAppendSteps s = split_rope_append(p);
   GSA_RETURN_IF_ERROR(rope(s.rope_q));
   GSA_RETURN_IF_ERROR(rope(s.rope_k));
   GSA_RETURN_IF_ERROR(kv_append(s.append));
   if (s.update) GSA_RETURN_IF_ERROR(rep_update(s.rep));
+  return Status::ok();
+}
+
+Status Backend::copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch,
+                        size_t width, size_t rows) {
+  for (size_t r = 0; r < rows; ++r)
+    GSA_RETURN_IF_ERROR(copy(static_cast<char*>(dst) + r * dst_pitch,
+                             static_cast<const char*>(src) + r * src_pitch, width));
   return Status::ok();
 }
 

@@ -30,6 +30,10 @@ class Backend {
   /// Backend -> backend copy (copy-on-write of shared KV blocks). The default stages through
   /// host memory; backends override it with a direct copy.
   virtual Status copy(void* dst, const void* src, size_t bytes);
+  /// rows x width bytes from src (rows src_pitch apart) to dst (dst_pitch apart), backend memory
+  /// both. The default copies row by row.
+  virtual Status copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch,
+                         size_t width, size_t rows);
   /// Waits for all queued work.
   virtual Status synchronize() = 0;
 
@@ -52,6 +56,8 @@ class Backend {
   /// default runs the four ops in that order (an error from one stops the rest, the earlier
   /// ones having run); backends override it with a fused kernel.
   virtual Status rope_append(const RopeAppendParams& p);
+  /// True when rope_append takes p's strided inputs and q_out (the default: never).
+  virtual bool supports_strided_rope_append(const RopeAppendParams& p) const { return false; }
   virtual Status block_select(const BlockSelectParams& p) = 0;
 };
 

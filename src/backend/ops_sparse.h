@@ -70,6 +70,12 @@ struct RopeAppendParams {
   RepKind kind = RepKind::Mean;
   DType act_type = DType::F32;
   DType kv_type = DType::F32;
+  // Strided inputs (rows of a fused q|k|v projection): elements from one token's q, k, v to the
+  // next (0: contiguous), and q_out ([n_tokens, n_heads, head_dim], contiguous) for the rotated
+  // queries, q then only read. Only where Backend::supports_strided_rope_append says so.
+  void* q_out = nullptr;
+  int64_t q_stride = 0, k_stride = 0, v_stride = 0;
+  bool strided() const { return q_out || q_stride || k_stride || v_stride; }
 };
 
 /// The four ops RopeAppendParams stands for; `update` is false when no rep_update runs.

@@ -21,10 +21,13 @@ struct Mat {
 
 struct LayerWeights {
   float* attn_norm = nullptr;  // [dim]
-  Mat wq;                  // [q_dim, dim]
+  Mat w_qkv;               // [q_dim + 2 * kv_dim, dim]: q, k, v rows in one matrix, or empty
+                           // when they stay apart (GGUF formats that differ between them)
+  Mat wq;                  // [q_dim, dim] (a view into w_qkv when that is set)
   Mat wk;                  // [kv_dim, dim]
   Mat wv;                  // [kv_dim, dim]
-  float* bq = nullptr;         // [q_dim] (qkv_bias)
+  float* b_qkv = nullptr;      // [q_dim + 2 * kv_dim] (qkv_bias); bq, bk, bv are views into it
+  float* bq = nullptr;         // [q_dim]
   float* bk = nullptr;         // [kv_dim]
   float* bv = nullptr;         // [kv_dim]
   float* q_norm = nullptr;     // [head_dim] (qk_norm)
@@ -52,6 +55,7 @@ struct Model::Scratch {
   int64_t cap_tokens = 0, cap_logits = 0, cap_meta = 0;
   void* x = nullptr;      // [T, dim]
   void* xn = nullptr;     // [T, dim]
+  void* qkv = nullptr;    // [T, q_dim + 2 * kv_dim] (fused projection)
   void* q = nullptr;      // [T, q_dim]
   void* k = nullptr;      // [T, kv_dim]
   void* v = nullptr;      // [T, kv_dim]
@@ -125,13 +129,19 @@ Status Model::alloc_weights(bool matrices) {
   w_->layers.resize(size_t(h.n_layers));
   for (auto& L : w_->layers) {
     GSA_RETURN_IF_ERROR(allocf(h.dim, &L.attn_norm));
-    GSA_RETURN_IF_ERROR(allocm(int64_t(h.q_dim()) * h.dim * wsz, &L.wq));
-    GSA_RETURN_IF_ERROR(allocm(int64_t(h.kv_dim()) * h.dim * wsz, &L.wk));
-    GSA_RETURN_IF_ERROR(allocm(int64_t(h.kv_dim()) * h.dim * wsz, &L.wv));
+    // One q|k|v matrix (the loader may split it again); wq, wk, wv view its rows.
+    const int64_t qkv_rows = int64_t(h.q_dim()) + 2 * int64_t(h.kv_dim());
+    GSA_RETURN_IF_ERROR(allocm(qkv_rows * h.dim * wsz, &L.w_qkv));
+    L.wq = L.wk = L.wv = L.w_qkv;
+    if (matrices) {
+      L.wk.p = static_cast<uint8_t*>(L.w_qkv.p) + int64_t(h.q_dim()) * h.dim * wsz;
+      L.wv.p = static_cast<uint8_t*>(L.wk.p) + int64_t(h.kv_dim()) * h.dim * wsz;
+    }
     if (h.qkv_bias) {
-      GSA_RETURN_IF_ERROR(allocf(h.q_dim(), &L.bq));
-      GSA_RETURN_IF_ERROR(allocf(h.kv_dim(), &L.bk));
-      GSA_RETURN_IF_ERROR(allocf(h.kv_dim(), &L.bv));
+      GSA_RETURN_IF_ERROR(allocf(qkv_rows, &L.b_qkv));
+      L.bq = L.b_qkv;
+      L.bk = L.bq + h.q_dim();
+      L.bv = L.bk + h.kv_dim();
     }
     if (h.qk_norm) {
       GSA_RETURN_IF_ERROR(allocf(h.head_dim, &L.q_norm));
@@ -187,17 +197,20 @@ Result<Model> Model::load(const gguf::GgufFile& f, Backend* backend, ModelOption
   // Matrix [rows = out, cols = in] from one or more tensors stacked by rows. Kept in its GGUF
   // format when every part has the same type and the backend multiplies it directly;
   // otherwise dequantized and converted to opt.w_type.
-  auto mat = [&](std::initializer_list<std::string> names, int64_t in, int64_t out, Mat* dst) -> Status {
+  // Parts may have different row counts (q, k, v); `views` (optional) gets a view per part.
+  auto matp = [&](const std::vector<std::pair<std::string, int64_t>>& names, int64_t in, Mat* dst,
+                  std::vector<Mat*> views = {}) -> Status {
     std::vector<const gguf::TensorInfo*> parts;
-    for (const auto& n : names) {
+    int64_t rows = 0;
+    for (const auto& [n, out] : names) {
       GSA_ASSIGN_OR_RETURN(const gguf::TensorInfo* t, find(n, in, out));
       parts.push_back(t);
+      rows += out;
     }
     const auto type = parts[0]->type;
     bool native = opt.native_weights && type != gguf::GgmlType::F32 &&
                   backend->supports_ggml_weights(uint32_t(type));
     for (const auto* t : parts) native = native && t->type == type;
-    const int64_t rows = out * int64_t(parts.size());
     if (native) {
       uint64_t bytes = 0;
       for (const auto* t : parts) bytes += t->n_bytes;
@@ -205,21 +218,42 @@ Result<Model> Model::load(const gguf::GgufFile& f, Backend* backend, ModelOption
       dst->type = DType::Ggml;
       dst->ggml = uint32_t(type);
       uint64_t off = 0;
-      for (const auto* t : parts) {
+      for (size_t i = 0; i < parts.size(); ++i) {
+        const auto* t = parts[i];
+        if (i < views.size()) *views[i] = {static_cast<uint8_t*>(dst->p) + off, dst->type, dst->ggml};
         GSA_RETURN_IF_ERROR(backend->upload(static_cast<uint8_t*>(dst->p) + off, f.tensor_data(*t), t->n_bytes));
         off += t->n_bytes;
       }
       return Status::ok();
     }
     size_t off = 0;
-    for (const auto& n : names) {
+    for (const auto& [n, out] : names) {
       GSA_RETURN_IF_ERROR(read(n, in, out, off));
       off += size_t(in * out);
     }
     dst->type = opt.w_type;
-    GSA_RETURN_IF_ERROR(alloc(uint64_t(rows * in) * dtype_size(opt.w_type), &dst->p));
+    const uint64_t wsz = dtype_size(opt.w_type);
+    GSA_RETURN_IF_ERROR(alloc(uint64_t(rows * in) * wsz, &dst->p));
+    uint64_t voff = 0;
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (i < views.size()) *views[i] = {static_cast<uint8_t*>(dst->p) + voff, dst->type, 0};
+      voff += uint64_t(names[i].second * in) * wsz;
+    }
     auto bytes = convert_weights(host.data(), rows * in, opt.w_type);
     return backend->upload(dst->p, bytes.data(), bytes.size());
+  };
+  auto mat = [&](std::initializer_list<std::string> names, int64_t in, int64_t out, Mat* dst) -> Status {
+    std::vector<std::pair<std::string, int64_t>> parts;
+    for (const auto& n : names) parts.emplace_back(n, out);
+    return matp(parts, in, dst);
+  };
+  // The GGUF format a tensor keeps on this backend, or -1 when it is converted to opt.w_type.
+  auto kept_format = [&](const std::string& name) -> int64_t {
+    const gguf::TensorInfo* t = f.find_tensor(name);
+    if (!t || !opt.native_weights || t->type == gguf::GgmlType::F32 ||
+        !backend->supports_ggml_weights(uint32_t(t->type)))
+      return -1;
+    return int64_t(t->type);
   };
   auto v1 = [&](const std::string& name, float* dst, int64_t n) -> Status {
     GSA_RETURN_IF_ERROR(read(name, n, 0, 0));
@@ -234,9 +268,20 @@ Result<Model> Model::load(const gguf::GgufFile& f, Backend* backend, ModelOption
     LayerWeights& L = m.w_->layers[size_t(l)];
     const std::string p = "blk." + std::to_string(l) + ".";
     GSA_RETURN_IF_ERROR(v1(p + "attn_norm.weight", L.attn_norm, h.dim));
-    GSA_RETURN_IF_ERROR(mat({p + "attn_q.weight"}, h.dim, h.q_dim(), &L.wq));
-    GSA_RETURN_IF_ERROR(mat({p + "attn_k.weight"}, h.dim, h.kv_dim(), &L.wk));
-    GSA_RETURN_IF_ERROR(mat({p + "attn_v.weight"}, h.dim, h.kv_dim(), &L.wv));
+    // q, k, v in one matrix (one GEMM per layer) unless that would force a format change on
+    // one of them (e.g. Q4_K q and k with a Q6_K v stay three matrices in their formats).
+    const int64_t fq = kept_format(p + "attn_q.weight"), fk = kept_format(p + "attn_k.weight"),
+                  fv = kept_format(p + "attn_v.weight");
+    if (fq == fk && fk == fv) {
+      GSA_RETURN_IF_ERROR(matp({{p + "attn_q.weight", h.q_dim()}, {p + "attn_k.weight", h.kv_dim()},
+                                {p + "attn_v.weight", h.kv_dim()}},
+                               h.dim, &L.w_qkv, {&L.wq, &L.wk, &L.wv}));
+    } else {
+      L.w_qkv = {};
+      GSA_RETURN_IF_ERROR(mat({p + "attn_q.weight"}, h.dim, h.q_dim(), &L.wq));
+      GSA_RETURN_IF_ERROR(mat({p + "attn_k.weight"}, h.dim, h.kv_dim(), &L.wk));
+      GSA_RETURN_IF_ERROR(mat({p + "attn_v.weight"}, h.dim, h.kv_dim(), &L.wv));
+    }
     if (h.qkv_bias) {
       GSA_RETURN_IF_ERROR(v1(p + "attn_q.bias", L.bq, h.q_dim()));
       GSA_RETURN_IF_ERROR(v1(p + "attn_k.bias", L.bk, h.kv_dim()));
@@ -320,6 +365,7 @@ Status Model::ensure_scratch(int64_t T, int64_t L, int64_t n_meta) {
   };
   GSA_RETURN_IF_ERROR(alloc(T * h.dim * a, &s_->x));
   GSA_RETURN_IF_ERROR(alloc(T * h.dim * a, &s_->xn));
+  GSA_RETURN_IF_ERROR(alloc(T * (int64_t(h.q_dim()) + 2 * h.kv_dim()) * a, &s_->qkv));
   GSA_RETURN_IF_ERROR(alloc(T * h.q_dim() * a, &s_->q));
   GSA_RETURN_IF_ERROR(alloc(T * h.kv_dim() * a, &s_->k));
   GSA_RETURN_IF_ERROR(alloc(T * h.kv_dim() * a, &s_->v));
@@ -410,13 +456,6 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
   for (int l = 0; l < h.n_layers; ++l) {
     const LayerWeights& W = w_->layers[size_t(l)];
     GSA_RETURN_IF_ERROR(rmsnorm(s.x, W.attn_norm, s.xn, T, h.dim));
-    GSA_RETURN_IF_ERROR(matmul(s.xn, W.wq, W.bq, s.q, h.q_dim(), h.dim));
-    GSA_RETURN_IF_ERROR(matmul(s.xn, W.wk, W.bk, s.k, h.kv_dim(), h.dim));
-    GSA_RETURN_IF_ERROR(matmul(s.xn, W.wv, W.bv, s.v, h.kv_dim(), h.dim));
-    if (h.qk_norm) {
-      GSA_RETURN_IF_ERROR(rmsnorm(s.q, W.q_norm, s.q, T * h.n_heads, h.head_dim));
-      GSA_RETURN_IF_ERROR(rmsnorm(s.k, W.k_norm, s.k, T * h.n_kv_heads, h.head_dim));
-    }
     // RoPE on q and k, K/V into the cache, representations of blocks that fill: one launch
     // per layer for a decode batch on the GPU.
     backend::RopeAppendParams ra;
@@ -430,7 +469,42 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
     ra.rot_dim = h.rot_dim; ra.theta = h.rope_theta; ra.neox = h.rope_neox;
     ra.one_token_per_seq = T == n_seqs;
     ra.act_type = at; ra.kv_type = kc.kv_type;
-    GSA_RETURN_IF_ERROR(b.rope_append(ra));
+    if (W.w_qkv.p) {
+      // One GEMM for q, k and v. The fused decode kernel reads the rows where they are;
+      // otherwise they are copied apart first.
+      const int64_t qkv_dim = int64_t(h.q_dim()) + 2 * h.kv_dim();
+      GSA_RETURN_IF_ERROR(matmul(s.xn, W.w_qkv, W.b_qkv, s.qkv, qkv_dim, h.dim));
+      const size_t es = dtype_size(at);
+      char* qkv = static_cast<char*>(s.qkv);
+      backend::RopeAppendParams strided = ra;
+      strided.q = qkv;
+      strided.k = qkv + size_t(h.q_dim()) * es;
+      strided.v = qkv + size_t(h.q_dim() + h.kv_dim()) * es;
+      strided.q_out = s.q;
+      strided.q_stride = strided.k_stride = strided.v_stride = qkv_dim;
+      if (!h.qk_norm && b.supports_strided_rope_append(strided)) {
+        GSA_RETURN_IF_ERROR(b.rope_append(strided));
+      } else {
+        const size_t pitch = size_t(qkv_dim) * es;
+        GSA_RETURN_IF_ERROR(b.copy_2d(s.q, size_t(h.q_dim()) * es, strided.q, pitch, size_t(h.q_dim()) * es, size_t(T)));
+        GSA_RETURN_IF_ERROR(b.copy_2d(s.k, size_t(h.kv_dim()) * es, strided.k, pitch, size_t(h.kv_dim()) * es, size_t(T)));
+        GSA_RETURN_IF_ERROR(b.copy_2d(s.v, size_t(h.kv_dim()) * es, strided.v, pitch, size_t(h.kv_dim()) * es, size_t(T)));
+        if (h.qk_norm) {
+          GSA_RETURN_IF_ERROR(rmsnorm(s.q, W.q_norm, s.q, T * h.n_heads, h.head_dim));
+          GSA_RETURN_IF_ERROR(rmsnorm(s.k, W.k_norm, s.k, T * h.n_kv_heads, h.head_dim));
+        }
+        GSA_RETURN_IF_ERROR(b.rope_append(ra));
+      }
+    } else {
+      GSA_RETURN_IF_ERROR(matmul(s.xn, W.wq, W.bq, s.q, h.q_dim(), h.dim));
+      GSA_RETURN_IF_ERROR(matmul(s.xn, W.wk, W.bk, s.k, h.kv_dim(), h.dim));
+      GSA_RETURN_IF_ERROR(matmul(s.xn, W.wv, W.bv, s.v, h.kv_dim(), h.dim));
+      if (h.qk_norm) {
+        GSA_RETURN_IF_ERROR(rmsnorm(s.q, W.q_norm, s.q, T * h.n_heads, h.head_dim));
+        GSA_RETURN_IF_ERROR(rmsnorm(s.k, W.k_norm, s.k, T * h.n_kv_heads, h.head_dim));
+      }
+      GSA_RETURN_IF_ERROR(b.rope_append(ra));
+    }
 
     AttentionLists lists = dense;
     if (planner) GSA_RETURN_IF_ERROR(planner->plan_layer(l, s.q, &lists));

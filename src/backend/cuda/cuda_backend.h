@@ -52,6 +52,10 @@ class CudaBackend final : public Backend {
   Status rep_update(const RepUpdateParams& p) override;
   /// One kernel launch when p.one_token_per_seq (and n_heads % n_kv_heads == 0); else the four ops.
   Status rope_append(const RopeAppendParams& p) override;
+  /// The fused decode path (one token per sequence, whole GQA groups) takes strided inputs.
+  bool supports_strided_rope_append(const RopeAppendParams& p) const override;
+  Status copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
+                 size_t rows) override;
   Status block_select(const BlockSelectParams& p) override;
 
   // --- Device facts and tuning -------------------------------------------------------------

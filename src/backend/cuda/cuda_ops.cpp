@@ -274,18 +274,40 @@ Status CudaBackend::rep_update(const RepUpdateParams& p) {
   return Status::ok();
 }
 
+bool CudaBackend::supports_strided_rope_append(const RopeAppendParams& p) const {
+  const int64_t ctas = p.n_tokens + (p.reps && p.n_full > 0 ? p.n_full : 0);
+  return p.one_token_per_seq && p.n_tokens > 0 && p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0 &&
+         p.n_kv_heads <= 65535 && ctas <= INT32_MAX;
+}
+
+Status CudaBackend::copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch,
+                            size_t width, size_t rows) {
+  if (rows == 0 || width == 0) return Status::ok();
+  if (!dst || !src || width > dst_pitch || width > src_pitch)
+    return invalid_argument("copy_2d: bad pitch or null pointer");
+  GSA_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows,
+                                             cudaMemcpyDeviceToDevice, stream_));
+  return Status::ok();
+}
+
 Status CudaBackend::rope_append(const RopeAppendParams& p) {
   // Every check of the four ops first, so both paths accept and refuse the same parameters and
   // an error leaves q, k and the caches untouched.
   const RopeAppendSteps s = split_rope_append(p);
+  if (p.strided()) {
+    if (!supports_strided_rope_append(p))
+      return unsupported("cuda rope_append: strided inputs need one token per sequence and whole GQA groups");
+    const int64_t dq = int64_t(p.n_heads) * p.head_dim, dk = int64_t(p.n_kv_heads) * p.head_dim;
+    if (!p.q_out || p.q_stride < dq || p.k_stride < dk || p.v_stride < dk)
+      return invalid_argument("rope_append: strided inputs need q_out and strides >= the rows ({}, {}, {})",
+                              p.q_stride, p.k_stride, p.v_stride);
+  }
   GSA_RETURN_IF_ERROR(check_rope(s.rope_q));
   GSA_RETURN_IF_ERROR(check_rope(s.rope_k));
   GSA_RETURN_IF_ERROR(check_kv_append(s.append));
   if (s.update) GSA_RETURN_IF_ERROR(check_rep_update(s.rep));
   // The fused kernel: CTA (t, h) for token t and kv head h, plus one CTA row per listed block.
-  const int64_t ctas = p.n_tokens + (s.update ? p.n_full : 0);
-  const bool fused = p.one_token_per_seq && p.n_tokens > 0 && p.n_heads % p.n_kv_heads == 0 &&
-                     p.n_kv_heads <= 65535 && ctas <= INT32_MAX;
+  const bool fused = supports_strided_rope_append(p);
   if (!fused) {
     GSA_RETURN_IF_ERROR(rope(s.rope_q));
     GSA_RETURN_IF_ERROR(rope(s.rope_k));

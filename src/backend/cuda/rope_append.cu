@@ -26,8 +26,11 @@ cudaError_t rope_append(const backend::RopeAppendParams& p, float theta_scale, c
   auto run = [&](auto* q, auto* cache) {
     using A = std::remove_pointer_t<decltype(q)>;
     using K = std::remove_pointer_t<decltype(cache)>;
+    const int64_t dq = int64_t(p.n_heads) * p.head_dim, dk = int64_t(p.n_kv_heads) * p.head_dim;
+    A* q_out = p.q_out ? static_cast<A*>(p.q_out) : q;
     rope_append_kernel<A, K><<<grid, threads, smem, stream>>>(
-        q, static_cast<A*>(p.k), static_cast<const A*>(p.v), p.pos, p.slot_mapping, cache,
+        q, q_out, static_cast<A*>(p.k), static_cast<const A*>(p.v), p.q_stride ? p.q_stride : dq,
+        p.k_stride ? p.k_stride : dk, p.v_stride ? p.v_stride : dk, p.pos, p.slot_mapping, cache,
         static_cast<K*>(p.v_cache), p.reps, p.full_blocks, p.hash_w, int(p.n_tokens), n_full,
         p.n_heads, p.n_kv_heads, p.head_dim, p.rot_dim, p.block_size, p.n_blocks, theta_scale,
         p.neox, kind);

@@ -43,10 +43,14 @@ __device__ __forceinline__ void rope_append_rep(const K* k_cache,  // [n_blocks,
 /// CTA (n_tokens + i, h): block full_blocks[i] when no token of this launch writes to it (and it
 /// is not listed earlier): its representation from the cache alone.
 /// k_cache carries no __restrict__: the representation reads back keys this CTA just wrote.
+/// q, k, v rows are q_stride, k_stride, v_stride elements apart; the rotated queries go to q_out
+/// ([n_tokens, n_heads, head_dim], which may be q itself when q is contiguous).
 template <typename A, typename K>
-__global__ void rope_append_kernel(A* __restrict__ q,                         // [n_tokens, n_heads, head_dim]
-                                   A* __restrict__ k,                         // [n_tokens, n_kv_heads, head_dim]
-                                   const A* __restrict__ v,                   // [n_tokens, n_kv_heads, head_dim]
+__global__ void rope_append_kernel(const A* q,                                // [n_tokens, q_stride]
+                                   A* q_out,                                  // [n_tokens, n_heads, head_dim]
+                                   A* k,                                      // [n_tokens, k_stride]
+                                   const A* __restrict__ v,                   // [n_tokens, v_stride]
+                                   int64_t q_stride, int64_t k_stride, int64_t v_stride,
                                    const int32_t* __restrict__ pos,           // [n_tokens]
                                    const int32_t* __restrict__ slot_mapping,  // [n_tokens]
                                    K* k_cache,                                // [n_blocks, n_kv_heads, block_size, head_dim]
@@ -81,9 +85,14 @@ __global__ void rope_append_kernel(A* __restrict__ q,                         //
   const int stride = neox ? half : 1;  // distance between the two members of a pair
   rope_cos_sin(sm_cs, pos[t], half, theta_scale);
 
-  // Query heads [h * group, (h + 1) * group) of token t.
+  // Query heads [h * group, (h + 1) * group) of token t (copied to q_out first when apart).
   const int group = n_heads / n_kv_heads;
-  A* qg = q + (t * n_heads + h * group) * head_dim;
+  A* qg = q_out + (t * n_heads + h * group) * head_dim;
+  const A* qs = q + t * q_stride + h * group * head_dim;
+  if (qs != qg) {
+    for (int d = threadIdx.x; d < group * head_dim; d += blockDim.x) qg[d] = qs[d];
+    __syncthreads();
+  }
   for (int idx = threadIdx.x; idx < group * half; idx += blockDim.x) {
     const int g = idx / half, i = idx % half;
     rope_pair(qg + int64_t(g) * head_dim + (neox ? i : 2 * i), stride, sm_cs[2 * i], sm_cs[2 * i + 1]);
@@ -93,8 +102,8 @@ __global__ void rope_append_kernel(A* __restrict__ q,                         //
   const int64_t slot = slot_mapping[t];
   const bool write = slot >= 0 && slot < n_slots;
   const int64_t b = write ? slot / block_size : -1;
-  A* kt = k + (t * n_kv_heads + h) * head_dim;
-  const A* vt = v + (t * n_kv_heads + h) * head_dim;
+  A* kt = k + t * k_stride + h * head_dim;
+  const A* vt = v + t * v_stride + h * head_dim;
   const int64_t dst = write ? ((b * n_kv_heads + h) * block_size + slot % block_size) * head_dim : 0;
   K* kc = k_cache + dst;
   K* vc = v_cache + dst;
