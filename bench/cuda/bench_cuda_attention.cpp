@@ -184,7 +184,7 @@ void run_shape(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, int bat
   p.kv_type = DType::BF16;
   const double kv_bytes = double(batch) * kv_heads * double(ctx_len) * kHeadDim * 2 * 2;
   const double dense_us = time_us(c, [&] { CHECK_OK(c.be->attention(p)); });
-  char extra[160];
+  char extra[320];
   std::snprintf(extra, sizeof(extra), "\"splits\":%d", c.be->attention_splits(int64_t(batch) * kv_heads));
   emit(c, "decode_attn", "dense", batch, ctx_len, heads, kv_heads, dense_us, kv_bytes, extra);
 
@@ -205,6 +205,12 @@ void run_shape(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, int bat
   sp.head_dim = kHeadDim;
   sp.block_size = kBlock;
   sp.act_type = DType::BF16;
+  // Both selection paths on the same inputs: fused (the default: one launch; lists of at most
+  // kSelectSmemBlocks blocks selected in shared memory, longer ones from L2) and two-kernel.
+  const char* select_path = nb <= CudaBackend::kSelectSmemBlocks ? "fused/smem" : "fused/L2";
+  c.be->set_select_fused(false);
+  const double select_2k_us = time_us(c, [&] { CHECK_OK(c.be->block_select(sp)); });
+  c.be->set_select_fused(true);
   const double select_us = time_us(c, [&] { CHECK_OK(c.be->block_select(sp)); });
   AttentionParams ps = p;
   ps.kv_indptr = d.sel_indptr;
@@ -213,12 +219,14 @@ void run_shape(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, int bat
   const double sparse_bytes = double(batch) * kv_heads * double(kBudgetBlocks) * kBlock * kHeadDim * 2 * 2;
   const double sparse_us = time_us(c, [&] { CHECK_OK(c.be->attention(ps)); });
   const double rep_bytes = double(batch) * kv_heads * nb * kHeadDim * 4;
-  std::snprintf(extra, sizeof(extra), "\"select_us\":%.2f,\"select_share\":%.3f,\"rep_bytes\":%.0f,\"rep_share_of_kv\":%.4f",
-                select_us, select_us / sparse_us, rep_bytes, rep_bytes / kv_bytes);
+  std::snprintf(extra, sizeof(extra),
+                "\"select_us\":%.2f,\"select_share\":%.3f,\"select_path\":\"%s\",\"select_two_kernel_us\":%.2f,"
+                "\"rep_bytes\":%.0f,\"rep_share_of_kv\":%.4f",
+                select_us, select_us / sparse_us, select_path, select_2k_us, rep_bytes, rep_bytes / kv_bytes);
   emit(c, "decode_attn", "sparse", batch, ctx_len, heads, kv_heads, sparse_us, sparse_bytes, extra);
-  std::printf("%-16s %-7s b=%-3d ctx=%-7d h=%2d/%d  %10.1f us  (%.0f%% of sparse attention; reps %.2f%% of KV)\n",
+  std::printf("%-16s %-7s b=%-3d ctx=%-7d h=%2d/%d  %10.1f us  (%.0f%% of sparse attention; %s; two-kernel %.1f us; reps %.2f%% of KV)\n",
               "block_select", "mean", batch, ctx_len, heads, kv_heads, select_us, 100.0 * select_us / sparse_us,
-              100.0 * rep_bytes / kv_bytes);
+              select_path, select_2k_us, 100.0 * rep_bytes / kv_bytes);
 
   // Pipelined CPU selector path: the query goes to pinned host memory on the side stream and
   // the selection comes back with an async upload; cost on the compute stream per step.

@@ -1,12 +1,13 @@
-// Device code of GSA block selection (ops_sparse.h BlockSelectParams), in two kernels and no
-// host synchronization: block_score_kernel (a warp per block, many CTAs per sequence) writes
-// every full block's score to a workspace; block_topk_kernel (a CTA per list) radix-selects the
-// top-k of the non-forced full blocks, adds the forced ones and writes the sorted CSR list.
+// Device code of GSA block selection (ops_sparse.h BlockSelectParams) shared by both launch
+// paths of block_select.cu: the query staging, the score of one block for one list, and the
+// top-k of one list (radix select by (score desc, index asc), forced blocks, sorted CSR output).
+// The kernels themselves and the choice between the paths live in block_select.cu.
 #pragma once
 
 #include <cub/block/block_scan.cuh>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_launch.h"
 
 namespace gsa::cuda {
 
@@ -21,6 +22,7 @@ struct SelectArgs {
   int32_t* out_last_len;               // [n_lists]
   const float* hash_w;                 // [head_dim, head_dim], Hash only
   float* scores;                       // [n_lists, max_blocks] workspace
+  uint32_t* tickets;                   // [n_lists] fused path: arrivals, zero between calls
   int64_t n_blocks;                    // > 0: ids outside [0, n_blocks) are never scored
   int n_seqs, n_heads, n_kv_heads, head_dim, block_size, group;
   int sink_blocks, local_blocks;
@@ -31,7 +33,7 @@ struct SelectArgs {
 };
 
 constexpr int kScoreThreads = 256;
-constexpr int kTopkThreads = 512;
+constexpr int kTopkThreads = 512;      // also the fused kernel's CTA
 constexpr int kMaxScoreQueries = 64;   // query vectors one CTA keeps in shared memory
 constexpr int kMaxSelectHeadDim = 128;
 
@@ -39,25 +41,38 @@ __device__ __forceinline__ bool select_forced(const SelectArgs& a, int b, int n,
   return b < a.sink_blocks || b >= n - a.local_blocks || int64_t(b + 1) * a.block_size > len;
 }
 
-/// grid (score CTAs per sequence, n_seqs). Shared: the scoring queries (group means, or every
-/// head for GroupMax) and, for Hash, their sign bits.
+/// Physical id of logical block b of the sequence whose table starts at bt0; ok is false for
+/// ids outside the rep table (the block then scores -inf).
+__device__ __forceinline__ int select_phys(const SelectArgs& a, int bt0, int b, bool* ok) {
+  const int phys = a.block_table[bt0 + b];
+  *ok = phys >= 0 && (a.n_blocks <= 0 || phys < a.n_blocks);
+  return phys;
+}
+
+struct SelectQueries {
+  float q[kMaxScoreQueries][kMaxSelectHeadDim];             // scoring queries, f32
+  uint32_t bits[kMaxScoreQueries][kMaxSelectHeadDim / 32];  // their sign bits of q.W (Hash)
+};
+
+/// Stages the scoring queries of kv heads [h0, h1) of sequence s: row (h - h0) * q_per_kv + j
+/// holds query j of kv head h (q_per_kv = group for GroupMax, else 1: the group mean), and for
+/// Hash its sign bits. Every thread of the CTA calls it; it ends with a barrier.
 template <typename QT>
-__global__ void __launch_bounds__(kScoreThreads) block_score_kernel(const SelectArgs a) {
-  __shared__ float sm_q[kMaxScoreQueries][kMaxSelectHeadDim];
-  __shared__ uint32_t sm_bits[kMaxScoreQueries][kMaxSelectHeadDim / 32];
-  const int s = blockIdx.y;
+__device__ void select_load_queries(const SelectArgs& a, int s, int h0, int h1, SelectQueries& sm) {
   const int D = a.head_dim;
-  const int n_q = a.group_max ? a.n_heads : a.n_kv_heads;  // scoring queries
   const int q_per_kv = a.group_max ? a.group : 1;
+  const int q0 = h0 * q_per_kv;
+  const int n_q = (h1 - h0) * q_per_kv;
   const QT* qs = static_cast<const QT*>(a.q) + int64_t(s) * a.n_heads * D;
   for (int i = threadIdx.x; i < n_q * D; i += blockDim.x) {
     const int qi = i / D, d = i % D;
+    const int g = q0 + qi;  // head (GroupMax) or kv head (GroupMean) of row qi
     if (a.group_max) {
-      sm_q[qi][d] = load_f32(qs, int64_t(qi) * D + d);
+      sm.q[qi][d] = load_f32(qs, int64_t(g) * D + d);
     } else {
       float sum = 0.0f;
-      for (int j = 0; j < a.group; ++j) sum += load_f32(qs, int64_t(qi * a.group + j) * D + d);
-      sm_q[qi][d] = sum * (1.0f / float(a.group));
+      for (int j = 0; j < a.group; ++j) sum += load_f32(qs, int64_t(g * a.group + j) * D + d);
+      sm.q[qi][d] = sum * (1.0f / float(a.group));
     }
   }
   __syncthreads();
@@ -69,83 +84,86 @@ __global__ void __launch_bounds__(kScoreThreads) block_score_kernel(const Select
       for (int j = 0; j < 32; ++j) {
         const int c = wd * 32 + j;
         float proj = 0.0f;
-        for (int i = 0; i < D; ++i) proj = __fadd_rn(proj, __fmul_rn(sm_q[qi][i], a.hash_w[int64_t(i) * D + c]));
+        for (int i = 0; i < D; ++i) proj = __fadd_rn(proj, __fmul_rn(sm.q[qi][i], a.hash_w[int64_t(i) * D + c]));
         bits |= uint32_t(proj > 0.0f) << j;
       }
-      sm_bits[qi][wd] = bits;
+      sm.bits[qi][wd] = bits;
     }
     __syncthreads();
   }
+}
 
-  const int bt0 = a.bt_indptr[s];
-  const int n = min(a.bt_indptr[s + 1] - bt0, a.max_blocks);
-  const int len = a.seq_len[s];
-  const int lane = threadIdx.x & 31;
-  const int warps_total = gridDim.x * (blockDim.x / 32);
-  const int64_t rep_elems = a.kind == 0 ? D : a.kind == 1 ? 2 * D : int64_t(a.block_size) * words;
-  const bool linear = a.kind != 2 && !a.group_max && !a.per_kv_head;
-  for (int b = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5); b < n; b += warps_total) {
-    if (select_forced(a, b, n, len)) continue;
-    const int phys = a.block_table[bt0 + b];
-    const bool ok = phys >= 0 && (a.n_blocks <= 0 || phys < a.n_blocks);
-    if (linear) {
-      // Mean / MinMax with group-mean queries summed over kv heads: the score is linear in the
-      // per-lane partial sums, so all heads' loads go out together and one reduction remains.
-      float part = 0.0f;
-      if (ok) {
-        const float* rep0 = static_cast<const float*>(a.reps) + int64_t(phys) * a.n_kv_heads * rep_elems;
-        for (int h = 0; h < a.n_kv_heads; ++h) {
-          const float* rep = rep0 + h * rep_elems;
-#pragma unroll 4
-          for (int d = lane; d < D; d += 32) {
-            const float qd = sm_q[h][d];
-            part += a.kind == 0 ? qd * rep[d] : fmaxf(qd * rep[d], qd * rep[D + d]);
-          }
-        }
+__device__ __forceinline__ int64_t select_rep_elems(const SelectArgs& a) {
+  return a.kind == 0 ? a.head_dim : a.kind == 1 ? 2 * a.head_dim : int64_t(a.block_size) * (a.head_dim / 32);
+}
+
+/// Score of block phys for kv head h, whose queries are rows row0.. of sm: the best over them
+/// (one query for GroupMean); -inf when !ok. All 32 lanes call it and get the score.
+__device__ __forceinline__ float select_head_score(const SelectArgs& a, const SelectQueries& sm,
+                                                   int phys, bool ok, int h, int row0, int lane) {
+  float score = -INFINITY;
+  if (!ok) return score;
+  const int D = a.head_dim;
+  const int words = D / 32;
+  const int q_per_kv = a.group_max ? a.group : 1;
+  const int64_t rep_off = (int64_t(phys) * a.n_kv_heads + h) * select_rep_elems(a);
+  for (int qj = 0; qj < q_per_kv; ++qj) {
+    const int qi = row0 + qj;
+    float sc;
+    if (a.kind == 2) {
+      const uint32_t* bits = static_cast<const uint32_t*>(a.reps) + rep_off;
+      int best = 0;
+      for (int t = lane; t < a.block_size; t += 32) {
+        int eq = 0;
+        for (int wd = 0; wd < words; ++wd) eq += 32 - __popc(bits[t * words + wd] ^ sm.bits[qi][wd]);
+        best = max(best, eq);
       }
-      const float total = warp_sum(part);
-      if (lane == 0) a.scores[int64_t(s) * a.max_blocks + b] = ok ? total : -INFINITY;
-      continue;
-    }
-    float total = 0.0f;
-    for (int h = 0; h < a.n_kv_heads; ++h) {
-      float score = -INFINITY;
-      if (ok) {
-        const int64_t rep_off = (int64_t(phys) * a.n_kv_heads + h) * rep_elems;
-        for (int qj = 0; qj < q_per_kv; ++qj) {
-          const int qi = h * q_per_kv + qj;
-          float sc;
-          if (a.kind == 2) {
-            const uint32_t* bits = static_cast<const uint32_t*>(a.reps) + rep_off;
-            int best = 0;
-            for (int t = lane; t < a.block_size; t += 32) {
-              int eq = 0;
-              for (int wd = 0; wd < words; ++wd) eq += 32 - __popc(bits[t * words + wd] ^ sm_bits[qi][wd]);
-              best = max(best, eq);
-            }
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
-            sc = float(best);
-          } else {
-            const float* rep = static_cast<const float*>(a.reps) + rep_off;
-            float part = 0.0f;
-            for (int d = lane; d < D; d += 32) {
-              const float qd = sm_q[qi][d];
-              part += a.kind == 0 ? qd * rep[d] : fmaxf(qd * rep[d], qd * rep[D + d]);
-            }
-            sc = warp_sum(part);
-          }
-          score = fmaxf(score, sc);
+      for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+      sc = float(best);
+    } else {
+      const float* rep = static_cast<const float*>(a.reps) + rep_off;
+      float part = 0.0f;
+      for (int d = lane; d < D; d += 32) {
+        const float qd = sm.q[qi][d];
+        part += a.kind == 0 ? qd * rep[d] : fmaxf(qd * rep[d], qd * rep[D + d]);
+      }
+      sc = warp_sum(part);
+    }
+    score = fmaxf(score, sc);
+  }
+  return score;
+}
+
+/// Score of block phys for one list: kv head h alone for per_kv_head lists (queries in rows
+/// 0..), else the sum over all kv heads (queries of every kv head staged). All lanes call it.
+__device__ __forceinline__ float select_list_score(const SelectArgs& a, const SelectQueries& sm,
+                                                   int phys, bool ok, int h, int lane) {
+  if (a.per_kv_head) return select_head_score(a, sm, phys, ok, h, 0, lane);
+  if (a.kind != 2 && !a.group_max) {
+    // Mean / MinMax with group-mean queries summed over kv heads: the score is linear in the
+    // per-lane partial sums, so all heads' loads go out together and one reduction remains.
+    const int D = a.head_dim;
+    const int64_t rep_elems = select_rep_elems(a);
+    float part = 0.0f;
+    if (ok) {
+      const float* rep0 = static_cast<const float*>(a.reps) + int64_t(phys) * a.n_kv_heads * rep_elems;
+      for (int hh = 0; hh < a.n_kv_heads; ++hh) {
+        const float* rep = rep0 + hh * rep_elems;
+#pragma unroll 4
+        for (int d = lane; d < D; d += 32) {
+          const float qd = sm.q[hh][d];
+          part += a.kind == 0 ? qd * rep[d] : fmaxf(qd * rep[d], qd * rep[D + d]);
         }
       }
-      if (a.per_kv_head) {
-        if (lane == 0) a.scores[(int64_t(s) * a.n_kv_heads + h) * a.max_blocks + b] = score;
-      } else {
-        total += score;
-      }
     }
-    if (!a.per_kv_head && lane == 0) a.scores[int64_t(s) * a.max_blocks + b] = total;
+    const float total = warp_sum(part);
+    return ok ? total : -INFINITY;
   }
+  const int q_per_kv = a.group_max ? a.group : 1;
+  float total = 0.0f;
+  for (int hh = 0; hh < a.n_kv_heads; ++hh) total += select_head_score(a, sm, phys, ok, hh, hh * q_per_kv, lane);
+  return total;
 }
 
 /// Monotone map of a float score to uint32 (larger score -> larger key); candidate keys are >= 1
@@ -157,74 +175,82 @@ __device__ __forceinline__ uint32_t select_key(float x) {
   return k == 0u ? 1u : k;
 }
 
-/// grid (n_lists): top-k of the list's candidates by (score desc, index asc), plus the forced
-/// blocks, written in logical order.
-__global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectArgs a) {
-  using Scan = cub::BlockScan<int, kTopkThreads>;
-  __shared__ typename Scan::TempStorage sm_scan;
-  __shared__ int sm_hist[256];
-  __shared__ int sm_count;
-  __shared__ uint32_t sm_prefix;
-  __shared__ int sm_remaining;
+struct SelectTopkSmem {
+  typename cub::BlockScan<int, kTopkThreads>::TempStorage scan;
+  int hist[256];
+  int count;
+  uint32_t prefix;
+  int remaining;
+  int done;
+};
 
-  const int li = blockIdx.x;
+/// Top-k of list li by (score desc, index asc) among its non-forced full blocks, plus the
+/// forced ones, written in logical order with last_len. scores [n] are the list's: in shared
+/// memory (kShared), else in global memory, read through L2 (other CTAs of the same grid may
+/// have written them). Every thread of a kTopkThreads CTA calls it.
+template <bool kShared>
+__device__ void select_topk(const SelectArgs& a, int li, const float* scores, SelectTopkSmem& sm) {
+  using Scan = cub::BlockScan<int, kTopkThreads>;
   const int s = a.per_kv_head ? li / a.n_kv_heads : li;
   const int bt0 = a.bt_indptr[s];
   const int n = a.bt_indptr[s + 1] - bt0;
   const int len = a.seq_len[s];
   const int out0 = a.out_indptr[li];
   const int size = a.out_indptr[li + 1] - out0;
-  const float* scores = a.scores + int64_t(li) * a.max_blocks;
   const int tid = threadIdx.x;
 
   auto key_of = [&](int b) -> uint32_t {
     if (b >= n || b >= a.max_blocks || select_forced(a, b, n, len)) return 0u;
-    return select_key(scores[b]);
+    return select_key(kShared ? scores[b] : __ldcg(scores + b));
   };
 
   // Forced and candidate counts.
-  if (tid == 0) sm_count = 0;
+  if (tid == 0) sm.count = 0;
   __syncthreads();
   int forced = 0, cand = 0;
   for (int b = tid; b < n; b += blockDim.x) {
     forced += select_forced(a, b, n, len);
     cand += key_of(b) != 0u;
   }
-  atomicAdd(&sm_count, forced);
+  atomicAdd(&sm.count, forced);
   __syncthreads();
-  const int n_forced = sm_count;
+  const int n_forced = sm.count;
   __syncthreads();
-  if (tid == 0) sm_count = 0;
+  if (tid == 0) sm.count = 0;
   __syncthreads();
-  atomicAdd(&sm_count, cand);
+  atomicAdd(&sm.count, cand);
   __syncthreads();
-  const int n_cand = sm_count;
+  const int n_cand = sm.count;
   __syncthreads();
   const int k = max(0, min(size - n_forced, n_cand));
 
-  // Radix select of the k-th largest key, 8 bits at a time from the top.
+  // Radix select of the k-th largest key, 8 bits at a time from the top. After each pass the
+  // decided digits are `mask`; it stops early once every key of the chosen digit is taken
+  // (then no tie inside it needs breaking). Selected: (key & mask) > thresh, and the first
+  // need_eq keys (by index) with (key & mask) == thresh.
   uint32_t thresh = 1u;  // k == n_cand: every candidate (keys >= 1)
+  uint32_t mask = 0xffffffffu;
   int need_eq = 0;
   if (k > 0 && k < n_cand) {
-    if (tid == 0) sm_prefix = 0u, sm_remaining = k;
-    uint32_t mask = 0u;
+    if (tid == 0) sm.prefix = 0u, sm.remaining = k, sm.done = 0;
+    mask = 0u;
     for (int shift = 24; shift >= 0; shift -= 8) {
-      for (int i = tid; i < 256; i += blockDim.x) sm_hist[i] = 0;
+      for (int i = tid; i < 256; i += blockDim.x) sm.hist[i] = 0;
       __syncthreads();
-      const uint32_t prefix = sm_prefix;
+      const uint32_t prefix = sm.prefix;
       for (int b = tid; b < n; b += blockDim.x) {
         const uint32_t key = key_of(b);
-        if (key != 0u && (key & mask) == prefix) atomicAdd(&sm_hist[(key >> shift) & 255u], 1);
+        if (key != 0u && (key & mask) == prefix) atomicAdd(&sm.hist[(key >> shift) & 255u], 1);
       }
       __syncthreads();
       if (tid < 32) {
         // Lane l owns digits 255 - 8l .. 248 - 8l (descending). Every lane reads the count
         // still needed before any lane may overwrite it.
-        const int rem = sm_remaining;
+        const int rem = sm.remaining;
         __syncwarp();
         int c[8], lane_sum = 0;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) lane_sum += (c[j] = sm_hist[255 - 8 * tid - j]);
+        for (int j = 0; j < 8; ++j) lane_sum += (c[j] = sm.hist[255 - 8 * tid - j]);
         int incl = lane_sum;
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
@@ -237,8 +263,9 @@ __global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectAr
 #pragma unroll
           for (int j = 0; j < 8; ++j) {
             if (before < rem && rem <= before + c[j]) {
-              sm_prefix = prefix | (uint32_t(255 - 8 * tid - j) << shift);
-              sm_remaining = rem - before;
+              sm.prefix = prefix | (uint32_t(255 - 8 * tid - j) << shift);
+              sm.remaining = rem - before;
+              sm.done = rem - before == c[j] ? 1 : 0;
             }
             before += c[j];
           }
@@ -246,32 +273,34 @@ __global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectAr
       }
       __syncthreads();
       mask |= 255u << shift;
+      if (sm.done != 0) break;  // uniform: every thread reads it after the same barrier
     }
-    thresh = sm_prefix;
-    need_eq = sm_remaining;
+    thresh = sm.prefix;
+    need_eq = sm.remaining;
   }
   // An int, recomputed here: a bool set before the radix loop and read after it came back true
   // on the device (nvcc 13.0, sm_90) although the loop had run under its negation.
   const int take_all = k >= n_cand ? 1 : 0;
 
   // Output positions: forced, keys above the threshold, and the first need_eq keys equal to it.
-  if (tid == 0) sm_count = -1;
+  if (tid == 0) sm.count = -1;
   __syncthreads();
   int carry_eq = 0, carry_sel = 0, my_last = -1;
   for (int base = 0; base < n; base += blockDim.x) {
     const int b = base + tid;
     const uint32_t key = b < n ? key_of(b) : 0u;
-    const bool eq = take_all == 0 && k > 0 && key != 0u && key == thresh;
+    const uint32_t mkey = key & mask;
+    const bool eq = take_all == 0 && k > 0 && key != 0u && mkey == thresh;
     int eq_rank, eq_total;
-    Scan(sm_scan).ExclusiveSum(int(eq), eq_rank, eq_total);
+    Scan(sm.scan).ExclusiveSum(int(eq), eq_rank, eq_total);
     __syncthreads();
     bool sel = false;
     if (b < n) {
       if (select_forced(a, b, n, len)) sel = true;
-      else if (k > 0 && key != 0u) sel = take_all != 0 || key > thresh || (eq && carry_eq + eq_rank < need_eq);
+      else if (k > 0 && key != 0u) sel = take_all != 0 || mkey > thresh || (eq && carry_eq + eq_rank < need_eq);
     }
     int pos, sel_total;
-    Scan(sm_scan).ExclusiveSum(int(sel), pos, sel_total);
+    Scan(sm.scan).ExclusiveSum(int(sel), pos, sel_total);
     __syncthreads();
     pos += carry_sel;
     if (sel && pos < size) {
@@ -285,10 +314,10 @@ __global__ void __launch_bounds__(kTopkThreads) block_topk_kernel(const SelectAr
   // attention skips.
   for (int pos = carry_sel + tid; pos < size; pos += blockDim.x) a.out_indices[out0 + pos] = -1;
   // The list's last entry is the largest block index written.
-  atomicMax(&sm_count, my_last);
+  atomicMax(&sm.count, my_last);
   __syncthreads();
   if (tid == 0) {
-    const int last_b = sm_count;
+    const int last_b = sm.count;
     int last_len = 0;
     if (last_b >= 0) last_len = last_b == n - 1 ? len - (n - 1) * a.block_size : a.block_size;
     a.out_last_len[li] = max(0, min(last_len, a.block_size));

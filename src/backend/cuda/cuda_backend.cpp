@@ -70,6 +70,7 @@ CudaBackend::~CudaBackend() {
   cudaFree(attn_ws_o_);
   cudaFree(attn_ws_lse_);
   cudaFree(select_ws_);
+  cudaFree(select_tickets_);
   cudaFree(convert_ws_);
   cudaFree(gemm_ws_);
   cudaFree(gemm_counters_);
@@ -162,14 +163,27 @@ Status CudaBackend::ensure_attention_ws(size_t floats_o, size_t floats_lse) {
   return Status::ok();
 }
 
-Status CudaBackend::ensure_select_ws(size_t floats) {
-  if (floats <= select_ws_floats_) return Status::ok();
-  cudaFree(select_ws_);
-  select_ws_ = nullptr;
-  select_ws_floats_ = 0;
-  GSA_ASSIGN_OR_RETURN(void* p, alloc(floats * sizeof(float)));
-  select_ws_ = static_cast<float*>(p);
-  select_ws_floats_ = floats;
+Status CudaBackend::ensure_select_ws(int64_t n_lists) {
+  const size_t floats = size_t(n_lists) * size_t(max_select_blocks_);
+  if (floats > select_ws_floats_) {
+    cudaFree(select_ws_);
+    select_ws_ = nullptr;
+    select_ws_floats_ = 0;
+    GSA_ASSIGN_OR_RETURN(void* p, alloc(floats * sizeof(float)));
+    select_ws_ = static_cast<float*>(p);
+    select_ws_floats_ = floats;
+  }
+  if (size_t(n_lists) > select_tickets_n_) {
+    // The fused kernel needs zero tickets and leaves them zero; fresh ones are zeroed on the
+    // compute stream, ahead of the kernel that uses them.
+    cudaFree(select_tickets_);
+    select_tickets_ = nullptr;
+    select_tickets_n_ = 0;
+    GSA_ASSIGN_OR_RETURN(void* p, alloc(size_t(n_lists) * sizeof(uint32_t)));
+    select_tickets_ = static_cast<uint32_t*>(p);
+    select_tickets_n_ = size_t(n_lists);
+    GSA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(select_tickets_, 0, select_tickets_n_ * sizeof(uint32_t), stream_));
+  }
   return Status::ok();
 }
 
@@ -196,7 +210,7 @@ Status CudaBackend::reserve_attention(int64_t n_tokens, int n_heads, int n_kv_he
 
 Status CudaBackend::reserve_select(int64_t n_lists) {
   if (n_lists <= 0) return invalid_argument("reserve_select: n_lists {} must be > 0", n_lists);
-  return ensure_select_ws(size_t(n_lists) * size_t(max_select_blocks_));
+  return ensure_select_ws(n_lists);
 }
 
 Result<void*> CudaBackend::alloc_pinned(size_t bytes) {

@@ -93,6 +93,14 @@ class CudaBackend final : public Backend {
   /// Sequences longer than this many blocks are scored only on their first max_select_blocks
   /// blocks (later non-forced blocks are never selected). Default 32768.
   int max_select_blocks() const { return max_select_blocks_; }
+  /// Block selection path: fused (default; one launch, scoring and top-k in the same kernel)
+  /// or the two-kernel path (scoring kernel, then top-k kernel). Both give identical lists;
+  /// false is for tests and benchmarks.
+  void set_select_fused(bool on) { select_fused_ = on; }
+  bool select_fused() const { return select_fused_; }
+  /// Lists of at most this many blocks are selected in shared memory by the fused path;
+  /// longer ones read their scores from L2 (same kernel, same result).
+  static constexpr int kSelectSmemBlocks = 2048;
 
   // --- Pinned host memory and side-stream transfers (pipelined CPU selector) ---------------
   /// Page-locked host memory (cudaHostAlloc); OutOfMemory on failure.
@@ -124,7 +132,7 @@ class CudaBackend final : public Backend {
  private:
   CudaBackend() = default;
   Status ensure_attention_ws(size_t floats_o, size_t floats_lse);
-  Status ensure_select_ws(size_t floats);
+  Status ensure_select_ws(int64_t n_lists);  // scores and tickets for n_lists lists
   Status ensure_convert_ws(size_t bytes);
 
   int device_ = 0;
@@ -141,6 +149,9 @@ class CudaBackend final : public Backend {
   size_t attn_ws_o_floats_ = 0, attn_ws_lse_floats_ = 0;
   float* select_ws_ = nullptr;
   size_t select_ws_floats_ = 0;
+  uint32_t* select_tickets_ = nullptr;  // [select_tickets_n_] fused selection, zero between calls
+  size_t select_tickets_n_ = 0;
+  bool select_fused_ = true;
   void* convert_ws_ = nullptr;
   size_t convert_ws_bytes_ = 0;
   // Small-m GEMM workspaces, fixed at create() so that matmuls allocate nothing (CUDA graph

@@ -71,9 +71,22 @@ bool attention_head_dim_supported(int head_dim);
 cudaError_t attention(const backend::AttentionParams& p, int n_splits, float* ws_o, float* ws_lse,
                       cudaStream_t stream);
 
-/// Scores of every (sequence, block) go to ws_scores [n_lists, max_blocks] (blocks past
-/// max_blocks count as unscored); score_ctas_per_seq CTAs score each sequence.
-cudaError_t block_select(const backend::BlockSelectParams& p, float* ws_scores, int max_blocks,
-                         int score_ctas_per_seq, cudaStream_t stream);
+/// Lists of at most this many blocks are selected from shared memory by the fused path (the
+/// scores take 8 KB next to the staged queries' 33 KB: the 48 KB of static shared memory).
+constexpr int kSelectSmemBlocks = 2048;
+
+/// Workspace and plan of one block_select call. Scores go to scores [n_lists, max_blocks]
+/// (blocks past max_blocks count as unscored). fused: one launch of `ctas` CTAs per list;
+/// tickets [n_lists] must be zero before the call and are zero again after it. Otherwise the
+/// two-kernel path with `ctas` scoring CTAs per sequence (tickets unused).
+struct SelectPlan {
+  float* scores = nullptr;     // [n_lists, max_blocks]
+  uint32_t* tickets = nullptr; // [n_lists]
+  int max_blocks = 0;
+  int ctas = 1;
+  bool fused = true;
+};
+cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& plan,
+                         cudaStream_t stream);
 
 }  // namespace gsa::cuda

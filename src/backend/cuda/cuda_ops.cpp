@@ -6,6 +6,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cuda/cuda_backend.h"
@@ -343,9 +344,17 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
       !p.out_indices || !p.out_last_len)
     return invalid_argument("block_select: null pointer");
   const int64_t n_lists = p.per_kv_head ? int64_t(p.n_seqs) * p.n_kv_heads : p.n_seqs;
-  GSA_RETURN_IF_ERROR(ensure_select_ws(size_t(n_lists) * size_t(max_select_blocks_)));
-  const int ctas = int((int64_t(sm_count_) * 2 + p.n_seqs - 1) / p.n_seqs);
-  GSA_CUDA_RETURN_IF_ERROR(cuda::block_select(p, select_ws_, max_select_blocks_, ctas, stream_));
+  GSA_RETURN_IF_ERROR(ensure_select_ws(n_lists));
+  static_assert(kSelectSmemBlocks == cuda::kSelectSmemBlocks);
+  // About two CTAs per SM in all: the fused kernel's per list, the scoring kernel's per sequence.
+  cuda::SelectPlan plan;
+  plan.scores = select_ws_;
+  plan.tickets = select_tickets_;
+  plan.max_blocks = max_select_blocks_;
+  plan.fused = select_fused_;
+  const int64_t units = select_fused_ ? n_lists : p.n_seqs;
+  plan.ctas = int(std::min<int64_t>((int64_t(sm_count_) * 2 + units - 1) / units, 65535));
+  GSA_CUDA_RETURN_IF_ERROR(cuda::block_select(p, plan, stream_));
   return Status::ok();
 }
 

@@ -1,7 +1,9 @@
-// CUDA block selection against the CPU reference: Mean / MinMax / Hash representations, group
-// mean and group max queries, per-layer and per-kv-head lists, partial and full last blocks,
-// budgets from "forced only" to "every block", and long sequences that exercise the radix
-// select. Also: CUDA rep_update followed by CUDA block_select against the same chain on the CPU.
+// CUDA block selection against the CPU reference, on both CUDA paths (fused and two-kernel,
+// same inputs): Mean / MinMax / Hash representations, group mean and group max queries,
+// per-layer and per-kv-head lists, partial and full last blocks, budgets from "forced only" to
+// "every block", per-sequence budgets, tied scores, list lengths around the fused path's
+// shared-memory limit, and long sequences that exercise the radix select. Also: CUDA
+// rep_update followed by CUDA block_select against the same chain on the CPU.
 #include <algorithm>
 #include <numeric>
 
@@ -15,6 +17,8 @@ struct SelectCase {
   int n_heads = 8, n_kv_heads = 2, head_dim = 64, block_size = 16;
   int sink = 1, local = 2;
   int budget = 8;            // blocks per list (clamped to [forced, n_blocks])
+  std::vector<int> budgets;  // per sequence, replaces budget when not empty
+  int dup_percent = 0;       // blocks whose reps copy one of 3 blocks' (tied scores)
   RepKind kind = RepKind::Mean;
   QueryMode mode = QueryMode::GroupMean;
   bool per_kv_head = false;
@@ -51,7 +55,8 @@ class CudaSelectTest : public CudaTest {
     for (int s = 0; s < n_seqs; ++s) {
       const int n = bt_indptr[s + 1] - bt_indptr[s];
       const int f = forced_count(n, c.sink, c.local, c.seq_len[s] % bs != 0);
-      const int size = std::min(n, std::max(f, c.budget));
+      const int budget = c.budgets.empty() ? c.budget : c.budgets[s];
+      const int size = std::min(n, std::max(f, budget));
       for (int h = 0; h < lists_per_seq; ++h) out_indptr.push_back(out_indptr.back() + size);
     }
     const int n_lists = int(out_indptr.size()) - 1;
@@ -68,6 +73,11 @@ class CudaSelectTest : public CudaTest {
             if (f[blk + d] > f[blk + hd + d]) std::swap(f[blk + d], f[blk + hd + d]);
       std::memcpy(reps.data(), f.data(), rep_total);
     }
+    const size_t block_rep = size_t(nkv) * rb;  // every kv head's rep of one block
+    if (c.dup_percent > 0)
+      for (int blk = 3; blk < pool_blocks; ++blk)
+        if (int(rng_() % 100) < c.dup_percent)
+          std::memcpy(reps.data() + blk * block_rep, reps.data() + (blk % 3) * block_rep, block_rep);
     auto q = random_bf16_exact(rng_, size_t(n_seqs) * c.n_heads * hd, -2, 2);
     auto w = random_bf16_exact(rng_, size_t(hd) * hd);
     const int out_total = out_indptr.back();
@@ -104,8 +114,6 @@ class CudaSelectTest : public CudaTest {
     auto doi = upload(gpu(), out_indptr);
     auto dw = upload(gpu(), w);
     Buf didx(gpu(), std::max(1, out_total) * 4), dlast(gpu(), n_lists * 4);
-    poison(gpu(), didx);
-    poison(gpu(), dlast);
     p.q = dq->get();
     p.reps = dreps->get();
     p.block_table_indptr = dbti->as<int32_t>();
@@ -116,18 +124,47 @@ class CudaSelectTest : public CudaTest {
     p.out_last_len = dlast.as<int32_t>();
     p.hash_w = dw->as<float>();
     p.act_type = c.act;
-    const Status gs = gpu()->block_select(p);
-    EXPECT_TRUE(gs.is_ok()) << gs.to_string();
-    auto got_idx = download<int32_t>(gpu(), didx, out_total);
-    auto got_last = download<int32_t>(gpu(), dlast, n_lists);
+    // Both paths on the same inputs; the fused one runs twice (its tickets must come back to 0).
     int bad = 0;
-    for (int i = 0; i < n_lists; ++i) {
-      const bool same = std::equal(ref_idx.begin() + out_indptr[i], ref_idx.begin() + out_indptr[i + 1],
-                                   got_idx.begin() + out_indptr[i]) &&
-                        ref_last[i] == got_last[i];
-      bad += !same;
+    for (int run = 0; run < 3; ++run) {
+      const bool fused = run < 2;
+#ifdef GSA_HAVE_CUDA
+      cuda_->set_select_fused(fused);
+#endif
+      poison(gpu(), didx);
+      poison(gpu(), dlast);
+      const Status gs = gpu()->block_select(p);
+      EXPECT_TRUE(gs.is_ok()) << gs.to_string();
+      auto got_idx = download<int32_t>(gpu(), didx, out_total);
+      auto got_last = download<int32_t>(gpu(), dlast, n_lists);
+      int bad_run = 0;
+      for (int i = 0; i < n_lists; ++i) {
+        const bool same = std::equal(ref_idx.begin() + out_indptr[i], ref_idx.begin() + out_indptr[i + 1],
+                                     got_idx.begin() + out_indptr[i]) &&
+                          ref_last[i] == got_last[i];
+        bad_run += !same;
+      }
+      if (bad_run != 0) std::printf("%s path, run %d: %d of %d lists differ\n", fused ? "fused" : "two-kernel", run, bad_run, n_lists);
+      bad += bad_run;
     }
+#ifdef GSA_HAVE_CUDA
+    cuda_->set_select_fused(true);
+#endif
     return bad;
+  }
+
+  // Ragged sequences of 3..n_max blocks (the first exactly n_max, full), random partial last
+  // blocks and per-sequence budgets.
+  SelectCase ragged_case(int batch, int n_max, int bs) {
+    SelectCase c;
+    c.block_size = bs;
+    for (int s = 0; s < batch; ++s) {
+      const int n = s == 0 ? n_max : 3 + int(rng_() % uint32_t(n_max - 2));
+      const int partial = s == 0 ? 0 : int(rng_() % uint32_t(bs));
+      c.seq_len.push_back(partial == 0 ? n * bs : (n - 1) * bs + partial);
+      c.budgets.push_back(int(rng_() % uint32_t(n + 8)));
+    }
+    return c;
   }
 };
 
@@ -185,6 +222,67 @@ TEST_F(CudaSelectTest, LongSequencesRadixSelect) {
   c.per_kv_head = true;
   c.budget = 32;
   EXPECT_EQ(run_case(c), 0);
+}
+
+TEST_F(CudaSelectTest, FusedPathLengthsAroundTheSharedMemoryLimit) {
+  // batch 1 and 5: many CTAs per list (ticket path); n_max 2048 / 2049: the last CTA selects
+  // in shared memory / from L2.
+  const RepKind kinds[3] = {RepKind::Mean, RepKind::MinMax, RepKind::Hash};
+  int i = 0;
+  for (int batch : {1, 5, 33})
+    for (int n_max : {3, 4, 17, 300, 2048, 2049})
+      for (bool per_head : {false, true}) {
+        SelectCase c = ragged_case(batch, n_max, 16);
+        c.kind = kinds[i % 3];
+        c.mode = (i / 3) % 2 ? QueryMode::GroupMax : QueryMode::GroupMean;
+        c.per_kv_head = per_head;
+        c.act = i % 4 == 3 ? DType::F32 : DType::BF16;
+        ++i;
+        EXPECT_EQ(run_case(c), 0) << "batch " << batch << " n_max " << n_max << " per_kv_head "
+                                  << per_head << " kind " << int(c.kind) << " mode " << int(c.mode);
+      }
+}
+
+TEST_F(CudaSelectTest, FusedPathOneCtaPerList) {
+  // 33 sequences x 8 kv heads = 264 lists >= 2 per SM: one CTA per list, scores in shared
+  // memory up to the limit, one CTA's own ticket above it.
+  for (int n_max : {5, 700, 2048, 2049})
+    for (RepKind kind : {RepKind::Mean, RepKind::Hash}) {
+      SelectCase c = ragged_case(33, n_max, 16);
+      c.n_heads = 16;
+      c.n_kv_heads = 8;
+      c.head_dim = 32;
+      c.kind = kind;
+      c.per_kv_head = true;
+      EXPECT_EQ(run_case(c), 0) << "n_max " << n_max << " kind " << int(kind);
+    }
+}
+
+TEST_F(CudaSelectTest, TiedScores) {
+  // Most blocks repeat one of three blocks' reps: the top-k boundary falls inside runs of
+  // equal scores, which must break towards the lower logical index.
+  for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash})
+    for (bool per_head : {false, true})
+      for (int batch : {1, 5}) {
+        SelectCase c = ragged_case(batch, 400, 16);
+        c.kind = kind;
+        c.per_kv_head = per_head;
+        c.mode = per_head ? QueryMode::GroupMax : QueryMode::GroupMean;
+        c.dup_percent = 90;
+        EXPECT_EQ(run_case(c), 0) << "kind " << int(kind) << " per_kv_head " << per_head << " batch " << batch;
+      }
+}
+
+TEST_F(CudaSelectTest, ForcedBlocksCoverTheList) {
+  for (bool per_head : {false, true}) {
+    SelectCase c;
+    c.sink = 3;
+    c.local = 3;
+    c.per_kv_head = per_head;
+    c.seq_len = {16 * 5, 16 * 6 + 1, 7, 16 * 4, 16};
+    c.budgets = {2, 9, 1, 0, 5};
+    EXPECT_EQ(run_case(c), 0) << "per_kv_head " << per_head;
+  }
 }
 
 TEST_F(CudaSelectTest, RepUpdateThenSelectChain) {
