@@ -199,6 +199,79 @@ TEST_F(CudaRopeAppendTest, FusedDecodeMatchesSeparateKernelsAndCpu) {
   EXPECT_GT(not_completing, 0);
 }
 
+TEST_F(CudaRopeAppendTest, StridedInputsMatchContiguous) {
+  // The fused q|k|v projection's rows, read in place (q_out for the rotated queries), give the
+  // same bytes as the contiguous call.
+  const RopeAppendShape shapes[] = {{5, 28, 4, 128, 128, 128}, {33, 8, 8, 64, 16, 64}};
+  int salt = 40;
+  for (const RopeAppendShape& sh : shapes) {
+    for (RepKind kind : {RepKind::Mean, RepKind::Hash}) {
+      for (DType at : kTypes) {
+        const RopeAppendBatch b = make_rope_append_batch(sh, rng_, false, ++salt, false, true);
+        const std::string what = describe(sh, kind, true) + " act " + dtype_name(at);
+        const RunResult want = run_gpu(b, kind, true, at, DType::BF16, true);
+        const int64_t T = b.n_tokens, qd = int64_t(sh.n_heads) * sh.head_dim,
+                      kd = int64_t(sh.n_kv_heads) * sh.head_dim, row = qd + 2 * kd;
+        std::vector<float> qkv(size_t(T * row));
+        for (int64_t t = 0; t < T; ++t) {
+          std::copy_n(b.q.begin() + t * qd, qd, qkv.begin() + t * row);
+          std::copy_n(b.k.begin() + t * kd, kd, qkv.begin() + t * row + qd);
+          std::copy_n(b.v.begin() + t * kd, kd, qkv.begin() + t * row + qd + kd);
+        }
+        auto dqkv = upload_act(gpu(), qkv, at);
+        auto dkc = upload_act(gpu(), b.k_cache, DType::BF16), dvc = upload_act(gpu(), b.v_cache, DType::BF16);
+        auto dpos = upload(gpu(), b.pos), dslots = upload(gpu(), b.slots);
+        auto dfull = upload(gpu(), b.full_blocks), dw = upload(gpu(), b.hash_w);
+        Buf dreps(gpu(), reps_size(b, kind));
+        poison(gpu(), dreps);
+        Buf dqo(gpu(), b.q.size() * dtype_size(at));
+        poison(gpu(), dqo);
+        RopeAppendBatch host = b;
+        RopeAppendParams p = rope_append_params(host, dreps.get(), kind, true);
+        const size_t es = dtype_size(at);
+        p.q = dqkv->get();
+        p.k = static_cast<char*>(dqkv->get()) + qd * es;
+        p.v = static_cast<char*>(dqkv->get()) + (qd + kd) * es;
+        p.q_out = dqo.get();
+        p.q_stride = p.k_stride = p.v_stride = row;
+        p.pos = dpos->as<int32_t>();
+        p.slot_mapping = dslots->as<int32_t>();
+        p.k_cache = dkc->get();
+        p.v_cache = dvc->get();
+        p.full_blocks = dfull->as<int32_t>();
+        p.hash_w = dw->as<float>();
+        p.act_type = at;
+        p.kv_type = DType::BF16;
+        p.one_token_per_seq = true;
+        ASSERT_TRUE(gpu()->supports_strided_rope_append(p)) << what;
+        auto st = gpu()->rope_append(p);
+        ASSERT_TRUE(st.is_ok()) << st.to_string();
+        EXPECT_TRUE(download<uint8_t>(gpu(), dqo, b.q.size() * es) == want.q_raw) << what << ": q_out";
+        EXPECT_TRUE(download<uint8_t>(gpu(), *dkc, b.k_cache.size() * 2) == want.kc_raw) << what << ": k cache";
+        EXPECT_TRUE(download<uint8_t>(gpu(), *dvc, b.v_cache.size() * 2) == want.vc_raw) << what << ": v cache";
+        EXPECT_TRUE(download<uint8_t>(gpu(), dreps, reps_size(b, kind)) == want.reps) << what << ": reps";
+        // k is rotated in place inside the rows; q and v are untouched there.
+        const std::vector<uint8_t> rows = download<uint8_t>(gpu(), *dqkv, qkv.size() * es);
+        for (int64_t t = 0; t < T; ++t) {
+          EXPECT_EQ(std::memcmp(rows.data() + (t * row + qd) * es, want.k_raw.data() + t * kd * es, kd * es), 0)
+              << what << ": k of token " << t;
+        }
+        const std::vector<float> after = download_act(gpu(), *dqkv, qkv.size(), at);
+        for (int64_t t = 0; t < T; ++t) {
+          EXPECT_TRUE(std::equal(after.begin() + t * row, after.begin() + t * row + qd, qkv.begin() + t * row))
+              << what << ": q input of token " << t << " changed";
+        }
+        // The separate-kernel path cannot take strided inputs: refused, not misread.
+        p.one_token_per_seq = false;
+        EXPECT_FALSE(gpu()->supports_strided_rope_append(p));
+        EXPECT_EQ(gpu()->rope_append(p).code(), StatusCode::Unsupported);
+        EXPECT_EQ(cpu()->rope_append(p).code(), StatusCode::Unsupported);
+        if (HasFailure()) return;
+      }
+    }
+  }
+}
+
 TEST_F(CudaRopeAppendTest, FallbackMatchesCpu) {
   struct Case {
     RopeAppendShape sh;
