@@ -112,25 +112,31 @@ void run_shape(Ctx& c, const Shape& s, const std::vector<int64_t>& ms, bool swee
     // Activations and output bf16, no bias (the small kernel would fuse it; cuBLAS adds a launch).
     const MatmulParams p{x, w, nullptr, y, m, s.n, s.k, DType::BF16, DType::BF16};
     c.be->set_small_gemm(false);
+    CHECK_OK(c.be->set_gemm_tuning(false));
     const double cublas_us = time_us(c, [&] { CHECK_OK(c.be->matmul(p)); });
+    CHECK_OK(c.be->set_gemm_tuning(true));  // cuBLASLt algorithms timed on the first call
+    const double tuned_us = time_us(c, [&] { CHECK_OK(c.be->matmul(p)); });
+    const bool lt = c.be->gemm_lt_wins() > 0;
     c.be->set_small_gemm(true);
     c.be->set_small_gemm_shape(0, 0);
     const double small_us = time_us(c, [&] { CHECK_OK(c.be->matmul(p)); });
     int wk = 0, splits = 0;
     c.be->small_gemm_plan(m, s.n, s.k, &wk, &splits);
     std::printf("%-8s n=%-6lld k=%-5lld m=%-2lld  cublas %8.1f us %6.0f GB/s %5.1f%%   small %8.1f us %6.0f GB/s %5.1f%%"
-                "   cublas/small %5.2f  (warps_k %d, splits %d)\n",
+                "   cublas/small %5.2f  (warps_k %d, splits %d)   tuned %8.1f us %6.0f GB/s %5.1f%% (%s)\n",
                 s.name, (long long)s.n, (long long)s.k, (long long)m, cublas_us, gbps(s, cublas_us),
                 100.0 * gbps(s, cublas_us) / c.ceiling_gbps, small_us, gbps(s, small_us),
-                100.0 * gbps(s, small_us) / c.ceiling_gbps, cublas_us / small_us, wk, splits);
+                100.0 * gbps(s, small_us) / c.ceiling_gbps, cublas_us / small_us, wk, splits, tuned_us,
+                gbps(s, tuned_us), 100.0 * gbps(s, tuned_us) / c.ceiling_gbps, lt ? "cuBLASLt" : "cublasGemmEx");
     if (c.json)
       std::fprintf(c.json,
                    "{\"op\":\"gemm\",\"shape\":\"%s\",\"n\":%lld,\"k\":%lld,\"m\":%lld,\"w_bytes\":%.0f,"
                    "\"cublas_us\":%.2f,\"cublas_gbps\":%.1f,\"small_us\":%.2f,\"small_gbps\":%.1f,"
-                   "\"small_pct_ceiling\":%.1f,\"cublas_over_small\":%.3f,\"warps_k\":%d,\"splits\":%d}\n",
+                   "\"small_pct_ceiling\":%.1f,\"cublas_over_small\":%.3f,\"warps_k\":%d,\"splits\":%d,"
+                   "\"tuned_us\":%.2f,\"tuned_gbps\":%.1f,\"tuned_lt\":%s}\n",
                    s.name, (long long)s.n, (long long)s.k, (long long)m, wbytes, cublas_us, gbps(s, cublas_us),
                    small_us, gbps(s, small_us), 100.0 * gbps(s, small_us) / c.ceiling_gbps, cublas_us / small_us,
-                   wk, splits);
+                   wk, splits, tuned_us, gbps(s, tuned_us), lt ? "true" : "false");
     if (!sweep) continue;
     // Forced plans, for tuning the heuristic: the best one per (shape, m) is printed.
     double best_us = small_us;
@@ -189,6 +195,7 @@ int main(int argc, char** argv) {
   measure_ceiling(c);
   // Qwen2.5-7B: hidden 3584, 28 q heads / 4 kv heads of 128, FFN 18944, vocab 152064.
   const std::vector<Shape> shapes = {{"q_o", 3584, 3584},
+                                     {"qkv", 4608, 3584},
                                      {"k_v", 512, 3584},
                                      {"gate_up", 37888, 3584},
                                      {"down", 3584, 18944},

@@ -16,11 +16,12 @@ struct MatmulParams {
   const void* x = nullptr;     // [m, k]  act_type
   const void* w = nullptr;     // [n, k]  w_type
   const float* bias = nullptr; // [n] or null
-  void* y = nullptr;           // [m, n]  act_type
+  void* y = nullptr;           // [m, n]  act_type, or f32 with y_f32
   int64_t m = 0, n = 0, k = 0;
   DType act_type = DType::F32;
   DType w_type = DType::F32;
   uint32_t w_ggml = 0;  // ggml type id of w's rows when w_type == DType::Ggml (n rows of k)
+  bool y_f32 = false;   // y in f32 whatever act_type (logits: no bf16 rounding before argmax)
 };
 
 /// y[r, :] = x[r, :] / rms(x[r, :]) * w[:]. In place allowed (x == y).

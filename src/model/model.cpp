@@ -374,7 +374,7 @@ Status Model::ensure_scratch(int64_t T, int64_t L, int64_t n_meta) {
   GSA_RETURN_IF_ERROR(alloc(T * 2 * h.ffn_dim * a, &s_->gu));
   GSA_RETURN_IF_ERROR(alloc(T * h.ffn_dim * a, &s_->h));
   GSA_RETURN_IF_ERROR(alloc(L * h.dim * a, &s_->xg));
-  GSA_RETURN_IF_ERROR(alloc(L * h.vocab * a, &s_->logits));
+  GSA_RETURN_IF_ERROR(alloc(L * h.vocab * 4, &s_->logits));
   void* meta = nullptr;
   GSA_RETURN_IF_ERROR(alloc(n_meta * 4, &meta));
   void* amax = nullptr;
@@ -543,11 +543,12 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
   backend::MatmulParams mp;
   mp.x = s.xg; mp.w = w_->output.p; mp.y = s.logits; mp.m = L; mp.n = h.vocab; mp.k = h.dim;
   mp.act_type = at; mp.w_type = w_->output.type; mp.w_ggml = w_->output.ggml;
+  mp.y_f32 = true;  // logits in f32: bf16 would round near-ties away before the argmax
   GSA_RETURN_IF_ERROR(b.matmul(mp));
   if (greedy) {
     // Greedy decoding: only the chosen ids leave the backend.
     backend::ArgmaxParams xp;
-    xp.x = s.logits; xp.out = s.amax; xp.n_rows = L; xp.n_cols = h.vocab; xp.act_type = at;
+    xp.x = s.logits; xp.out = s.amax; xp.n_rows = L; xp.n_cols = h.vocab; xp.act_type = DType::F32;
     GSA_RETURN_IF_ERROR(b.argmax(xp));
     last_enqueue_seconds_ = enqueue_timer.seconds();
     GSA_RETURN_IF_ERROR(b.synchronize());
@@ -562,20 +563,7 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
   GSA_RETURN_IF_ERROR(b.synchronize());
   Timer out_timer;
   logits->resize(n_out);
-  if (at == DType::F32) {
-    GSA_RETURN_IF_ERROR(b.download(logits->data(), s.logits, n_out * 4));
-  } else {
-    std::vector<uint16_t> raw(n_out);
-    GSA_RETURN_IF_ERROR(b.download(raw.data(), s.logits, n_out * 2));
-    GSA_RETURN_IF_ERROR(b.synchronize());
-    float* dst = logits->data();
-    auto convert = [&](int64_t b0, int64_t e0, int) {
-      for (int64_t i = b0; i < e0; ++i)
-        dst[i] = at == DType::BF16 ? bf16_to_f32(raw[size_t(i)]) : f16_to_f32(raw[size_t(i)]);
-    };
-    if (opt_.pool) opt_.pool->parallel_for(int64_t(n_out), convert, 1 << 16);
-    else convert(0, int64_t(n_out), 0);
-  }
+  GSA_RETURN_IF_ERROR(b.download(logits->data(), s.logits, n_out * 4));
   last_logits_seconds_ = out_timer.seconds();
   return b.synchronize();
 }

@@ -10,11 +10,13 @@
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemm_tuner.h"
 
 namespace gsa::backend {
 
 namespace {
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+constexpr size_t kTuneFlushBytes = size_t(128) << 20;  // > 2x the H200's 60 MB L2
 }  // namespace
 
 Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
@@ -58,13 +60,34 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
   // The small-m kernel measured slower than cuBLAS at every decode shape (CUDA_NOTES.md): off
   // unless GSA_SMALL_GEMM=1.
   if (const char* e = std::getenv("GSA_SMALL_GEMM")) b->small_gemm_ = std::strcmp(e, "1") == 0;
+  const char* tune = std::getenv("GSA_GEMM_TUNE");
+  GSA_RETURN_IF_ERROR(b->set_gemm_tuning(!(tune && std::strcmp(tune, "0") == 0)));
   return b;
 }
+
+Status CudaBackend::set_gemm_tuning(bool on) {
+  if (!on) {
+    tuner_.reset();
+    return Status::ok();
+  }
+  if (tuner_) return Status::ok();
+  if (!tune_flush_) {
+    GSA_ASSIGN_OR_RETURN(tune_flush_, alloc(kTuneFlushBytes));
+  }
+  GSA_ASSIGN_OR_RETURN(tuner_, GemmTuner::create(static_cast<cublasHandle_t>(cublas_), cublas_ws_,
+                                                 kCublasWorkspaceBytes, tune_flush_, kTuneFlushBytes));
+  return Status::ok();
+}
+
+int CudaBackend::gemm_shapes_tuned() const { return tuner_ ? tuner_->tuned() : 0; }
+int CudaBackend::gemm_lt_wins() const { return tuner_ ? tuner_->lt_wins() : 0; }
 
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   if (stream_) cudaStreamSynchronize(stream_);
   if (side_stream_) cudaStreamSynchronize(side_stream_);
+  tuner_.reset();
+  cudaFree(tune_flush_);
   if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
   cudaFree(cublas_ws_);
   cudaFree(attn_ws_o_);

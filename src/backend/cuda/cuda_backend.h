@@ -19,6 +19,8 @@ namespace gsa::backend {
 using CudaEvent = CUevent_st*;
 using CudaStream = CUstream_st*;
 
+class GemmTuner;
+
 class CudaBackend final : public Backend {
  public:
   /// Opens `device`, creates the streams, the cuBLAS handle and its workspace.
@@ -69,6 +71,14 @@ class CudaBackend final : public Backend {
   /// (gemm_small.cu) instead of cuBLAS when its constraints hold (k % 8 == 0, 16-byte aligned
   /// x and w). On by default; GSA_SMALL_GEMM=0 in the environment at create() turns it off.
   static constexpr int64_t kSmallGemmMaxM = 32;
+  /// bf16 GEMMs with m up to this go through the GemmTuner (cuBLASLt algorithms timed per shape
+  /// on first use) unless GSA_GEMM_TUNE=0 or set_gemm_tuning(false).
+  static constexpr int64_t kTunedGemmMaxM = 64;
+  Status set_gemm_tuning(bool on);
+  bool gemm_tuning() const { return tuner_ != nullptr; }
+  /// Shapes tuned so far and how many took a cuBLASLt algorithm (for the benchmarks' notes).
+  int gemm_shapes_tuned() const;
+  int gemm_lt_wins() const;
   void set_small_gemm(bool on) { small_gemm_ = on; }
   bool small_gemm() const { return small_gemm_; }
   /// Tuning: forces the small-m kernel's warps along k per CTA (1, 2, 4) and CTAs along k
@@ -160,6 +170,8 @@ class CudaBackend final : public Backend {
   static constexpr int64_t kGemmWsFloats = int64_t(2) << 20;
   static constexpr int64_t kGemmCounters = 16384;
   bool small_gemm_ = false;
+  std::unique_ptr<GemmTuner> tuner_;
+  void* tune_flush_ = nullptr;  // L2 flush scratch for the tuner's timed runs
   int small_gemm_warps_k_ = 0, small_gemm_splits_ = 0;
   float* gemm_ws_ = nullptr;     // [kGemmWsFloats] split-k partials of the small-m kernel
   int* gemm_counters_ = nullptr; // [kGemmCounters] its arrival counters (zero between launches)

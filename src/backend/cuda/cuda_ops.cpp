@@ -11,6 +11,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemm_tuner.h"
 #include "backend/cuda/cuda_launch.h"
 
 namespace gsa::backend {
@@ -113,6 +114,7 @@ Status CudaBackend::matmul(const MatmulParams& p) {
   auto* h = static_cast<cublasHandle_t>(cublas_);
   const int m = int(p.m), n = int(p.n), k = int(p.k);
   const float alpha = 1.0f, beta = 0.0f;
+  const DType y_type = p.y_f32 ? DType::F32 : p.act_type;
   // Row-major y[m, n] = x[m, k] . w[n, k]^T is column-major y^T[n, m] = w^T' . x^T.
   if (p.w_type == DType::F32) {
     GSA_CUBLAS_RETURN_IF_ERROR(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha,
@@ -136,16 +138,20 @@ Status CudaBackend::matmul(const MatmulParams& p) {
       a.w = p.w;
       a.bias = p.bias;
       a.y = p.y;
-      a.y_type = p.act_type;
+      a.y_type = y_type;
       GSA_CUDA_RETURN_IF_ERROR(cuda::gemm_small(a, stream_));
       return Status::ok();
     }
-    const cudaDataType_t ytype = p.act_type == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
-    GSA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, p.w,
+    const cudaDataType_t ytype = y_type == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+    if (tuner_ && p.m <= kTunedGemmMaxM) {
+      GSA_RETURN_IF_ERROR(tuner_->matmul(x, p.w, p.y, m, n, k, ytype, stream_));
+    } else {
+      GSA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, p.w,
                                             CUDA_R_16BF, k, x, CUDA_R_16BF, k, &beta, p.y, ytype, n,
                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
   }
-  if (p.bias) GSA_CUDA_RETURN_IF_ERROR(cuda::add_bias(p.y, p.bias, p.m, p.n, p.act_type, stream_));
+  if (p.bias) GSA_CUDA_RETURN_IF_ERROR(cuda::add_bias(p.y, p.bias, p.m, p.n, y_type, stream_));
   return Status::ok();
 }
 

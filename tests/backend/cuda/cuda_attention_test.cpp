@@ -23,7 +23,9 @@ TEST(DecodeSplits, FillTheWaves) {
     ASSERT_GE(s, 1);
     ASSERT_LE(s, 256);
     const int64_t ctas = items * s, waves = (ctas + 131) / 132;
-    if (items <= 2000) EXPECT_GE(double(ctas) / double(waves * 132), 0.9) << items;
+    if (items <= 2000) {
+      EXPECT_GE(double(ctas) / double(waves * 132), 0.9) << items;
+    }
     if (s > 1) {  // no smaller count reaches 90%
       const int64_t c1 = items * (s - 1), w1 = (c1 + 131) / 132;
       EXPECT_LT(double(c1) / double(w1 * 132), 0.9) << items;

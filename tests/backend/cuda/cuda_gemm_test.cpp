@@ -197,6 +197,27 @@ TEST_F(CudaGemmTest, CublasPathAndAgreement) {
   }
 }
 
+TEST_F(CudaGemmTest, TunedAlgorithmsMatchReference) {
+  // Decode-sized GEMMs go through the tuner (cuBLASLt candidates timed on first use, split-k
+  // with f32 reductions included): whatever it picks must compute the same product.
+  cuda_->set_small_gemm(false);
+  ASSERT_TRUE(cuda_->set_gemm_tuning(true).is_ok());
+  for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{{3584, 3584}, {512, 3584}, {1000, 18944}, {4608, 576}}) {
+    const auto w = nonzero_bf16(rng_, size_t(n * k));
+    auto dw = upload(gpu(), to_bf16(w));
+    for (int64_t m : {1, 5, 20, 64}) {
+      const Problem p = make_problem(rng_, m, w, n, k);
+      for (DType yt : {DType::BF16, DType::F32}) {
+        const std::string what = "tuned " + name(p, yt, true);
+        EXPECT_EQ(check(run(p, *dw, yt, true), p, true, yt, 10.0, what, true), 0);
+        EXPECT_EQ(check(run(p, *dw, yt, true), p, true, yt, 10.0, what + " (second call)", true), 0);
+      }
+    }
+  }
+  EXPECT_GT(cuda_->gemm_shapes_tuned(), 0);
+  std::printf("tuned %d shapes, cuBLASLt chosen for %d\n", cuda_->gemm_shapes_tuned(), cuda_->gemm_lt_wins());
+}
+
 TEST_F(CudaGemmTest, UnsupportedProblemsFallBackToCublas) {
   cuda_->set_small_gemm(true);
   // k not a multiple of 8.

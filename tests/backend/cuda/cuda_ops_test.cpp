@@ -167,6 +167,32 @@ TEST_P(CudaOpsTest, Matmul) {
 INSTANTIATE_TEST_SUITE_P(Types, CudaOpsTest, ::testing::Values(DType::BF16, DType::F32),
                          [](const auto& info) { return info.param == DType::BF16 ? "bf16" : "f32"; });
 
+TEST_F(CudaTest, MatmulBf16ActivationsToF32Output) {
+  // The output head: bf16 x and w, f32 y (no bf16 rounding of the logits), both GEMM paths.
+  for (bool small : {false, true}) {
+    cuda_->set_small_gemm(small);
+    for (int64_t m : {1, 20, 40}) {
+      const int64_t n = 1000, k = 576;
+      auto x = random_bf16_exact(rng_, m * k);
+      auto w = random_bf16_exact(rng_, n * k);
+      auto bias = random_bf16_exact(rng_, n);
+      std::vector<float> ref(m * n);
+      ASSERT_TRUE(cpu()->matmul({x.data(), w.data(), bias.data(), ref.data(), m, n, k, DType::F32, DType::F32}).is_ok());
+      auto dx = upload_act(gpu(), x, DType::BF16);
+      auto dw = upload_act(gpu(), w, DType::BF16);
+      auto db = upload(gpu(), bias);
+      Buf dy(gpu(), ref.size() * 4);
+      poison(gpu(), dy);
+      MatmulParams p{dx->get(), dw->get(), db->as<float>(), dy.get(), m, n, k, DType::BF16, DType::BF16};
+      p.y_f32 = true;
+      ASSERT_TRUE(gpu()->matmul(p).is_ok());
+      // f32 accumulation of bf16-exact inputs: far inside one bf16 rounding of the output.
+      EXPECT_LT(rel_error(download<float>(gpu(), dy, ref.size()), ref), 1e-5) << "m " << m << " small " << small;
+    }
+  }
+  cuda_->set_small_gemm(false);
+}
+
 TEST_F(CudaTest, MatmulRefusesBf16ActivationsWithF32Weights) {
   Buf x(gpu(), 64), w(gpu(), 64), y(gpu(), 64);
   auto st = gpu()->matmul({x.get(), w.get(), nullptr, y.get(), 1, 4, 4, DType::BF16, DType::F32});
