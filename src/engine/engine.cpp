@@ -96,7 +96,7 @@ class Engine::SparsePlanner final : public model::LayerPlanner {
 // GSA selection on the device (CUDA): one block_select launch per layer writes the lists the
 // attention op reads, with no host synchronization inside the step. The host sizes the lists
 // (budget per sequence, or every block for a dense one) and uploads the step's block tables
-// once. Supports selector=device, lag 0, select_every 1.
+// once. Supports selector=device, lag 0, select_every 1 (selector=cpu: HostSelectPlanner).
 class Engine::DevicePlanner final : public model::LayerPlanner {
  public:
   DevicePlanner(backend::Backend* b, kv::KvCache* kv, const sparse::SparseConfig& cfg,
