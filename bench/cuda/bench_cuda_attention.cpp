@@ -14,46 +14,18 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
-
-namespace gsa::bench {
-cudaError_t read_reduce(const void* src, size_t bytes, uint32_t* out_1024, int sm_count, cudaStream_t stream);
-}
+#include "bench_cuda_common.h"
 
 namespace {
 
 using gsa::DType;
 using namespace gsa::backend;
-
-#define CHECK_OK(expr)                                                                \
-  do {                                                                                \
-    auto st_ = (expr);                                                                \
-    if (!st_.is_ok()) {                                                               \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, st_.to_string().c_str()); \
-      std::exit(1);                                                                   \
-    }                                                                                 \
-  } while (0)
-#define CHECK_CUDA(expr)                                                                           \
-  do {                                                                                             \
-    cudaError_t e_ = (expr);                                                                       \
-    if (e_ != cudaSuccess) {                                                                       \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                                \
-    }                                                                                              \
-  } while (0)
+using gsa::bench::Ctx;
+using gsa::bench::time_us;
 
 constexpr int kHeadDim = 128;
 constexpr int kBlock = 128;
 constexpr int kBudgetBlocks = 48;  // 6144 tokens
-
-struct Ctx {
-  CudaBackend* be = nullptr;
-  cudaStream_t stream = nullptr;
-  void* flush = nullptr;
-  size_t flush_bytes = size_t(256) << 20;
-  int reps = 20;
-  FILE* json = nullptr;
-  double ceiling_gbps = 0;
-};
 
 template <typename T>
 T* dev_upload(CudaBackend* be, const std::vector<T>& v) {
@@ -61,30 +33,6 @@ T* dev_upload(CudaBackend* be, const std::vector<T>& v) {
   CHECK_OK(r.is_ok() ? gsa::Status::ok() : r.status());
   if (!v.empty()) CHECK_OK(be->upload(r.value(), v.data(), v.size() * sizeof(T)));
   return static_cast<T*>(r.value());
-}
-
-// Median time in microseconds of fn() over ctx.reps runs; L2 flushed before each when `flush`.
-template <typename Fn>
-double time_us(Ctx& c, Fn&& fn, bool flush = true) {
-  cudaEvent_t e0, e1;
-  CHECK_CUDA(cudaEventCreate(&e0));
-  CHECK_CUDA(cudaEventCreate(&e1));
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<float> t;
-  for (int i = 0; i < c.reps; ++i) {
-    if (flush) CHECK_CUDA(cudaMemsetAsync(c.flush, i & 0xff, c.flush_bytes, c.stream));
-    CHECK_CUDA(cudaEventRecord(e0, c.stream));
-    fn();
-    CHECK_CUDA(cudaEventRecord(e1, c.stream));
-    CHECK_CUDA(cudaEventSynchronize(e1));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(ms * 1000.0f);
-  }
-  CHECK_CUDA(cudaEventDestroy(e0));
-  CHECK_CUDA(cudaEventDestroy(e1));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
 }
 
 void emit(Ctx& c, const char* op, const char* mode, int batch, int ctx, int heads, int kv_heads,
@@ -102,27 +50,10 @@ void emit(Ctx& c, const char* op, const char* mode, int batch, int ctx, int head
 }
 
 void measure_ceiling(Ctx& c) {
-  const size_t bytes = size_t(4) << 30;
-  auto buf = c.be->alloc(bytes);
-  CHECK_OK(buf.is_ok() ? gsa::Status::ok() : buf.status());
-  CHECK_OK(c.be->fill_random({buf.value(), int64_t(bytes / 4), 1.0f, 7, DType::F32}));
-  auto out = c.be->alloc(4096);
-  CHECK_CUDA(cudaMemsetAsync(out.value(), 0, 4096, c.stream));
-  const double us = time_us(c, [&] {
-    CHECK_CUDA(gsa::bench::read_reduce(buf.value(), bytes, static_cast<uint32_t*>(out.value()), c.be->sm_count(), c.stream));
-  });
-  c.ceiling_gbps = double(bytes) / (us * 1e-6) / 1e9;
-  std::printf("read ceiling: %.0f GB/s (4 GiB read-only reduction, %.1f us)\n", c.ceiling_gbps, us);
-  const size_t half = bytes / 2;
-  const double cus = time_us(c, [&] {
-    CHECK_CUDA(cudaMemcpyAsync(static_cast<char*>(buf.value()) + half, buf.value(), half, cudaMemcpyDeviceToDevice, c.stream));
-  });
-  std::printf("d2d copy: %.0f GB/s counting read + write (2 x 2 GiB)\n", 2.0 * half / (cus * 1e-6) / 1e9);
+  double copy_gbps = 0;
+  gsa::bench::measure_read_ceiling(c, &copy_gbps);
   if (c.json)
-    std::fprintf(c.json, "{\"op\":\"ceiling\",\"read_gbps\":%.1f,\"copy_gbps\":%.1f}\n", c.ceiling_gbps,
-                 2.0 * half / (cus * 1e-6) / 1e9);
-  c.be->free(out.value());
-  c.be->free(buf.value());
+    std::fprintf(c.json, "{\"op\":\"ceiling\",\"read_gbps\":%.1f,\"copy_gbps\":%.1f}\n", c.ceiling_gbps, copy_gbps);
 }
 
 struct Pool {
@@ -285,15 +216,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  auto r = CudaBackend::create(0);
-  if (!r.is_ok()) {
-    std::fprintf(stderr, "%s\n", r.status().to_string().c_str());
-    return 1;
-  }
-  auto be = std::move(r).value();
-  c.be = be.get();
+  auto be = gsa::bench::open_backend(c);
   if (ctas_per_sm > 0) be->set_attention_ctas_per_sm(ctas_per_sm);
-  c.stream = reinterpret_cast<cudaStream_t>(be->stream());
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   int driver = 0;

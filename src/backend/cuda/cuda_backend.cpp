@@ -166,59 +166,37 @@ int CudaBackend::decode_splits(int64_t work_items, int64_t slots) {
   return best;
 }
 
-Status CudaBackend::ensure_attention_ws(size_t floats_o, size_t floats_lse) {
-  if (floats_o > attn_ws_o_floats_) {
-    cudaFree(attn_ws_o_);
-    attn_ws_o_ = nullptr;
-    attn_ws_o_floats_ = 0;
-    GSA_ASSIGN_OR_RETURN(void* p, alloc(floats_o * sizeof(float)));
-    attn_ws_o_ = static_cast<float*>(p);
-    attn_ws_o_floats_ = floats_o;
-  }
-  if (floats_lse > attn_ws_lse_floats_) {
-    cudaFree(attn_ws_lse_);
-    attn_ws_lse_ = nullptr;
-    attn_ws_lse_floats_ = 0;
-    GSA_ASSIGN_OR_RETURN(void* p, alloc(floats_lse * sizeof(float)));
-    attn_ws_lse_ = static_cast<float*>(p);
-    attn_ws_lse_floats_ = floats_lse;
-  }
+// Replaces *buf by a buffer of at least `need` elements when it holds fewer (contents dropped).
+template <typename T>
+Status CudaBackend::grow(T** buf, size_t* cap, size_t need) {
+  if (need <= *cap) return Status::ok();
+  cudaFree(*buf);
+  *buf = nullptr;
+  *cap = 0;
+  GSA_ASSIGN_OR_RETURN(void* p, alloc(need * sizeof(T)));
+  *buf = static_cast<T*>(p);
+  *cap = need;
   return Status::ok();
 }
 
+Status CudaBackend::ensure_attention_ws(size_t floats_o, size_t floats_lse) {
+  GSA_RETURN_IF_ERROR(grow(&attn_ws_o_, &attn_ws_o_floats_, floats_o));
+  return grow(&attn_ws_lse_, &attn_ws_lse_floats_, floats_lse);
+}
+
 Status CudaBackend::ensure_select_ws(int64_t n_lists) {
-  const size_t floats = size_t(n_lists) * size_t(max_select_blocks_);
-  if (floats > select_ws_floats_) {
-    cudaFree(select_ws_);
-    select_ws_ = nullptr;
-    select_ws_floats_ = 0;
-    GSA_ASSIGN_OR_RETURN(void* p, alloc(floats * sizeof(float)));
-    select_ws_ = static_cast<float*>(p);
-    select_ws_floats_ = floats;
-  }
+  GSA_RETURN_IF_ERROR(grow(&select_ws_, &select_ws_floats_, size_t(n_lists) * size_t(max_select_blocks_)));
   if (size_t(n_lists) > select_tickets_n_) {
     // The fused kernel needs zero tickets and leaves them zero; fresh ones are zeroed on the
     // compute stream, ahead of the kernel that uses them.
-    cudaFree(select_tickets_);
-    select_tickets_ = nullptr;
-    select_tickets_n_ = 0;
-    GSA_ASSIGN_OR_RETURN(void* p, alloc(size_t(n_lists) * sizeof(uint32_t)));
-    select_tickets_ = static_cast<uint32_t*>(p);
-    select_tickets_n_ = size_t(n_lists);
+    GSA_RETURN_IF_ERROR(grow(&select_tickets_, &select_tickets_n_, size_t(n_lists)));
     GSA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(select_tickets_, 0, select_tickets_n_ * sizeof(uint32_t), stream_));
   }
   return Status::ok();
 }
 
 Status CudaBackend::ensure_convert_ws(size_t bytes) {
-  if (bytes <= convert_ws_bytes_) return Status::ok();
-  cudaFree(convert_ws_);
-  convert_ws_ = nullptr;
-  convert_ws_bytes_ = 0;
-  GSA_ASSIGN_OR_RETURN(void* p, alloc(bytes));
-  convert_ws_ = p;
-  convert_ws_bytes_ = bytes;
-  return Status::ok();
+  return grow(&convert_ws_, &convert_ws_bytes_, bytes);
 }
 
 Status CudaBackend::reserve_attention(int64_t n_tokens, int n_heads, int n_kv_heads, int head_dim) {

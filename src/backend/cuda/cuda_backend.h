@@ -144,6 +144,8 @@ class CudaBackend final : public Backend {
   Status ensure_attention_ws(size_t floats_o, size_t floats_lse);
   Status ensure_select_ws(int64_t n_lists);  // scores and tickets for n_lists lists
   Status ensure_convert_ws(size_t bytes);
+  template <typename T>
+  Status grow(T** buf, size_t* cap, size_t need);
 
   int device_ = 0;
   int sm_count_ = 132;
@@ -162,7 +164,7 @@ class CudaBackend final : public Backend {
   uint32_t* select_tickets_ = nullptr;  // [select_tickets_n_] fused selection, zero between calls
   size_t select_tickets_n_ = 0;
   bool select_fused_ = true;
-  void* convert_ws_ = nullptr;
+  uint8_t* convert_ws_ = nullptr;
   size_t convert_ws_bytes_ = 0;
   // Small-m GEMM workspaces, fixed at create() so that matmuls allocate nothing (CUDA graph
   // capture): 8 MB of split-k partials holds m = 32 x n = 3584 x 18 splits; plans needing more
