@@ -22,9 +22,20 @@ constexpr int kMaxHeadDim = 1024;
 constexpr int kMaxBlockSize = 4096;
 constexpr int kMaxWords64 = kMaxHeadDim / 64;
 
+// Portable builds (no -march=native, e.g. the binaries sent to the GPU machine) still score with
+// AVX2 where the CPU has it: the scoring loops are compiled twice and picked at load time. No
+// FMA in either clone, so every score is bit-identical to the baseline (and to the CUDA
+// kernel's). Off under the sanitizers, whose runtimes start after ifunc resolvers run.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__AVX2__) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define GSA_SCORE_CLONES __attribute__((target_clones("avx2", "default"), noinline))
+#else
+#define GSA_SCORE_CLONES inline
+#endif
+
 // Dot product with 8 independent accumulators, so the compiler keeps one SIMD register of
 // partial sums (a single running sum would serialize on the add latency and not vectorize).
-inline float dot(const float* a, const float* b, int n) {
+GSA_SCORE_CLONES float dot(const float* a, const float* b, int n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
   for (; i + 8 <= n; i += 8)
@@ -35,7 +46,7 @@ inline float dot(const float* a, const float* b, int n) {
 }
 
 // sum_d max(q_d * mn_d, q_d * mx_d): the largest q.k over the box [mn, mx].
-inline float box_bound(const float* q, const float* mn, const float* mx, int n) {
+GSA_SCORE_CLONES float box_bound(const float* q, const float* mn, const float* mx, int n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
   for (; i + 8 <= n; i += 8)
