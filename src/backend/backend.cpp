@@ -14,6 +14,11 @@ Status Backend::rope_append(const RopeAppendParams& p) {
   return Status::ok();
 }
 
+Status Backend::add_rmsnorm(const AddRmsNormParams& p) {
+  GSA_RETURN_IF_ERROR(add({p.x, p.y, p.n_rows * p.dim, p.act_type}));
+  return rmsnorm({p.y, p.w, p.out, p.n_rows, p.dim, p.eps, p.act_type});
+}
+
 Status Backend::copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch,
                         size_t width, size_t rows) {
   for (size_t r = 0; r < rows; ++r)

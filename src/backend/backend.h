@@ -56,6 +56,8 @@ class Backend {
   /// default runs the four ops in that order (an error from one stops the rest, the earlier
   /// ones having run); backends override it with a fused kernel.
   virtual Status rope_append(const RopeAppendParams& p);
+  /// add then rmsnorm (ops.h AddRmsNormParams); backends override it with one kernel.
+  virtual Status add_rmsnorm(const AddRmsNormParams& p);
   /// True when rope_append takes p's strided inputs and q_out (the default: never).
   virtual bool supports_strided_rope_append(const RopeAppendParams& p) const { return false; }
   virtual Status block_select(const BlockSelectParams& p) = 0;

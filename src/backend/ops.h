@@ -109,6 +109,18 @@ struct AddParams {
   DType act_type = DType::F32;
 };
 
+/// The residual add and the next RMSNorm in one op: y += x (y stored in act_type), then
+/// out = y / rms(y) * w per row, from the stored y. Same results as add, then rmsnorm.
+struct AddRmsNormParams {
+  const void* x = nullptr;   // [n_rows, dim]
+  void* y = nullptr;         // [n_rows, dim] residual stream, updated in place
+  const float* w = nullptr;  // [dim]
+  void* out = nullptr;       // [n_rows, dim]
+  int64_t n_rows = 0, dim = 0;
+  float eps = 1e-6f;
+  DType act_type = DType::F32;
+};
+
 /// out[t, :] = table[ids[t], :] converted to act_type.
 struct EmbedParams {
   const int32_t* ids = nullptr;  // [n_tokens]

@@ -447,6 +447,13 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
     np.x = x; np.w = w; np.y = y; np.n_rows = rows; np.dim = dim; np.eps = h.norm_eps; np.act_type = at;
     return b.rmsnorm(np);
   };
+  // y += x, then out = rmsnorm(y) * w (one launch on the GPU).
+  auto add_rmsnorm = [&](const void* x, void* y, const float* w, void* out) {
+    backend::AddRmsNormParams ap;
+    ap.x = x; ap.y = y; ap.w = w; ap.out = out; ap.n_rows = T; ap.dim = h.dim; ap.eps = h.norm_eps;
+    ap.act_type = at;
+    return b.add_rmsnorm(ap);
+  };
   auto add = [&](const void* x, void* y, int64_t n) {
     backend::AddParams ap;
     ap.x = x; ap.y = y; ap.n = n; ap.act_type = at;
@@ -455,7 +462,8 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
 
   for (int l = 0; l < h.n_layers; ++l) {
     const LayerWeights& W = w_->layers[size_t(l)];
-    GSA_RETURN_IF_ERROR(rmsnorm(s.x, W.attn_norm, s.xn, T, h.dim));
+    // Layers after the first get their input norm from the previous layer's last residual add.
+    if (l == 0) GSA_RETURN_IF_ERROR(rmsnorm(s.x, W.attn_norm, s.xn, T, h.dim));
     // RoPE on q and k, K/V into the cache, representations of blocks that fill: one launch
     // per layer for a decode batch on the GPU.
     backend::RopeAppendParams ra;
@@ -520,14 +528,17 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
     GSA_RETURN_IF_ERROR(b.attention(ap));
 
     GSA_RETURN_IF_ERROR(matmul(s.attn, W.wo, nullptr, s.tmp, h.dim, h.q_dim()));
-    GSA_RETURN_IF_ERROR(add(s.tmp, s.x, T * h.dim));
-    GSA_RETURN_IF_ERROR(rmsnorm(s.x, W.ffn_norm, s.xn, T, h.dim));
+    GSA_RETURN_IF_ERROR(add_rmsnorm(s.tmp, s.x, W.ffn_norm, s.xn));
     GSA_RETURN_IF_ERROR(matmul(s.xn, W.w_gate_up, nullptr, s.gu, 2 * int64_t(h.ffn_dim), h.dim));
     backend::SwigluParams sp;
     sp.gate_up = s.gu; sp.out = s.h; sp.n_rows = T; sp.dim = h.ffn_dim; sp.act_type = at;
     GSA_RETURN_IF_ERROR(b.swiglu(sp));
     GSA_RETURN_IF_ERROR(matmul(s.h, W.w_down, nullptr, s.tmp, h.dim, h.ffn_dim));
-    GSA_RETURN_IF_ERROR(add(s.tmp, s.x, T * h.dim));
+    if (l + 1 < h.n_layers) {
+      GSA_RETURN_IF_ERROR(add_rmsnorm(s.tmp, s.x, w_->layers[size_t(l) + 1].attn_norm, s.xn));
+    } else {
+      GSA_RETURN_IF_ERROR(add(s.tmp, s.x, T * h.dim));
+    }
   }
 
   if (L == 0) {

@@ -54,6 +54,7 @@ class CudaBackend final : public Backend {
   Status rep_update(const RepUpdateParams& p) override;
   /// One kernel launch when p.one_token_per_seq (and n_heads % n_kv_heads == 0); else the four ops.
   Status rope_append(const RopeAppendParams& p) override;
+  Status add_rmsnorm(const AddRmsNormParams& p) override;
   /// The fused decode path (one token per sequence, whole GQA groups) takes strided inputs.
   bool supports_strided_rope_append(const RopeAppendParams& p) const override;
   Status copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,

@@ -17,6 +17,7 @@ cudaError_t rmsnorm(const backend::RmsNormParams& p, cudaStream_t stream);
 cudaError_t rope(const backend::RopeParams& p, float theta_scale, cudaStream_t stream);
 cudaError_t swiglu(const backend::SwigluParams& p, cudaStream_t stream);
 cudaError_t add(const backend::AddParams& p, cudaStream_t stream);
+cudaError_t add_rmsnorm(const backend::AddRmsNormParams& p, cudaStream_t stream);
 cudaError_t embed(const backend::EmbedParams& p, cudaStream_t stream);
 cudaError_t argmax(const backend::ArgmaxParams& p, cudaStream_t stream);
 cudaError_t fill_random(const backend::FillRandomParams& p, cudaStream_t stream);

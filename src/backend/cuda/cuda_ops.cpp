@@ -174,6 +174,17 @@ Status CudaBackend::rmsnorm(const RmsNormParams& p) {
   return Status::ok();
 }
 
+Status CudaBackend::add_rmsnorm(const AddRmsNormParams& p) {
+  GSA_RETURN_IF_ERROR(check_act("add_rmsnorm", p.act_type));
+  if (p.n_rows < 0 || p.dim <= 0 || p.n_rows > INT32_MAX || !shape_ok(p.n_rows, p.dim))
+    return invalid_argument("add_rmsnorm: bad shape n_rows={} dim={}", p.n_rows, p.dim);
+  if (!(p.eps >= 0.0f) || !std::isfinite(p.eps)) return invalid_argument("add_rmsnorm: bad eps {}", p.eps);
+  if (p.n_rows == 0) return Status::ok();
+  if (!p.x || !p.y || !p.w || !p.out) return invalid_argument("add_rmsnorm: null pointer");
+  GSA_CUDA_RETURN_IF_ERROR(cuda::add_rmsnorm(p, stream_));
+  return Status::ok();
+}
+
 Status CudaBackend::rope(const RopeParams& p) {
   GSA_RETURN_IF_ERROR(check_rope(p));
   if (p.n_tokens == 0) return Status::ok();

@@ -61,6 +61,18 @@ cudaError_t swiglu(const backend::SwigluParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+cudaError_t add_rmsnorm(const backend::AddRmsNormParams& p, cudaStream_t stream) {
+  if (p.n_rows == 0) return cudaSuccess;
+  const int threads = row_threads(p.dim);
+  if (p.act_type == DType::BF16)
+    add_rmsnorm_kernel<<<unsigned(p.n_rows), threads, 0, stream>>>(
+        static_cast<const bf16*>(p.x), static_cast<bf16*>(p.y), p.w, static_cast<bf16*>(p.out), p.dim, p.eps);
+  else
+    add_rmsnorm_kernel<<<unsigned(p.n_rows), threads, 0, stream>>>(
+        static_cast<const float*>(p.x), static_cast<float*>(p.y), p.w, static_cast<float*>(p.out), p.dim, p.eps);
+  return cudaGetLastError();
+}
+
 cudaError_t add(const backend::AddParams& p, cudaStream_t stream) {
   if (p.n == 0) return cudaSuccess;
   if (p.act_type == DType::BF16)

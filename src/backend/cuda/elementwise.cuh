@@ -103,6 +103,35 @@ __global__ void add_kernel(const T* x,  // [n]
     store_f32(y, i, load_f32(y, i) + load_f32(x, i));
 }
 
+/// One CTA per row: y += x, then out = y / sqrt(mean(y^2) + eps) * w from the stored (rounded)
+/// y, with rmsnorm_kernel's summation order, so the result equals add_kernel then rmsnorm_kernel.
+/// Each thread reads back only the elements it wrote.
+template <typename T>
+__global__ void add_rmsnorm_kernel(const T* x, T* y, const float* __restrict__ w, T* out, int64_t dim,
+                                   float eps) {
+  __shared__ float sm_part[32];
+  const T* xr = x + int64_t(blockIdx.x) * dim;
+  T* yr = y + int64_t(blockIdx.x) * dim;
+  T* outr = out + int64_t(blockIdx.x) * dim;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    store_f32(yr, i, load_f32(yr, i) + load_f32(xr, i));
+    const float v = load_f32(yr, i);
+    ss += v * v;
+  }
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) sm_part[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < (blockDim.x + 31) / 32 ? sm_part[threadIdx.x] : 0.0f;
+    v = warp_sum(v);
+    if (threadIdx.x == 0) sm_part[0] = v;
+  }
+  __syncthreads();
+  const float inv = rsqrtf(sm_part[0] / float(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) store_f32(outr, i, load_f32(yr, i) * inv * w[i]);
+}
+
 template <typename T>
 __global__ void add_bias_kernel(T* y,                           // [m, n]
                                 const float* __restrict__ bias,  // [n]

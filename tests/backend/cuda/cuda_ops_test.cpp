@@ -35,6 +35,34 @@ TEST_P(CudaOpsTest, RmsNorm) {
   }
 }
 
+TEST_P(CudaOpsTest, AddRmsNormEqualsAddThenRmsNorm) {
+  const DType t = GetParam();
+  for (int64_t dim : {64, 576, 3584}) {
+    const int64_t rows = 9;
+    auto x = random_bf16_exact(rng_, rows * dim, -2, 2);
+    auto y = random_bf16_exact(rng_, rows * dim, -2, 2);
+    auto w = random_bf16_exact(rng_, dim, 0.5f, 1.5f);
+    // CPU reference: add, then rmsnorm.
+    std::vector<float> ry = y, rout(y.size());
+    ASSERT_TRUE(cpu()->add({x.data(), ry.data(), rows * dim, DType::F32}).is_ok());
+    ASSERT_TRUE(cpu()->rmsnorm({ry.data(), w.data(), rout.data(), rows, dim, 1e-6f, DType::F32}).is_ok());
+    auto dx = upload_act(gpu(), x, t), dw = upload(gpu(), w);
+    // The two separate kernels on the GPU, then the fused one on the same inputs: same bytes.
+    auto dy1 = upload_act(gpu(), y, t), dy2 = upload_act(gpu(), y, t);
+    Buf out1(gpu(), y.size() * dtype_size(t)), out2(gpu(), y.size() * dtype_size(t));
+    poison(gpu(), out1);
+    poison(gpu(), out2);
+    ASSERT_TRUE(gpu()->add({dx->get(), dy1->get(), rows * dim, t}).is_ok());
+    ASSERT_TRUE(gpu()->rmsnorm({dy1->get(), dw->as<float>(), out1.get(), rows, dim, 1e-6f, t}).is_ok());
+    ASSERT_TRUE(gpu()->add_rmsnorm({dx->get(), dy2->get(), dw->as<float>(), out2.get(), rows, dim, 1e-6f, t}).is_ok());
+    const size_t bytes = y.size() * dtype_size(t);
+    EXPECT_TRUE(download<uint8_t>(gpu(), *dy1, bytes) == download<uint8_t>(gpu(), *dy2, bytes)) << "residual, dim " << dim;
+    EXPECT_TRUE(download<uint8_t>(gpu(), out1, bytes) == download<uint8_t>(gpu(), out2, bytes)) << "norm, dim " << dim;
+    EXPECT_LT(rel_error(download_act(gpu(), *dy2, y.size(), t), ry), tol(t)) << "residual vs cpu, dim " << dim;
+    EXPECT_LT(rel_error(download_act(gpu(), out2, y.size(), t), rout), tol(t)) << "norm vs cpu, dim " << dim;
+  }
+}
+
 TEST_P(CudaOpsTest, Rope) {
   const DType t = GetParam();
   for (bool neox : {false, true}) {
