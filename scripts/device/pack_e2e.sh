@@ -5,9 +5,9 @@
 # scripts/device/e2e.sh. Run from the repository root after building build-devpack.
 set -euo pipefail
 build=${BUILD:-build-devpack}
-cmake --build "$build" --target gsa backend_cuda_test engine_cuda_test bench_cuda_attention bench_cuda_gemm -j"${JOBS:-2}"
+cmake --build "$build" --target gsa backend_cuda_test engine_cuda_test model_cuda_test bench_cuda_attention bench_cuda_gemm -j"${JOBS:-2}"
 rm -rf .device/e2e && mkdir -p .device/e2e/bin .device/e2e/lib
-cp "$build"/bin/gsa "$build"/bin/backend_cuda_test "$build"/bin/engine_cuda_test "$build"/bin/bench_cuda_attention "$build"/bin/bench_cuda_gemm .device/e2e/bin/
+cp "$build"/bin/gsa "$build"/bin/backend_cuda_test "$build"/bin/engine_cuda_test "$build"/bin/model_cuda_test "$build"/bin/bench_cuda_attention "$build"/bin/bench_cuda_gemm .device/e2e/bin/
 ldd .device/e2e/bin/* | awk '/=>/ {print $3}' | sort -u |
   grep -vE 'libc\.so|libm\.so|libdl|libpthread|librt|ld-linux|libstdc|libgcc_s|libcuda|libcublas' |
   xargs -r -I{} cp -L {} .device/e2e/lib/
