@@ -95,6 +95,7 @@ CudaBackend::~CudaBackend() {
   cudaFree(select_ws_);
   cudaFree(select_tickets_);
   cudaFree(convert_ws_);
+  cudaFree(bias_ws_);
   cudaFree(gemm_ws_);
   cudaFree(gemm_counters_);
   if (side_ready_) cudaEventDestroy(side_ready_);
@@ -178,6 +179,8 @@ Status CudaBackend::grow(T** buf, size_t* cap, size_t need) {
   *cap = need;
   return Status::ok();
 }
+
+template Status CudaBackend::grow<float>(float**, size_t*, size_t);  // also used by cuda_ops.cpp
 
 Status CudaBackend::ensure_attention_ws(size_t floats_o, size_t floats_lse) {
   GSA_RETURN_IF_ERROR(grow(&attn_ws_o_, &attn_ws_o_floats_, floats_o));

@@ -166,6 +166,8 @@ class CudaBackend final : public Backend {
   size_t select_tickets_n_ = 0;
   bool select_fused_ = true;
   uint8_t* convert_ws_ = nullptr;
+  float* bias_ws_ = nullptr;  // [bias_ws_floats_] f32 GEMM output before its bias
+  size_t bias_ws_floats_ = 0;
   size_t convert_ws_bytes_ = 0;
   // Small-m GEMM workspaces, fixed at create() so that matmuls allocate nothing (CUDA graph
   // capture): 8 MB of split-k partials holds m = 32 x n = 3584 x 18 splits; plans needing more

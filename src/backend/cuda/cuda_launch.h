@@ -22,6 +22,9 @@ cudaError_t embed(const backend::EmbedParams& p, cudaStream_t stream);
 cudaError_t argmax(const backend::ArgmaxParams& p, cudaStream_t stream);
 cudaError_t fill_random(const backend::FillRandomParams& p, cudaStream_t stream);
 /// y[m, n] += bias[n] (after the cuBLAS product).
+/// y = x + bias with one rounding (x: a GEMM's f32 output).
+cudaError_t bias_out(const float* x, const float* bias, void* y, int64_t m, int64_t n, DType y_type,
+                     cudaStream_t stream);
 cudaError_t add_bias(void* y, const float* bias, int64_t m, int64_t n, DType act_type,
                      cudaStream_t stream);
 /// Converts n elements between f32 and bf16 (for f32 activations against bf16 weights).

@@ -142,13 +142,22 @@ Status CudaBackend::matmul(const MatmulParams& p) {
       GSA_CUDA_RETURN_IF_ERROR(cuda::gemm_small(a, stream_));
       return Status::ok();
     }
-    const cudaDataType_t ytype = y_type == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+    // With a bias and a bf16 output, the product stays f32 until the bias is added, so the
+    // output is rounded once (as the CPU computes it), not once before and once after.
+    const bool f32_then_bias = p.bias && y_type == DType::BF16;
+    if (f32_then_bias) GSA_RETURN_IF_ERROR(grow(&bias_ws_, &bias_ws_floats_, size_t(p.m) * size_t(p.n)));
+    void* out = f32_then_bias ? static_cast<void*>(bias_ws_) : p.y;
+    const cudaDataType_t ytype = y_type == DType::F32 || f32_then_bias ? CUDA_R_32F : CUDA_R_16BF;
     if (tuner_ && p.m <= kTunedGemmMaxM) {
-      GSA_RETURN_IF_ERROR(tuner_->matmul(x, p.w, p.y, m, n, k, ytype, stream_));
+      GSA_RETURN_IF_ERROR(tuner_->matmul(x, p.w, out, m, n, k, ytype, stream_));
     } else {
       GSA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, p.w,
-                                            CUDA_R_16BF, k, x, CUDA_R_16BF, k, &beta, p.y, ytype, n,
+                                            CUDA_R_16BF, k, x, CUDA_R_16BF, k, &beta, out, ytype, n,
                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    if (f32_then_bias) {
+      GSA_CUDA_RETURN_IF_ERROR(cuda::bias_out(bias_ws_, p.bias, p.y, p.m, p.n, y_type, stream_));
+      return Status::ok();
     }
   }
   if (p.bias) GSA_CUDA_RETURN_IF_ERROR(cuda::add_bias(p.y, p.bias, p.m, p.n, y_type, stream_));

@@ -94,6 +94,16 @@ cudaError_t add_bias(void* y, const float* bias, int64_t m, int64_t n, DType act
   return cudaGetLastError();
 }
 
+cudaError_t bias_out(const float* x, const float* bias, void* y, int64_t m, int64_t n, DType y_type,
+                     cudaStream_t stream) {
+  if (m * n == 0) return cudaSuccess;
+  if (y_type == DType::BF16)
+    bias_out_kernel<<<stride_grid(m * n), 256, 0, stream>>>(x, bias, static_cast<bf16*>(y), m, n);
+  else
+    bias_out_kernel<<<stride_grid(m * n), 256, 0, stream>>>(x, bias, static_cast<float*>(y), m, n);
+  return cudaGetLastError();
+}
+
 cudaError_t convert(const void* src, DType src_type, void* dst, DType dst_type, int64_t n,
                     cudaStream_t stream) {
   if (n == 0) return cudaSuccess;

@@ -141,6 +141,17 @@ __global__ void add_bias_kernel(T* y,                           // [m, n]
     store_f32(y, i, load_f32(y, i) + bias[i % n]);
 }
 
+/// y = x + bias (x f32, y bf16 or f32): a GEMM's f32 output, rounded once with its bias.
+template <typename T>
+__global__ void bias_out_kernel(const float* __restrict__ x,     // [m, n]
+                                const float* __restrict__ bias,  // [n]
+                                T* __restrict__ y,               // [m, n]
+                                int64_t m, int64_t n) {
+  const int64_t total = m * n;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    store_f32(y, i, x[i] + bias[i % n]);
+}
+
 template <typename S, typename D>
 __global__ void convert_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)

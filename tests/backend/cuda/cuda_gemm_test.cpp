@@ -63,10 +63,8 @@ Problem make_problem(std::mt19937& rng, int64_t m, const std::vector<float>& w, 
 
 /// Elements of got outside the tolerance (NaN included); the first few are reported. slack
 /// widens the accumulation bound (cuBLAS may reduce split-k partials in lower precision).
-/// rounded_before_bias: the path rounds x.w to bf16 before adding the bias (cuBLAS, then a
-/// bias kernel), one more rounding at the product's magnitude.
 int64_t check(const std::vector<float>& got, const Problem& p, bool bias, DType yt, double slack,
-              const std::string& what, bool rounded_before_bias = false) {
+              const std::string& what) {
   if (got.size() != p.ref.size()) {
     ADD_FAILURE() << what << ": size " << got.size() << ", want " << p.ref.size();
     return int64_t(p.ref.size());
@@ -77,9 +75,7 @@ int64_t check(const std::vector<float>& got, const Problem& p, bool bias, DType 
       const size_t e = size_t(i * p.n + j);
       const double want = p.ref[e] + (bias ? double(p.bias[size_t(j)]) : 0.0);
       const double acc = slack * kAccRel * p.absum[e] + 1e-6 * std::fabs(want);
-      double tol = acc + (yt == DType::BF16 ? 1.01 * kBf16HalfUlp * (std::fabs(want) + acc) : 0.0);
-      if (rounded_before_bias && bias && yt == DType::BF16)
-        tol += 1.01 * kBf16HalfUlp * (std::fabs(p.ref[e]) + acc);
+      const double tol = acc + (yt == DType::BF16 ? 1.01 * kBf16HalfUlp * (std::fabs(want) + acc) : 0.0);
       if (!(std::fabs(double(got[e]) - want) <= tol)) {
         if (++bad <= 5)
           ADD_FAILURE() << what << ": y[" << i << ", " << j << "] = " << got[e] << ", want " << want
@@ -179,7 +175,7 @@ TEST_F(CudaGemmTest, CublasPathAndAgreement) {
   for (int64_t m : {CudaBackend::kSmallGemmMaxM + 1, int64_t(64)}) {
     const Problem p = make_problem(rng_, m, w, n, k);
     for (DType yt : {DType::BF16, DType::F32})
-      EXPECT_EQ(check(run(p, *dw, yt, true), p, true, yt, 10.0, "cublas " + name(p, yt, true), true), 0);
+      EXPECT_EQ(check(run(p, *dw, yt, true), p, true, yt, 10.0, "cublas " + name(p, yt, true)), 0);
   }
   // The same problems through both paths.
   for (int64_t m : {1, 7, 32}) {
@@ -189,7 +185,7 @@ TEST_F(CudaGemmTest, CublasPathAndAgreement) {
       const auto ref_cublas = run(p, *dw, yt, true);
       cuda_->set_small_gemm(true);
       const auto small = run(p, *dw, yt, true);
-      EXPECT_EQ(check(ref_cublas, p, true, yt, 10.0, "cublas " + name(p, yt, true), true), 0);
+      EXPECT_EQ(check(ref_cublas, p, true, yt, 10.0, "cublas " + name(p, yt, true)), 0);
       EXPECT_EQ(check(small, p, true, yt, 1.0, "small " + name(p, yt, true)), 0);
       const double tol = yt == DType::BF16 ? 1e-2 : 1e-4;
       EXPECT_LT(rel_error(small, ref_cublas), tol) << name(p, yt, true);
@@ -209,8 +205,8 @@ TEST_F(CudaGemmTest, TunedAlgorithmsMatchReference) {
       const Problem p = make_problem(rng_, m, w, n, k);
       for (DType yt : {DType::BF16, DType::F32}) {
         const std::string what = "tuned " + name(p, yt, true);
-        EXPECT_EQ(check(run(p, *dw, yt, true), p, true, yt, 10.0, what, true), 0);
-        EXPECT_EQ(check(run(p, *dw, yt, true), p, true, yt, 10.0, what + " (second call)", true), 0);
+        EXPECT_EQ(check(run(p, *dw, yt, true), p, true, yt, 10.0, what), 0);
+        EXPECT_EQ(check(run(p, *dw, yt, true), p, true, yt, 10.0, what + " (second call)"), 0);
       }
     }
   }
@@ -226,7 +222,7 @@ TEST_F(CudaGemmTest, UnsupportedProblemsFallBackToCublas) {
     const auto w = nonzero_bf16(rng_, size_t(n * k));
     auto dw = upload(gpu(), to_bf16(w));
     const Problem p = make_problem(rng_, m, w, n, k);
-    EXPECT_EQ(check(run(p, *dw, DType::BF16, true), p, true, DType::BF16, 10.0, name(p, DType::BF16, true), true), 0);
+    EXPECT_EQ(check(run(p, *dw, DType::BF16, true), p, true, DType::BF16, 10.0, name(p, DType::BF16, true)), 0);
   }
   // x not 16-byte aligned (one bf16 element into its buffer).
   {
