@@ -46,6 +46,7 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
         b_->destroy_event(s.event);
       }
     }
+    for (CudaEvent e : list_events_) b_->destroy_event(e);
     if (slot_mem_) b_->free_pinned(slot_mem_);
     if (reps_host_) b_->free_pinned(reps_host_);
     if (lists_host_) b_->free_pinned(lists_host_);
@@ -70,6 +71,10 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
       // The pump sleeps on these events rather than spinning on the driver.
       GSA_ASSIGN_OR_RETURN(slots_[size_t(i)].event, b_->create_event(/*blocking_sync=*/lag_ >= 1));
       free_slots_.push_back(i);
+    }
+    list_events_.resize(size_t(h_.n_layers));
+    for (CudaEvent& e : list_events_) {
+      GSA_ASSIGN_OR_RETURN(e, b_->create_event());
     }
     if (lag_ >= 1) pump_ = std::thread([this] { pump_loop(); });
     return Status::ok();
@@ -111,7 +116,10 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
 
   Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
     Timer t;
-    GSA_RETURN_IF_ERROR(mirror_layer(layer, new_full_));
+    // lag 0 selects from this layer's representations at once: mirror them first. With lag >= 1
+    // the lists go up first, so their copy does not queue behind the mirror's wait for the
+    // compute stream (the side stream is in order).
+    if (lag_ == 0) GSA_RETURN_IF_ERROR(mirror_layer(layer, new_full_));
     const void* reps_h = reps_host(layer);
     const size_t q_bytes = size_t(n_seqs_) * q_stride_ * 2;
     auto inline_select = [&]() -> Result<sparse::BlockLists> {
@@ -131,7 +139,8 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
                                                            : sel_->select_layer(layer, nullptr, nullptr))
                                              : sel_->select_layer(layer, nullptr, nullptr, &deferred_);
     if (!r) return r.status();
-    GSA_RETURN_IF_ERROR(upload_lists(*r, lists));
+    GSA_RETURN_IF_ERROR(upload_lists(layer, *r, lists));
+    if (lag_ >= 1) GSA_RETURN_IF_ERROR(mirror_layer(layer, new_full_));
     if (lag_ >= 1 && !deferred_.empty()) {
       int slot = -1;
       {
@@ -219,7 +228,9 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     return Status::ok();
   }
 
-  Status upload_lists(const sparse::BlockLists& bl, model::AttentionLists* out) {
+  // The lists go up on the side stream, and the compute stream waits for that copy only where
+  // the layer's attention reads them: no copy of its own in the compute stream.
+  Status upload_lists(int layer, const sparse::BlockLists& bl, model::AttentionLists* out) {
     const int64_t n = bl.n_lists;
     const int64_t n_idx = bl.indptr[n];
     const int64_t words = (n + 1) + n_idx + n;
@@ -231,7 +242,9 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     std::copy(bl.indices, bl.indices + n_idx, h + n + 1);
     std::copy(bl.last_len, bl.last_len + n, h + n + 1 + n_idx);
     int32_t* d = lists_dev_ + lists_used_;
-    GSA_RETURN_IF_ERROR(b_->upload_async(d, h, size_t(words) * 4));
+    CudaEvent ev = list_events_[size_t(layer)];
+    GSA_RETURN_IF_ERROR(b_->copy_to_device_async(d, h, size_t(words) * 4, ev));
+    GSA_RETURN_IF_ERROR(b_->wait_event(ev));
     lists_used_ += (words + 15) / 16 * 16;
     out->indptr = d;
     out->indices = d + n + 1;
@@ -289,6 +302,7 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
   void* reps_host_ = nullptr;
   void* slot_mem_ = nullptr;
   std::vector<Slot> slots_;
+  std::vector<CudaEvent> list_events_;  // [n_layers] a layer's list upload landed
   int32_t* lists_host_ = nullptr;
   int32_t* lists_dev_ = nullptr;
   int64_t lists_cap_ = 0, lists_used_ = 0;

@@ -3,7 +3,7 @@
 //  - mirrors the representations of blocks that filled in this step from device to pinned host
 //    memory (side stream, after the compute stream's rep_update),
 //  - takes the layer's lists from the Selector (host) and uploads them from pinned staging on
-//    the compute stream (no host wait),
+//    the side stream (the compute stream waits for that copy at the layer's attention),
 //  - lag >= 1: copies the layer's queries to a pinned slot on the side stream (no stall of the
 //    compute stream) and queues them; a pump thread waits for each copy, converts the queries
 //    to f32 and submits them to the asynchronous CPU selector, whose results later steps use;
