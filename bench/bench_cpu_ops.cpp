@@ -14,6 +14,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "core/buffer.h"
+#include "bench_pool.h"
 #include "core/thread_pool.h"
 
 namespace {
@@ -21,14 +22,7 @@ namespace {
 using namespace gsa;
 using namespace gsa::backend;
 
-// GSA_BENCH_THREADS overrides the pool size (default: every hardware thread).
-ThreadPool& pool() {
-  static ThreadPool p([] {
-    const char* env = std::getenv("GSA_BENCH_THREADS");
-    return env ? std::atoi(env) : 0;
-  }());
-  return p;
-}
+using gsa::bench::pool;
 
 template <typename T>
 AlignedBuffer<T> random_buffer(size_t n, uint64_t seed, float scale = 1.0f) {

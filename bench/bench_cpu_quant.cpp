@@ -13,6 +13,7 @@
 #include "core/buffer.h"
 #include "core/dtype.h"
 #include "core/quant_blocks.h"
+#include "bench_pool.h"
 #include "core/thread_pool.h"
 
 namespace {
@@ -20,13 +21,7 @@ namespace {
 using namespace gsa;
 using namespace gsa::backend;
 
-ThreadPool& pool() {
-  static ThreadPool p([] {
-    const char* env = std::getenv("GSA_BENCH_THREADS");
-    return env ? std::atoi(env) : 0;
-  }());
-  return p;
-}
+using gsa::bench::pool;
 
 // Random valid blocks: random quant bytes, f16 scale fields set to small finite values.
 std::vector<uint8_t> random_weights(uint32_t type, int64_t n, int64_t k) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "bench_pool.h"
 #include "core/thread_pool.h"
 #include "sparse/async_selector.h"
 #include "sparse/sparse_config.h"
@@ -21,13 +22,7 @@ using backend::RepKind;
 
 constexpr int kHeads = 9, kKv = 3, kHd = 64, kBs = 128;  // SmolLM2-135M attention
 
-ThreadPool& pool() {
-  static ThreadPool p([] {
-    const char* env = std::getenv("GSA_BENCH_THREADS");
-    return env ? std::atoi(env) : 0;
-  }());
-  return p;
-}
+using gsa::bench::pool;
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);

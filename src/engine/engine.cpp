@@ -646,6 +646,7 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
       }
     });
     stats_.sample_seconds += smp.seconds();
+    stats_.host_sampled_tokens += int64_t(batch.size());
   }
   for (size_t i = 0; i < batch.size(); ++i) {
     Seq& s = *batch[i];

@@ -86,6 +86,7 @@ struct EngineStats {
   double decode_seconds = 0;
   double select_seconds = 0;   // time inside GSA selection during decode (host selectors)
   double forward_seconds = 0;  // decode: model forward, logits on the host included
+  int64_t host_sampled_tokens = 0;  // decode tokens sampled on the host (greedy: on the backend)
   double sample_seconds = 0;   // decode: sampling on the host (0 when greedy picks on the backend)
   double enqueue_seconds = 0;  // decode: part of forward_seconds the host spent queueing work
   double logits_seconds = 0;   // decode: part of forward_seconds moving logits (or greedy ids) to the host

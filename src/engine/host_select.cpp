@@ -85,6 +85,9 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     Timer t;
     GSA_RETURN_IF_ERROR(sel_->begin_step(seqs));
     new_full_.assign(new_full_blocks.begin(), new_full_blocks.end());
+    std::sort(new_full_.begin(), new_full_.end());  // once per step; every layer mirrors them
+    any_sparse_ = false;
+    for (int i = 0; i < int(seqs.size()) && !any_sparse_; ++i) any_sparse_ = sel_->is_sparse(i);
     n_seqs_ = int(seqs.size());
     if (n_seqs_ > max_batch_)
       return invalid_argument("host selection: {} sequences in a step, at most {}", n_seqs_, max_batch_);
@@ -133,9 +136,7 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
       for (size_t i = 0; i < qf_.size(); ++i) qf_[i] = bf16_to_f32(s.host[i]);
       return sel_->select_layer(layer, qf_.data(), reps_h);
     };
-    bool any_sparse = false;
-    for (int i = 0; i < n_seqs_ && !any_sparse; ++i) any_sparse = sel_->is_sparse(i);
-    Result<sparse::BlockLists> r = lag_ == 0 ? (any_sparse ? inline_select()
+    Result<sparse::BlockLists> r = lag_ == 0 ? (any_sparse_ ? inline_select()
                                                            : sel_->select_layer(layer, nullptr, nullptr))
                                              : sel_->select_layer(layer, nullptr, nullptr, &deferred_);
     if (!r) return r.status();
@@ -175,6 +176,7 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
   Status mirror_reps(std::span<const int32_t> blocks) override {
     if (blocks.empty()) return Status::ok();
     std::vector<int32_t> v(blocks.begin(), blocks.end());
+    std::sort(v.begin(), v.end());
     for (int l = 0; l < h_.n_layers; ++l) GSA_RETURN_IF_ERROR(mirror_layer(l, v));
     return Status::ok();
   }
@@ -210,10 +212,9 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     return static_cast<char*>(reps_host_) + size_t(layer) * layer_bytes_;
   }
 
-  // Copies the rows of `blocks` (sorted, merged into runs of consecutive ids) of one layer.
-  Status mirror_layer(int layer, std::vector<int32_t>& blocks) {
+  // Copies the rows of `blocks` (sorted ids, merged into runs of consecutive ids) of one layer.
+  Status mirror_layer(int layer, const std::vector<int32_t>& blocks) {
     if (blocks.empty()) return Status::ok();
-    std::sort(blocks.begin(), blocks.end());
     const char* src = static_cast<const char*>(kv_->reps(layer));
     char* dst = static_cast<char*>(reps_host(layer));
     for (size_t i = 0; i < blocks.size();) {
@@ -306,7 +307,8 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
   int32_t* lists_host_ = nullptr;
   int32_t* lists_dev_ = nullptr;
   int64_t lists_cap_ = 0, lists_used_ = 0;
-  std::vector<int32_t> new_full_;
+  std::vector<int32_t> new_full_;  // this step's newly full blocks, sorted
+  bool any_sparse_ = false;        // some sequence of this step decodes sparsely
   int n_seqs_ = 0;
   sparse::DeferredJobs deferred_;
   std::vector<float> qf_;

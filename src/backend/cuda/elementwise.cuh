@@ -7,6 +7,21 @@
 
 namespace gsa::cuda {
 
+/// The sum of v over the CTA (warp sums, then the first warp over them), returned to every
+/// thread; sm_part holds 32 floats. Both norm kernels reduce through it, so they agree bit for bit.
+__device__ __forceinline__ float block_sum(float v, float* sm_part) {
+  v = warp_sum(v);
+  if ((threadIdx.x & 31) == 0) sm_part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float w = threadIdx.x < (blockDim.x + 31) / 32 ? sm_part[threadIdx.x] : 0.0f;
+    w = warp_sum(w);
+    if (threadIdx.x == 0) sm_part[0] = w;
+  }
+  __syncthreads();
+  return sm_part[0];
+}
+
 /// One CTA per row: y = x / sqrt(mean(x^2) + eps) * w. In place allowed.
 template <typename T>
 __global__ void rmsnorm_kernel(const T* x,         // [n_rows, dim]
@@ -21,16 +36,7 @@ __global__ void rmsnorm_kernel(const T* x,         // [n_rows, dim]
     const float v = load_f32(xr, i);
     ss += v * v;
   }
-  ss = warp_sum(ss);
-  if ((threadIdx.x & 31) == 0) sm_part[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < (blockDim.x + 31) / 32 ? sm_part[threadIdx.x] : 0.0f;
-    v = warp_sum(v);
-    if (threadIdx.x == 0) sm_part[0] = v;
-  }
-  __syncthreads();
-  const float inv = rsqrtf(sm_part[0] / float(dim) + eps);
+  const float inv = rsqrtf(block_sum(ss, sm_part) / float(dim) + eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) store_f32(yr, i, load_f32(xr, i) * inv * w[i]);
 }
 
@@ -104,7 +110,8 @@ __global__ void add_kernel(const T* x,  // [n]
 }
 
 /// One CTA per row: y += x, then out = y / sqrt(mean(y^2) + eps) * w from the stored (rounded)
-/// y, with rmsnorm_kernel's summation order, so the result equals add_kernel then rmsnorm_kernel.
+/// y, with rmsnorm_kernel's summation order (block_sum), so the result equals add_kernel then
+/// rmsnorm_kernel.
 /// Each thread reads back only the elements it wrote.
 template <typename T>
 __global__ void add_rmsnorm_kernel(const T* x, T* y, const float* __restrict__ w, T* out, int64_t dim,
@@ -119,16 +126,7 @@ __global__ void add_rmsnorm_kernel(const T* x, T* y, const float* __restrict__ w
     const float v = load_f32(yr, i);
     ss += v * v;
   }
-  ss = warp_sum(ss);
-  if ((threadIdx.x & 31) == 0) sm_part[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < (blockDim.x + 31) / 32 ? sm_part[threadIdx.x] : 0.0f;
-    v = warp_sum(v);
-    if (threadIdx.x == 0) sm_part[0] = v;
-  }
-  __syncthreads();
-  const float inv = rsqrtf(sm_part[0] / float(dim) + eps);
+  const float inv = rsqrtf(block_sum(ss, sm_part) / float(dim) + eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) store_f32(outr, i, load_f32(yr, i) * inv * w[i]);
 }
 
