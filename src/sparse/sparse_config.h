@@ -22,7 +22,7 @@ enum class SelectorKind : uint8_t { Device, Cpu };
 struct SparseConfig {
   bool enabled = true;             // false: every sequence decodes densely
   int block_size = 128;            // tokens per KV page and selection granularity (power of 2)
-  backend::RepKind representation = backend::RepKind::Mean;
+  backend::RepKind representation = backend::RepKind::MinMax;  // keeps answers mean loses (docs/ACCURACY.md)
   backend::QueryMode query = backend::QueryMode::GroupMean;
   Scope scope = Scope::PerLayer;
   int sink_blocks = 1;             // first blocks always kept
