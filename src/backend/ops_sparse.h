@@ -145,6 +145,16 @@ struct BlockSelectParams {
   bool per_kv_head = false;
   const float* hash_w = nullptr;              // [head_dim, head_dim], Hash only
   DType act_type = DType::F32;
+  // Oracle selection (diagnostic upper bound of any representation): the lists of a sequence
+  // whose flag is set rank its blocks by the true softmax attention mass of this query instead
+  // of the representation score: for each query head of the list's kv heads, the mass of a
+  // block is the head's softmax over every token of the sequence summed over the block's
+  // tokens; a list scores a block by the sum of those masses over its query heads. Forced
+  // blocks, budget and output are as above. Reads the K cache, so it costs a dense pass.
+  const uint8_t* oracle = nullptr;            // [n_seqs] or null; nonzero: oracle (backend memory)
+  bool any_oracle = false;                    // some flag is set (host-side hint, no read-back)
+  const void* k_cache = nullptr;              // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
+  DType kv_type = DType::F32;
 };
 
 }  // namespace gsa::backend

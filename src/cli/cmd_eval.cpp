@@ -240,9 +240,17 @@ int run(EvalFlags f) {
                           {"decode_tok_s", s.decode_seconds > 0 ? double(s.decode_tokens) / s.decode_seconds : 0.0},
                           {"budget_tokens", budget < 0 ? (cfg->sparse ? cfg->sparse_cfg.budget_tokens : 0) : budget}};
       if (cfg->sparse) {
-        j["attended_fraction"] = s.selector.blocks_total
-                                     ? double(s.selector.blocks_attended) / double(s.selector.blocks_total)
-                                     : 1.0;
+        const double attended = s.selector.blocks_total
+                                    ? double(s.selector.blocks_attended) / double(s.selector.blocks_total)
+                                    : 1.0;
+        j["attended_fraction"] = attended;
+        // A sparse budget that left every block attended (prompt below min_context, or a budget
+        // covering the whole context) was not applied: say so instead of reporting it as GSA.
+        const bool applied = budget == 0 || attended < 1.0;
+        j["applied"] = applied;
+        if (!applied)
+          std::fprintf(stderr, "gsa eval: ctx %d budget %d was not applied (every block attended; "
+                       "min_context %d)\n", ctx, budget, cfg->sparse_cfg.min_context);
         j["config"] = nlohmann::json::parse(sparse::to_json(cfg->sparse_cfg));
         if (f.mass) j["mass_per_layer"] = mass.per_layer();
       }

@@ -30,13 +30,13 @@ struct EngineFlags {
   // GSA
   std::string sparse = "none";  // none | gsa
   std::string sparse_config;    // JSON file
-  std::string representation, query, scope, selector;
+  std::string representation, query, scope, selector, selection;
   // kUnset marks a knob not given on the command line (any given value, even a negative one,
   // goes to the config parser, which rejects it with a message naming the knob).
   static constexpr int kUnset = INT_MIN;
   int sink_blocks = kUnset, local_blocks = kUnset, budget_tokens = kUnset, min_context = kUnset;
   int select_every = kUnset, lag = kUnset, budget_min_tokens = kUnset, budget_max_tokens = kUnset;
-  int cpu_workers = kUnset;
+  int cpu_workers = kUnset, dense_layers = kUnset;
   double budget_ratio = -HUGE_VAL;
   bool verbose = false;
 };

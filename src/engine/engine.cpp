@@ -76,7 +76,8 @@ class Engine::SparsePlanner final : public model::LayerPlanner {
   AttentionObserver* observer = nullptr;
   Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
     Timer t;
-    auto r = sel_->select_layer(layer, static_cast<const float*>(q), kv_->reps(layer));
+    auto r = sel_->select_layer(layer, static_cast<const float*>(q), kv_->reps(layer), nullptr,
+                                kv_->k(layer));
     stats_->select_seconds += t.seconds();
     if (!r) return r.status();
     if (observer) observer->observe(layer, q, seqs, *r, *kv_);
@@ -118,12 +119,24 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
     const int n = int(seqs.size());
     const int per = cfg_.scope == sparse::Scope::PerKvHead ? h_.n_kv_heads : 1;
     host_.clear();
-    // [bt_indptr n+1][bt][seq_len n][out_indptr n*per+1]; out_indices and last_len follow.
+    // [bt_indptr n+1][bt][seq_len n][dense last_len n][oracle flags, bytes in (n+3)/4 words]
+    // [out_indptr n*per+1]; out_indices and last_len follow.
     host_.push_back(0);
     int64_t bt_total = 0;
     for (const auto& in : seqs) host_.push_back(int32_t(bt_total += in.n_blocks));
     for (const auto& in : seqs) host_.insert(host_.end(), in.block_table, in.block_table + in.n_blocks);
     for (const auto& in : seqs) host_.push_back(in.seq_len);
+    for (const auto& in : seqs) host_.push_back(in.seq_len - (in.n_blocks - 1) * cfg_.block_size);
+    const size_t flags_at = host_.size();
+    host_.resize(flags_at + size_t(n + 3) / 4, 0);
+    any_oracle_ = false;
+    for (int i = 0; i < n; ++i) {
+      const sparse::SeqInput& in = seqs[size_t(i)];
+      const bool oracle = sparse::sparse_eligible(cfg_, in.seq_len, in.min_context) &&
+                          (in.oracle || cfg_.selection == sparse::Selection::Oracle);
+      reinterpret_cast<uint8_t*>(host_.data() + flags_at)[i] = oracle;
+      any_oracle_ |= oracle;
+    }
     host_.push_back(0);
     int64_t out_total = 0, total = 0;
     for (const auto& in : seqs) {
@@ -132,12 +145,16 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
       for (int l = 0; l < per; ++l) host_.push_back(int32_t(out_total += size));
       total += int64_t(in.n_blocks) * per;
     }
-    stats_->selector.blocks_attended += out_total * h_.n_layers;
+    // Layers below dense_layers attend every block.
+    const int dense = std::min(cfg_.dense_layers, h_.n_layers);
+    stats_->selector.blocks_attended += out_total * (h_.n_layers - dense) + total * dense;
     stats_->selector.blocks_total += total * h_.n_layers;
     stats_->selector.steps++;
     off_bt_ = n + 1;
     off_len_ = off_bt_ + bt_total;
-    off_out_indptr_ = off_len_ + n;
+    off_dense_last_ = off_len_ + n;
+    off_oracle_ = int64_t(flags_at);
+    off_out_indptr_ = off_oracle_ + (n + 3) / 4;
     off_out_ = off_out_indptr_ + int64_t(n) * per + 1;
     off_last_ = off_out_ + out_total;
     const int64_t words = off_last_ + int64_t(n) * per;
@@ -154,6 +171,13 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
   }
 
   Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
+    if (layer < cfg_.dense_layers) {
+      lists->indptr = ws_;
+      lists->indices = ws_ + off_bt_;
+      lists->last_len = ws_ + off_dense_last_;
+      lists->per_kv_head = false;
+      return Status::ok();
+    }
     backend::BlockSelectParams p;
     p.q = q;
     p.reps = kv_->reps(layer);
@@ -175,6 +199,12 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
     p.per_kv_head = per_ > 1;
     p.hash_w = hash_w_;
     p.act_type = DType::BF16;
+    if (any_oracle_) {
+      p.any_oracle = true;
+      p.oracle = reinterpret_cast<const uint8_t*>(ws_ + off_oracle_);
+      p.k_cache = kv_->k(layer);
+      p.kv_type = DType::BF16;
+    }
     GSA_RETURN_IF_ERROR(b_->block_select(p));
     lists->indptr = p.out_indptr;
     lists->indices = p.out_indices;
@@ -194,7 +224,9 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
   int64_t cap_ = 0;
   std::vector<int32_t> host_;
   int64_t off_bt_ = 0, off_len_ = 0, off_out_indptr_ = 0, off_out_ = 0, off_last_ = 0;
+  int64_t off_dense_last_ = 0, off_oracle_ = 0;
   int n_seqs_ = 0, per_ = 1;
+  bool any_oracle_ = false;
 };
 
 Engine::~Engine() {
@@ -257,6 +289,8 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
     GSA_ASSIGN_OR_RETURN(e->selector_, sparse::Selector::create(cfg.sparse_cfg, d, e->pool_.get()));
     if (cfg.device == "cuda") {
       const sparse::SparseConfig& sc = cfg.sparse_cfg;
+      if (sc.selector == sparse::SelectorKind::Cpu && sc.selection == sparse::Selection::Oracle)
+        return unsupported("on cuda, oracle selection runs with selector=device");
       if (sc.selector == sparse::SelectorKind::Cpu) {
         GSA_ASSIGN_OR_RETURN(e->host_planner_,
                              HostSelectPlanner::create(e->backend_.get(), &e->kv_, e->selector_.get(),
@@ -391,8 +425,13 @@ Result<int64_t> Engine::add_request(RequestInput in) {
   GSA_RETURN_IF_ERROR(in.sampling.validate());
   if (in.sparse_budget_tokens < 0)
     return invalid_argument("sparse budget must be >= 0 tokens, got {}", in.sparse_budget_tokens);
-  if ((in.sparse_budget_tokens > 0 || in.sparse_min_context >= 0) && !selector_)
+  if ((in.sparse_budget_tokens > 0 || in.sparse_min_context >= 0 || in.sparse_oracle) && !selector_)
     return invalid_argument("per-request sparse settings need an engine started with --sparse gsa");
+  if (in.sparse_oracle && host_planner_)
+    return invalid_argument("oracle selection on cuda needs selector=device");
+  if (in.sparse_oracle && cfg_.sparse_cfg.lag != 0)
+    return invalid_argument("oracle selection runs inline: it needs an engine with lag 0, not lag {}",
+                            cfg_.sparse_cfg.lag);
   auto r = std::make_unique<Request>();
   r->id = next_request_++;
   r->in = std::move(in);
@@ -542,6 +581,15 @@ Status Engine::prefill_step(std::vector<TokenEvent>* events, bool* progressed) {
   const int32_t vocab = model_->hparams().vocab;
   for (size_t c = 0; c < completing.size(); ++c) {
     Request& r = *completing[c];
+    const int64_t longest = int64_t(r.in.prompt.size()) + r.in.sampling.max_tokens;
+    if (selector_ && !dense_notice_ && r.in.sparse_min_context != INT32_MAX &&
+        !sparse::sparse_eligible(cfg_.sparse_cfg, longest, r.in.sparse_min_context)) {
+      // Once per engine: GSA was asked for, but this request is too short to use it.
+      dense_notice_ = true;
+      log_warn("GSA: a sequence of at most {} tokens is below min_context {}, so it decodes with "
+               "full attention (--min-context sets the threshold)", longest,
+               r.in.sparse_min_context >= 0 ? r.in.sparse_min_context : cfg_.sparse_cfg.min_context);
+    }
     const float* row = logits_.data() + c * size_t(vocab);
     r.live_samples = r.in.n;
     for (int k = 0; k < r.in.n; ++k) {
@@ -604,7 +652,8 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
     batch.push_back(&s);
     if (selector_)
       sel_in.push_back({s.id, s.table.n_tokens, s.table.blocks.data(), int32_t(s.table.blocks.size()),
-                        s.req->in.sparse_budget_tokens, s.req->in.sparse_min_context});
+                        s.req->in.sparse_budget_tokens, s.req->in.sparse_min_context,
+                        s.req->in.sparse_oracle});
   }
   if (batch.empty()) {
     reap();

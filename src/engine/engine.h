@@ -53,6 +53,8 @@ struct RequestInput {
   int32_t sparse_budget_tokens = 0;  // > 0: this request's budget in tokens
   int32_t sparse_min_context = -1;   // >= 0: decode densely below this many tokens (a huge
                                      // value gives exact full attention)
+  bool sparse_oracle = false;        // rank blocks by true attention mass (diagnostic upper
+                                     // bound of any representation; lag 0 engines only)
 };
 
 /// Something that happened to one sample of a request during a step.
@@ -149,6 +151,7 @@ class Engine {
   std::unique_ptr<HostSelectPlanner> host_planner_;  // CPU selection for the CUDA device
   HostSelectStats host_base_;                        // its counters at the last reset_stats()
   bool kv_randomized_ = false;
+  bool dense_notice_ = false;  // the "below min_context, decoding densely" line was logged
   int max_context_ = 0;
   int64_t next_request_ = 0;
   int64_t next_seq_ = 0;

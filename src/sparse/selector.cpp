@@ -52,6 +52,7 @@ struct Selector::Impl {
   std::vector<int> sub;
   std::vector<float> sub_q;
   std::vector<int32_t> sub_bt_indptr, sub_bt, sub_seq_len, sub_out_indptr, sub_out, sub_last_len;
+  std::vector<uint8_t> sub_oracle;
   std::vector<AsyncJobInput> jobs;
   std::vector<int64_t> ids;  // begin_step's duplicate check
   AsyncResult async_tmp;
@@ -184,7 +185,7 @@ Status Selector::submit_deferred(const DeferredJobs& d, const float* q, const vo
 }
 
 Result<BlockLists> Selector::select_layer(int layer, const float* q, const void* reps,
-                                          DeferredJobs* deferred) {
+                                          DeferredJobs* deferred, const void* k_cache) {
   Impl& m = *impl_;
   if (m.step < 0) return invalid_argument("selector: select_layer before begin_step");
   if (layer < 0 || layer >= dims_.n_layers)
@@ -198,7 +199,8 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
 
   // Sequences that compute a selection now (lag = 0 inline, or submitted to the async selector).
   m.sub.clear();
-  for (int s = 0; s < n_seqs; ++s)
+  const bool dense_layer = layer < cfg_.dense_layers;
+  for (int s = 0; s < n_seqs && !dense_layer; ++s)
     if (m.plan[size_t(s)].select_now) m.sub.push_back(s);
   if (deferred && cfg_.lag == 0)
     return invalid_argument("selector: deferred submission needs lag >= 1");
@@ -213,8 +215,10 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     m.sub_bt.clear();
     m.sub_seq_len.clear();
     m.sub_out_indptr.assign(1, 0);
+    m.sub_oracle.clear();
     for (int i = 0; i < n_sub; ++i) {
       const SeqInput& in = m.plan[size_t(m.sub[size_t(i)])].in;
+      m.sub_oracle.push_back(in.oracle || cfg_.selection == Selection::Oracle);
       std::copy(q + m.sub[size_t(i)] * q_stride, q + (m.sub[size_t(i)] + 1) * q_stride,
                 m.sub_q.begin() + i * q_stride);
       m.sub_bt.insert(m.sub_bt.end(), in.block_table, in.block_table + in.n_blocks);
@@ -245,6 +249,14 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     p.query_mode = cfg_.query;
     p.per_kv_head = lists_per_seq > 1;
     p.hash_w = hash_w_.empty() ? nullptr : hash_w_.data();
+    p.any_oracle = std::find(m.sub_oracle.begin(), m.sub_oracle.end(), 1) != m.sub_oracle.end();
+    if (p.any_oracle) {
+      if (!k_cache)
+        return invalid_argument("selector: layer {} has oracle sequences but no K cache", layer);
+      p.oracle = m.sub_oracle.data();
+      p.k_cache = k_cache;
+      p.kv_type = DType::F32;
+    }
     GSA_RETURN_IF_ERROR(cpu::block_select(p, pool_));
     // Keep each new selection as logical indices (for reuse): the output is sorted by logical
     // index, so one forward walk over the block table maps every id.
@@ -278,7 +290,9 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     const SeqInput& in = sp.in;
     const LayerSel* sel = nullptr;
     ListSource src = ListSource::Dense;
-    if (sp.sparse && cfg_.lag == 0) {
+    if (dense_layer) {
+      // Every list dense (no selection exists for this layer).
+    } else if (sp.sparse && cfg_.lag == 0) {
       const LayerSel& cand = sp.state->layers[size_t(layer)];
       if (cand.step >= 0 && cand.n_blocks <= in.n_blocks) {
         sel = &cand;

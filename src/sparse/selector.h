@@ -35,6 +35,7 @@ struct SeqInput {
   // own budget, or for exact full attention).
   int32_t budget_tokens = 0;             // > 0: this sequence's budget in tokens
   int32_t min_context = -1;              // >= 0: this sequence's min_context
+  bool oracle = false;                   // rank by true attention mass (lag 0 only)
 };
 
 /// CSR block lists of one layer, in the selector's host memory, laid out for AttentionParams:
@@ -121,8 +122,13 @@ class Selector {
   ///
   /// With `deferred` (lag >= 1 only), q and reps may be null: the lists are made as above and
   /// this layer's jobs are described in *deferred instead of being submitted.
+  ///
+  /// Layers below cfg.dense_layers are dense for every sequence. Oracle sequences
+  /// (SeqInput::oracle or cfg.selection = oracle, lag 0) rank blocks by true attention mass and
+  /// need k_cache: this layer's K cache [n_phys_blocks, n_kv_heads, block_size, head_dim] f32.
   Result<BlockLists> select_layer(int layer, const float* q, const void* reps,
-                                  DeferredJobs* deferred = nullptr);
+                                  DeferredJobs* deferred = nullptr,
+                                  const void* k_cache = nullptr);
 
   /// Submits jobs made by select_layer(..., deferred): q is the step's query tensor
   /// [rows, n_heads, head_dim] f32 in host memory (rows as in jobs.rows), reps the layer's host

@@ -42,6 +42,14 @@ const char* selector_kind_name(SelectorKind kind) {
   return "unknown";
 }
 
+const char* selection_name(Selection selection) {
+  switch (selection) {
+    case Selection::Gsa: return "gsa";
+    case Selection::Oracle: return "oracle";
+  }
+  return "unknown";
+}
+
 namespace {
 
 constexpr int kMaxBlockSize = 4096;
@@ -97,6 +105,13 @@ Status validate(const SparseConfig& c) {
   if (c.lag > 0 && c.selector != SelectorKind::Cpu)
     return invalid_argument("sparse config: lag {} needs selector \"cpu\" (the asynchronous "
                             "selector)", c.lag);
+  if (c.selection != Selection::Gsa && c.selection != Selection::Oracle)
+    return invalid_argument("sparse config: unknown selection {}", int(c.selection));
+  if (c.selection == Selection::Oracle && c.lag != 0)
+    return invalid_argument("sparse config: selection \"oracle\" runs inline (lag 0), got lag {}",
+                            c.lag);
+  if (c.dense_layers < 0 || c.dense_layers > 4096)
+    return invalid_argument("sparse config: dense_layers {} outside [0, 4096]", c.dense_layers);
   if (c.cpu_workers < 1 || c.cpu_workers > kMaxWorkers)
     return invalid_argument("sparse config: cpu_workers {} outside [1, {}]", c.cpu_workers,
                             kMaxWorkers);
@@ -222,6 +237,7 @@ Status apply_key(const std::string& key, const json& v, SparseConfig* c) {
   if (key == "select_every") return parse_int(v, "select_every", &c->select_every);
   if (key == "lag") return parse_int(v, "lag", &c->lag);
   if (key == "cpu_workers") return parse_int(v, "cpu_workers", &c->cpu_workers);
+  if (key == "dense_layers") return parse_int(v, "dense_layers", &c->dense_layers);
   if (key == "budget_ratio") {
     if (!v.is_number()) return invalid_argument("sparse config: \"budget_ratio\" must be a number");
     c->budget_ratio = v.get<double>();
@@ -250,6 +266,9 @@ Status apply_key(const std::string& key, const json& v, SparseConfig* c) {
     return parse_enum<SelectorKind>(
         v, "selector", {{"device", SelectorKind::Device}, {"cpu", SelectorKind::Cpu}},
         &c->selector);
+  if (key == "selection")
+    return parse_enum<Selection>(
+        v, "selection", {{"gsa", Selection::Gsa}, {"oracle", Selection::Oracle}}, &c->selection);
   return invalid_argument("sparse config: unknown key \"{}\"", key);
 }
 
@@ -291,6 +310,8 @@ std::string to_json(const SparseConfig& c) {
       {"lag", c.lag},
       {"selector", selector_kind_name(c.selector)},
       {"cpu_workers", c.cpu_workers},
+      {"selection", selection_name(c.selection)},
+      {"dense_layers", c.dense_layers},
       {"hash_seed", c.hash_seed},
   };
   return j.dump();

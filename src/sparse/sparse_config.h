@@ -18,6 +18,9 @@ enum class Scope : uint8_t { PerLayer, PerKvHead };
 /// Where selections are computed: on the backend that runs the model, or by the asynchronous
 /// CPU selector (queries copied to host memory, scored on its own worker threads).
 enum class SelectorKind : uint8_t { Device, Cpu };
+/// How sparse blocks are ranked: by the representation score (GSA), or by the true attention
+/// mass of the query (oracle: a dense pass over the keys, for diagnosis only).
+enum class Selection : uint8_t { Gsa, Oracle };
 
 struct SparseConfig {
   bool enabled = true;             // false: every sequence decodes densely
@@ -36,6 +39,8 @@ struct SparseConfig {
   int lag = 0;                     // 0: inline from this step's query; >= 1: asynchronous
   SelectorKind selector = SelectorKind::Device;
   int cpu_workers = 2;             // worker threads of the asynchronous CPU selector
+  Selection selection = Selection::Gsa;
+  int dense_layers = 0;            // layers [0, dense_layers) always decode densely
   uint64_t hash_seed = 0x6773612d68617368ull;  // seed of the Hash projection matrix
 };
 
@@ -44,7 +49,7 @@ Status validate(const SparseConfig& cfg);
 
 /// Parses a JSON object whose keys are SparseConfig field names (enums as strings:
 /// representation "mean"|"minmax"|"hash", query "group_mean"|"group_max", scope
-/// "per_layer"|"per_kv_head", selector "device"|"cpu"). Missing keys keep their defaults;
+/// "per_layer"|"per_kv_head", selector "device"|"cpu", selection "gsa"|"oracle"). Missing keys keep their defaults;
 /// unknown keys, wrong types and invalid values are InvalidArgument naming the key. The result
 /// is validated.
 Result<SparseConfig> parse_sparse_config_json(std::string_view json);
@@ -55,6 +60,7 @@ const char* rep_kind_name(backend::RepKind kind);
 const char* query_mode_name(backend::QueryMode mode);
 const char* scope_name(Scope scope);
 const char* selector_kind_name(SelectorKind kind);
+const char* selection_name(Selection selection);
 
 /// Blocks always kept for a sequence of n_blocks blocks: min(n_blocks, sink + local) (the two
 /// ranges may overlap on short sequences).

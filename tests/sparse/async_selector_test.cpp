@@ -24,6 +24,7 @@ SparseConfig config() {
   c.min_context = 0;
   c.selector = SelectorKind::Cpu;
   c.lag = 1;
+  c.representation = backend::RepKind::Mean;  // the Seq tables below hold means
   return c;
 }
 

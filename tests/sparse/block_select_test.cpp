@@ -27,6 +27,7 @@ struct Case {
   std::vector<float> hash_w;   // [head_dim, head_dim]
   std::vector<uint8_t> reps;   // [n_phys, n_kv_heads, rep_bytes]
   std::vector<int32_t> sizes;  // per sequence
+  std::vector<uint8_t> oracle; // per sequence, or empty: no oracle sequence
 
   int lists_per_seq() const { return per_kv_head ? batch.n_kv_heads : 1; }
 };
@@ -94,12 +95,48 @@ Output run(const Case& c, ThreadPool* pool) {
   p.query_mode = c.mode;
   p.per_kv_head = c.per_kv_head;
   p.hash_w = c.hash_w.empty() ? nullptr : c.hash_w.data();
+  if (!c.oracle.empty()) {
+    p.oracle = c.oracle.data();
+    p.any_oracle = true;
+    p.k_cache = c.batch.k_cache.data();
+    p.kv_type = DType::F32;
+  }
   o.status = cpu::block_select(p, pool);
   return o;
 }
 
+// Brute-force oracle score: the softmax mass of logical block j summed over the list's query
+// heads (all heads for head < 0), each head's softmax over every token of the sequence.
+double brute_oracle(const Case& c, int s, int head, int j) {
+  const Batch& b = c.batch;
+  const int group = c.n_heads / b.n_kv_heads, hd = b.head_dim, len = b.seq_len[size_t(s)];
+  const int h0 = head >= 0 ? head * group : 0, h1 = head >= 0 ? h0 + group : c.n_heads;
+  double total = 0;
+  for (int hh = h0; hh < h1; ++hh) {
+    const float* q = c.q.data() + (size_t(s) * c.n_heads + hh) * hd;
+    std::vector<double> x(static_cast<size_t>(len));
+    double mx = -1e300;
+    for (int t = 0; t < len; ++t) {
+      const float* k = key(b, b.table(s)[t / b.block_size], hh / group, t % b.block_size);
+      double d = 0;
+      for (int i = 0; i < hd; ++i) d += double(q[i]) * k[i];
+      x[size_t(t)] = d / std::sqrt(double(hd));
+      mx = std::max(mx, x[size_t(t)]);
+    }
+    double z = 0, in = 0;
+    for (int t = 0; t < len; ++t) {
+      const double e = std::exp(x[size_t(t)] - mx);
+      z += e;
+      if (t / b.block_size == j) in += e;
+    }
+    total += in / z;
+  }
+  return total;
+}
+
 // Brute-force score of (sequence s, list head or -1 for the sum, logical block j).
 double brute(const Case& c, int s, int head, int j) {
+  if (!c.oracle.empty() && c.oracle[size_t(s)]) return brute_oracle(c, s, head, j);
   const Batch& b = c.batch;
   const int group = c.n_heads / b.n_kv_heads, hd = b.head_dim;
   const float* q = c.q.data() + size_t(s) * c.n_heads * hd;
@@ -189,6 +226,53 @@ TEST_P(BlockSelectVariants, TopKOfBruteForceScoresAndInvariants) {
     Output again = run(c, &pool);
     EXPECT_EQ(a.indices, again.indices) << "not deterministic";
   }
+}
+
+TEST(BlockSelectOracle, TopKOfTrueAttentionMassPerSequence) {
+  // Sequences 0 and 2 rank by attention mass, sequence 1 by its representation, in one call.
+  ThreadPool pool(3);
+  for (bool per_kv_head : {false, true}) {
+    Case c = make_case(300 + per_kv_head, {16 * 20 + 5, 16 * 12, 16 * 31 + 15}, 8, 2, 32, 16,
+                       RepKind::MinMax, QueryMode::GroupMean, per_kv_head, {8, 5, 12});
+    c.oracle = {1, 0, 1};
+    Output a = run(c, &pool);
+    check(c, a, 1e-6);
+    EXPECT_EQ(a.indices, run(c, nullptr).indices) << "depends on threading";
+  }
+}
+
+TEST(BlockSelectOracle, FindsAPlantedBlockAndNeedsKeys) {
+  // Keys of block 9 of the sequence point along its query: the oracle must pick it even with
+  // one free slot.
+  Case c = make_case(310, {16 * 14 + 3}, 4, 1, 32, 16, RepKind::Mean, QueryMode::GroupMean,
+                     false, {4});
+  const int32_t phys = c.batch.table(0)[9];
+  for (int t = 0; t < 16; ++t)
+    for (int d = 0; d < 32; ++d)
+      c.batch.k_cache[(size_t(phys) * 16 + t) * 32 + d] = 4.0f * (c.q[size_t(d)] + c.q[32 + size_t(d)]);
+  c.oracle = {1};
+  Output o = run(c, nullptr);
+  ASSERT_TRUE(o.status.is_ok()) << o.status.to_string();
+  EXPECT_NE(std::find(o.indices.begin(), o.indices.end(), phys), o.indices.end());
+  // Without a K cache the oracle is refused, not guessed.
+  BlockSelectParams p;
+  std::vector<int32_t> out(4), last(1);
+  p.q = c.q.data();
+  p.reps = c.reps.data();
+  p.block_table_indptr = c.batch.bt_indptr.data();
+  p.block_table = c.batch.block_table.data();
+  p.seq_len = c.batch.seq_len.data();
+  p.out_indptr = o.indptr.data();
+  p.out_indices = out.data();
+  p.out_last_len = last.data();
+  p.n_seqs = 1;
+  p.n_heads = 4;
+  p.n_kv_heads = 1;
+  p.head_dim = 32;
+  p.block_size = 16;
+  p.oracle = c.oracle.data();
+  p.any_oracle = true;
+  EXPECT_EQ(cpu::block_select(p, nullptr).code(), StatusCode::InvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -328,3 +328,72 @@ TEST(Selector, RejectsBadInput) {
 
 }  // namespace
 }  // namespace gsa::sparse::test
+
+namespace gsa::sparse::test {
+namespace {
+
+TEST(Selector, DenseLayersAttendEveryBlock) {
+  SparseConfig c = small_config();
+  c.dense_layers = 1;
+  World w(41, {30 * kBs}, c.representation, {});
+  auto sel = Selector::create(c, {kLayers, kHeads, kKv, kHd}, nullptr);
+  ASSERT_TRUE(sel.is_ok()) << sel.status().to_string();
+  std::vector<SeqInput> in = w.inputs({30 * kBs - 3});
+  ASSERT_TRUE((*sel)->begin_step(in).is_ok());
+  auto l0 = (*sel)->select_layer(0, w.q.data(), w.reps[0].data());
+  ASSERT_TRUE(l0.is_ok());
+  EXPECT_EQ(l0->indptr[1], in[0].n_blocks);
+  EXPECT_EQ((*sel)->source(0, 0), ListSource::Dense);
+  auto l1 = (*sel)->select_layer(1, w.q.data(), w.reps[1].data());
+  ASSERT_TRUE(l1.is_ok());
+  EXPECT_EQ(l1->indptr[1], budget_blocks(c, in[0].n_blocks));
+  EXPECT_EQ((*sel)->source(0, 1), ListSource::Selected);
+}
+
+TEST(Selector, OracleSequencesRankByAttentionMassFromTheKCache) {
+  SparseConfig c = small_config();
+  World w(42, {30 * kBs, 30 * kBs}, c.representation, {});
+  auto sel = Selector::create(c, {kLayers, kHeads, kKv, kHd}, nullptr);
+  ASSERT_TRUE(sel.is_ok());
+  std::vector<SeqInput> in = w.inputs({30 * kBs - 3, 28 * kBs});
+  in[1].oracle = true;
+  ASSERT_TRUE((*sel)->begin_step(in).is_ok());
+  // The oracle reads keys: without a K cache the layer is refused.
+  EXPECT_EQ((*sel)->select_layer(0, w.q.data(), w.reps[0].data()).status().code(),
+            StatusCode::InvalidArgument);
+  ASSERT_TRUE((*sel)->begin_step(in).is_ok());
+  auto bl = (*sel)->select_layer(0, w.q.data(), w.reps[0].data(), nullptr, w.batch.k_cache.data());
+  ASSERT_TRUE(bl.is_ok()) << bl.status().to_string();
+  EXPECT_EQ(list_logical(*bl, 0, in[0]), direct_select(c, w, 0, 0, in[0]));
+  // Sequence 1 equals the kernel's oracle selection on the same keys.
+  const int size = budget_blocks(c, in[1].n_blocks);
+  std::vector<int32_t> bt_indptr = {0, in[1].n_blocks}, out_indptr = {0, size};
+  std::vector<int32_t> out(static_cast<size_t>(size));
+  int32_t last_len = 0;
+  const uint8_t flag = 1;
+  backend::BlockSelectParams p;
+  p.q = w.q.data() + size_t(kHeads) * kHd;
+  p.reps = w.reps[0].data();
+  p.block_table_indptr = bt_indptr.data();
+  p.block_table = in[1].block_table;
+  p.seq_len = &in[1].seq_len;
+  p.out_indptr = out_indptr.data();
+  p.out_indices = out.data();
+  p.out_last_len = &last_len;
+  p.n_seqs = 1;
+  p.n_heads = kHeads;
+  p.n_kv_heads = kKv;
+  p.head_dim = kHd;
+  p.block_size = kBs;
+  p.kind = c.representation;
+  p.oracle = &flag;
+  p.any_oracle = true;
+  p.k_cache = w.batch.k_cache.data();
+  ASSERT_TRUE(cpu::block_select(p, nullptr).is_ok());
+  EXPECT_EQ(list_logical(*bl, 1, in[1]), to_logical(out.data(), size, in[1].block_table, in[1].n_blocks));
+  EXPECT_NE(list_logical(*bl, 1, in[1]), direct_select(c, w, 1, 0, in[1]))
+      << "oracle and representation agree on every block of this case; pick another seed";
+}
+
+}  // namespace
+}  // namespace gsa::sparse::test

@@ -124,6 +124,14 @@ TEST(SparseConfig, ValidationNamesTheKnob) {
   c = {};
   c.min_context = -5;
   expect_invalid(c, "min_context");
+  c = {};
+  c.dense_layers = -1;
+  expect_invalid(c, "dense_layers");
+  c = {};
+  c.selection = Selection::Oracle;
+  c.selector = SelectorKind::Cpu;
+  c.lag = 1;  // the oracle runs inline
+  expect_invalid(c, "oracle");
 }
 
 TEST(SparseConfig, ParsesJson) {
@@ -155,11 +163,15 @@ TEST(SparseConfig, JsonRoundTrip) {
   c.budget_ratio = 0.25;
   c.enabled = false;
   c.hash_seed = 12345;
+  c.selection = Selection::Oracle;
+  c.dense_layers = 3;
   auto r = parse_sparse_config_json(to_json(c));
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(to_json(*r), to_json(c));
   EXPECT_EQ(r->representation, backend::RepKind::Hash);
   EXPECT_FALSE(r->enabled);
+  EXPECT_EQ(r->selection, Selection::Oracle);
+  EXPECT_EQ(r->dense_layers, 3);
 }
 
 void expect_json_error(const char* json, const std::string& word) {
@@ -176,6 +188,8 @@ TEST(SparseConfig, JsonErrorsNameTheKey) {
   expect_json_error(R"({"block_size": 99999999999})", "block_size");
   expect_json_error(R"({"representation": "cosine"})", "representation");
   expect_json_error(R"({"scope": 1})", "scope");
+  expect_json_error(R"({"selection": "best"})", "selection");
+  expect_json_error(R"({"dense_layers": 1.5})", "dense_layers");
   expect_json_error(R"({"hash_seed": -1})", "hash_seed");
   expect_json_error(R"({"enabled": 1})", "enabled");
   expect_json_error(R"({"budget_ratio": 1.5})", "budget_ratio");

@@ -2,6 +2,7 @@
 // non-forced block of each list against the decode query, keep the top ones by partial
 // selection (nth_element; ties towards the lower logical index), add the forced sink/local
 // blocks and write the list sorted by logical index. Budgets and gating are the host's (sparse/).
+// Oracle sequences rank blocks by the true softmax mass of the query instead (diagnostic).
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -165,6 +166,10 @@ Status check_params(const BlockSelectParams& p, bool* needs_scores) {
   }
   if (*needs_scores && (!p.q || !p.reps))
     return invalid_argument("block_select: null q or reps");
+  if (p.oracle && *needs_scores) {
+    if (!p.k_cache) return invalid_argument("block_select: oracle needs k_cache");
+    if (p.kv_type != DType::F32) return unsupported("block_select: cpu oracle reads an f32 K cache only");
+  }
   return Status::ok();
 }
 
@@ -188,6 +193,8 @@ struct Scratch {
   std::vector<float> proj;       // [head_dim]
   std::vector<Candidate> cands;  // [n_blocks]
   std::vector<uint8_t> keep;     // [n_blocks]
+  std::vector<float> logits;     // [seq_len] oracle: one head's scaled q.k
+  std::vector<float> mass;       // [n_blocks] oracle: the list's attention mass per block
 };
 
 class Selector {
@@ -214,11 +221,15 @@ class Selector {
       p_.out_last_len[list] = int32_t(last_len);
       return;
     }
-    prepare_queries(s, sc);
+    const bool oracle = p_.oracle && p_.oracle[s];
+    if (oracle)
+      oracle_mass(s, head, table, n, len, sc);
+    else
+      prepare_queries(s, sc);
     sc.cands.clear();
     for (int64_t j = 0; j < n; ++j) {
       if (is_forced(j, n, p_, partial)) continue;
-      float score = score_block(table[j], head, sc);
+      float score = oracle ? sc.mass[size_t(j)] : score_block(table[j], head, sc);
       if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
       sc.cands.push_back({score, int32_t(j)});
     }
@@ -240,6 +251,35 @@ class Selector {
   }
 
  private:
+  // Oracle: sc.mass[j] = sum over the list's query heads of the softmax mass (over all len
+  // tokens of the sequence, scale 1/sqrt(head_dim)) that falls in logical block j. Heads of kv
+  // head `head` for a per_kv_head list, every head otherwise. Accumulated in double.
+  void oracle_mass(int s, int head, const int32_t* table, int64_t n, int64_t len, Scratch& sc) const {
+    const int hd = p_.head_dim, bs = p_.block_size;
+    const float* q = static_cast<const float*>(p_.q) + int64_t(s) * p_.n_heads * hd;
+    const float* K = static_cast<const float*>(p_.k_cache);
+    const float scale = 1.0f / std::sqrt(float(hd));
+    const int h0 = head >= 0 ? head * group_ : 0;
+    const int h1 = head >= 0 ? h0 + group_ : p_.n_heads;
+    std::vector<double> mass(size_t(n), 0.0);
+    sc.logits.resize(size_t(len));
+    for (int hh = h0; hh < h1; ++hh) {
+      const int kh = hh / group_;
+      const float* qh = q + int64_t(hh) * hd;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t t = 0; t < len; ++t) {
+        const float* k = K + ((int64_t(table[t / bs]) * p_.n_kv_heads + kh) * bs + t % bs) * hd;
+        sc.logits[size_t(t)] = dot(qh, k, hd) * scale;
+        mx = std::max(mx, sc.logits[size_t(t)]);
+      }
+      double z = 0.0;
+      for (int64_t t = 0; t < len; ++t) z += std::exp(double(sc.logits[size_t(t)] - mx));
+      for (int64_t t = 0; t < len; ++t) mass[size_t(t / bs)] += std::exp(double(sc.logits[size_t(t)] - mx)) / z;
+    }
+    sc.mass.resize(size_t(n));
+    for (int64_t j = 0; j < n; ++j) sc.mass[size_t(j)] = float(mass[size_t(j)]);
+  }
+
   // Scoring queries of sequence s: GroupMean -> n_kv_heads group means; GroupMax -> the n_heads
   // query heads. Hash also gets each query's sign bits of q.W.
   void prepare_queries(int s, Scratch& sc) const {

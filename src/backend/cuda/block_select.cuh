@@ -22,6 +22,9 @@ struct SelectArgs {
   int32_t* out_last_len;               // [n_lists]
   const float* hash_w;                 // [head_dim, head_dim], Hash only
   float* scores;                       // [n_lists, max_blocks] workspace
+  const uint8_t* oracle;               // [n_seqs] or null: oracle sequences (ops_sparse.h)
+  const void* k_cache;                 // [n_blocks, n_kv_heads, block_size, head_dim]  bf16, oracle
+  float* oracle_ws;                    // [2, n_seqs, n_heads, max_blocks] oracle workspace
   uint32_t* tickets;                   // [n_lists] fused path: arrivals, zero between calls
   int64_t n_blocks;                    // > 0: ids outside [0, n_blocks) are never scored
   int n_seqs, n_heads, n_kv_heads, head_dim, block_size, group;

@@ -93,6 +93,7 @@ CudaBackend::~CudaBackend() {
   cudaFree(attn_ws_o_);
   cudaFree(attn_ws_lse_);
   cudaFree(select_ws_);
+  cudaFree(oracle_ws_);
   cudaFree(select_tickets_);
   cudaFree(convert_ws_);
   cudaFree(bias_ws_);

@@ -85,6 +85,7 @@ constexpr int kSelectSmemBlocks = 2048;
 /// two-kernel path with `ctas` scoring CTAs per sequence (tickets unused).
 struct SelectPlan {
   float* scores = nullptr;     // [n_lists, max_blocks]
+  float* oracle_ws = nullptr;  // [2, n_seqs, n_heads, max_blocks] when p.any_oracle
   uint32_t* tickets = nullptr; // [n_lists]
   int max_blocks = 0;
   int ctas = 1;

@@ -377,8 +377,16 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
   plan.scores = select_ws_;
   plan.tickets = select_tickets_;
   plan.max_blocks = max_select_blocks_;
-  plan.fused = select_fused_;
-  const int64_t units = select_fused_ ? n_lists : p.n_seqs;
+  plan.fused = select_fused_ && !p.any_oracle;
+  if (p.any_oracle) {
+    if (!p.oracle || !p.k_cache) return invalid_argument("block_select: oracle needs flags and k_cache");
+    if (p.kv_type != DType::BF16 || p.act_type != DType::BF16)
+      return unsupported("cuda block_select: the oracle reads bf16 queries and K cache");
+    GSA_RETURN_IF_ERROR(grow(&oracle_ws_, &oracle_ws_floats_,
+                             size_t(2) * size_t(p.n_seqs) * size_t(p.n_heads) * size_t(max_select_blocks_)));
+    plan.oracle_ws = oracle_ws_;
+  }
+  const int64_t units = plan.fused ? n_lists : p.n_seqs;
   plan.ctas = int(std::min<int64_t>((int64_t(sm_count_) * 2 + units - 1) / units, 65535));
   GSA_CUDA_RETURN_IF_ERROR(cuda::block_select(p, plan, stream_));
   return Status::ok();
