@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Device calls for the RULER-style accuracy suite on a real model (pieces made by
+# scripts/device/pack_ruler.sh). Stages, one per call, back to back while the machine is warm:
+#   tests        unpack the gsa pack, run the CUDA select and engine tests
+#   piece NN     keep model piece NN (carried as .device/q.partNN) on the machine's disk
+#   run LABEL ARGS...  join the pieces (checked against the sha256), then run
+#                `gsa eval ruler` with ARGS on the GPU, appending to $OUT/ruler_LABEL.jsonl
+set -uo pipefail
+stage=${1:-tests}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/gsa-model
+export LD_LIBRARY_PATH=/tmp/ruler/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+gsa=/tmp/ruler/bin/gsa
+case $stage in
+  tests)
+    tar -C /tmp -xJf .device/ruler.tar.xz
+    { echo "commit $(cat /tmp/ruler/COMMIT)"; date -u
+      nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nproc; } | tee "$OUT/device.txt"
+    /tmp/ruler/bin/backend_cuda_test --gtest_brief=1 --gtest_filter='*Select*' > "$OUT/select_test.log" 2>&1
+    echo "backend select tests rc $?: $(grep -E '^\[  (PASSED|FAILED) ' $OUT/select_test.log | tr '\n' ' ')"
+    /tmp/ruler/bin/engine_cuda_test --gtest_brief=1 > "$OUT/engine_test.log" 2>&1
+    echo "engine tests rc $?: $(grep -E '^\[  (PASSED|FAILED) ' $OUT/engine_test.log | tr '\n' ' ')"
+    grep -B2 -A8 Failure "$OUT/select_test.log" "$OUT/engine_test.log" | head -40 ;;
+  piece)
+    cp .device/q.part"$2" /tmp/gsa-model/ && ls /tmp/gsa-model | tr '\n' ' ' ;;
+  run)
+    label=$2; shift 2
+    m=/tmp/gsa-model/$(cat /tmp/ruler/MODEL_NAME)
+    if [[ ! -f $m ]]; then
+      cat /tmp/gsa-model/q.part* > "$m"
+      [[ $(sha256sum "$m" | cut -d' ' -f1) == $(cat /tmp/ruler/MODEL_SHA256) ]] || { echo "model sha256 mismatch"; rm -f "$m"; exit 1; }
+      rm -f /tmp/gsa-model/q.part*
+    fi
+    $gsa eval ruler -m "$m" --device cuda --data-dir /tmp/ruler/data --cases /tmp/ruler/cases.jsonl \
+      --label "$label" -o "$OUT/ruler_$label.jsonl" "$@" 2> "$OUT/ruler_$label.err"
+    echo "rc $?"; tail -3 "$OUT/ruler_$label.err" ;;
+esac
