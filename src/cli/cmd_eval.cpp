@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cmd_eval_ruler.h"
 #include "cli/common.h"
 #include "cli/eval_common.h"
 #include "core/log.h"
@@ -217,7 +218,8 @@ Command add_eval(CLI::App& root) {
   app->add_flag("--mass", f->mass, "measure the softmax mass inside the selected blocks, per layer");
   app->add_option("--label", f->label, "label written into each result line");
   app->add_option("-o,--out", f->out, "append results (JSON lines) to this file");
-  return {app, [f] { return run(*f); }};
+  Command ruler = add_eval_ruler(*ev);
+  return {ev, [f, app, ruler] { return app->parsed() ? run(*f) : ruler.run(); }};
 }
 
 }  // namespace gsa::cli
