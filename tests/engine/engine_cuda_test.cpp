@@ -111,6 +111,26 @@ TEST_F(EngineCudaTest, InlineHostSelectionMatchesDeviceSelection) {
   EXPECT_GT(sh.host_select.mirrored_rows, 0);
 }
 
+TEST_F(EngineCudaTest, OracleAndDenseLayersOnTheDevice) {
+  // Oracle selection on the GPU with a budget covering every block equals full attention; with
+  // the small budget it runs sparse, and dense_layers raises the attended share.
+  const std::vector<std::vector<int32_t>> prompts = {prompt(600, 6), prompt(640, 7)};
+  const std::vector<int> max_tokens = {16, 16};
+  EngineConfig oracle = config(true);
+  oracle.sparse_cfg.selection = sparse::Selection::Oracle;
+  EngineConfig wide = oracle;
+  wide.sparse_cfg.budget_tokens = 4096;
+  EXPECT_EQ(run(wide, prompts, max_tokens), run(config(false), prompts, max_tokens));
+  EngineStats so, sd;
+  const auto a = run(oracle, prompts, max_tokens, &so);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_LT(double(so.selector.blocks_attended), 0.5 * double(so.selector.blocks_total));
+  EngineConfig dense1 = oracle;
+  dense1.sparse_cfg.dense_layers = 1;
+  run(dense1, prompts, max_tokens, &sd);
+  EXPECT_GT(sd.selector.blocks_attended, so.selector.blocks_attended);
+}
+
 TEST_F(EngineCudaTest, PipelinedSelectionWithAFullBudgetEqualsFullAttention) {
   // A budget above every context: each asynchronous list holds every block, so the pipeline's
   // lists (results of earlier steps extended with the blocks added since) must give exactly
