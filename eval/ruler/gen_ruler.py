@@ -101,7 +101,7 @@ def make_niah_single(g, kind):
     [d] = g.depths(1)
     return {"inserts": [{"depth": d, "text": needle(kind, key, value)}],
             "question": niah_question(kind, key), "answers": [value], "metric": "all",
-            "n_predict": 48 if kind == "uuids" else 24}
+            "n_predict": 64 if kind == "uuids" else 32}
 
 
 def make_multikey(g):
@@ -123,7 +123,7 @@ def make_multikey(g):
     inserts = [{"depth": depths[i], "text": needle("numbers", keys[k], values[k])}
                for i, k in enumerate(order)]
     return {"inserts": inserts, "question": niah_question("numbers", key),
-            "answers": [values[0]], "metric": "all", "n_predict": 24}
+            "answers": [values[0]], "metric": "all", "n_predict": 32}
 
 
 def make_multivalue(g):
@@ -206,7 +206,7 @@ def make_two_hop(g):
     q = (f"Which number is in the box that stores the code of {people[0]}? "
          "Answer with the number only.")
     return {"inserts": inserts, "question": q, "answers": [values[0]], "metric": "all",
-            "n_predict": 24}
+            "n_predict": 32}
 
 
 MAKERS = {

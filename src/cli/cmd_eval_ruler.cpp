@@ -338,7 +338,7 @@ int run(RulerFlags f) {
         engine::RequestInput in;
         in.prompt = *ids;
         in.sampling.max_tokens = n_predict;
-        if (v.full) in.sparse_min_context = INT32_MAX;
+        if (v.full && cfg->sparse) in.sparse_min_context = INT32_MAX;  // exact full attention
         in.sparse_budget_tokens = v.budget;
         in.sparse_oracle = v.oracle;
         e.reset_stats();
@@ -389,7 +389,7 @@ int run(RulerFlags f) {
                          "min_context %d); pass --min-context\n",
                          v.name.c_str(), ctx, ids->size(), min_context);
         }
-        if (f.mass && cfg->sparse) j["mass_per_layer"] = mass.per_layer();
+        if (f.mass && cfg->sparse && !v.full) j["mass_per_layer"] = mass.per_layer();
         std::fprintf(out, "%s\n", j.dump().c_str());
         std::fflush(out);
         std::fprintf(stderr, "gsa eval: ctx %d %-20s %-14s score %.2f (%.1f s)\n", ctx, c.id.c_str(),
