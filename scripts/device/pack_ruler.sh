@@ -8,9 +8,10 @@ set -euo pipefail
 build=${BUILD:-build-devpack}
 model=${MODEL:-$HOME/.cache/gsa/models/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf}
 data=${GSA_DATA_DIR:-$HOME/.cache/gsa/data}
-cmake --build "$build" --target gsa backend_cuda_test engine_cuda_test -j"${JOBS:-2}"
+targets=${TARGETS:-gsa backend_cuda_test engine_cuda_test}
+cmake --build "$build" --target $targets -j"${JOBS:-2}"
 rm -rf .device/ruler .device/q.part* && mkdir -p .device/ruler/bin .device/ruler/lib .device/ruler/data
-cp "$build"/bin/gsa "$build"/bin/backend_cuda_test "$build"/bin/engine_cuda_test .device/ruler/bin/
+for t in $targets; do cp "$build/bin/$t" .device/ruler/bin/; done
 ldd .device/ruler/bin/* | awk '/=>/ {print $3}' | sort -u |
   grep -vE 'libc\.so|libm\.so|libdl|libpthread|librt|ld-linux|libstdc|libgcc_s|libcuda|libcublas' |
   xargs -r -I{} cp -L {} .device/ruler/lib/

@@ -16,11 +16,11 @@ case $stage in
     tar -C /tmp -xJf .device/ruler.tar.xz
     { echo "commit $(cat /tmp/ruler/COMMIT)"; date -u
       nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nproc; } | tee "$OUT/device.txt"
-    /tmp/ruler/bin/backend_cuda_test --gtest_brief=1 --gtest_filter='*Select*' > "$OUT/select_test.log" 2>&1
-    echo "backend select tests rc $?: $(grep -E '^\[  (PASSED|FAILED) ' $OUT/select_test.log | tr '\n' ' ')"
-    /tmp/ruler/bin/engine_cuda_test --gtest_brief=1 > "$OUT/engine_test.log" 2>&1
-    echo "engine tests rc $?: $(grep -E '^\[  (PASSED|FAILED) ' $OUT/engine_test.log | tr '\n' ' ')"
-    grep -B2 -A8 Failure "$OUT/select_test.log" "$OUT/engine_test.log" | head -40 ;;
+    for t in /tmp/ruler/bin/*_test; do
+      $t --gtest_brief=1 > "$OUT/$(basename $t).log" 2>&1
+      echo "$(basename $t) rc $?: $(grep -E '^\[  (PASSED|FAILED) ' $OUT/$(basename $t).log | tr '\n' ' ')"
+      grep -B2 -A8 Failure "$OUT/$(basename $t).log" | head -30
+    done ;;
   piece)
     cp .device/q.part"$2" /tmp/gsa-model/ && ls /tmp/gsa-model | tr '\n' ' ' ;;
   run)

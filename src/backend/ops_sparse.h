@@ -16,13 +16,23 @@ namespace gsa::backend {
 ///  MinMax: float[2 * head_dim], per-dimension min then max.
 ///  Hash:   uint32[block_size * head_dim / 32], per token sign bits of k.W (W: [head_dim,
 ///          head_dim] fixed, seeded, orthogonal); bit d of token t = (k_t . W[:, d]) > 0.
+/// Mean and MinMax may be kept per sub-block (sub_block tokens, a divisor of block_size; 0: the
+/// whole block): the block's representation is then [block_size / sub_block] of them, one per
+/// run of sub_block tokens, and a block scores the best of its sub-blocks. The block stays the
+/// unit of selection and of attention; only its description is finer.
 enum class RepKind : uint8_t { Mean, MinMax, Hash };
 
+/// Representations per block: block_size / sub_block for Mean and MinMax, else 1.
+inline int rep_boxes(RepKind kind, int block_size, int sub_block) {
+  return kind != RepKind::Hash && sub_block > 0 && sub_block < block_size ? block_size / sub_block : 1;
+}
+
 /// Bytes of one (block, kv head) representation.
-inline int64_t rep_bytes(RepKind kind, int head_dim, int block_size) {
+inline int64_t rep_bytes(RepKind kind, int head_dim, int block_size, int sub_block = 0) {
+  const int64_t boxes = rep_boxes(kind, block_size, sub_block);
   switch (kind) {
-    case RepKind::Mean: return int64_t(head_dim) * 4;
-    case RepKind::MinMax: return int64_t(head_dim) * 8;
+    case RepKind::Mean: return boxes * head_dim * 4;
+    case RepKind::MinMax: return boxes * head_dim * 8;
     case RepKind::Hash: return int64_t(block_size) * head_dim / 8;
   }
   return 0;
@@ -38,6 +48,7 @@ struct RepUpdateParams {
   int64_t n_blocks = 0;  // blocks in the cache and rep table; > 0 enables bounds checks of ids
   int n_kv_heads = 0, head_dim = 0, block_size = 0;
   RepKind kind = RepKind::Mean;
+  int sub_block = 0;                // tokens per Mean/MinMax sub-block (0: the whole block)
   const float* hash_w = nullptr;    // [head_dim, head_dim] row-major, Hash only
   DType kv_type = DType::F32;
 };
@@ -68,6 +79,7 @@ struct RopeAppendParams {
   bool neox = false;
   bool one_token_per_seq = false;
   RepKind kind = RepKind::Mean;
+  int sub_block = 0;                      // as RepUpdateParams::sub_block
   DType act_type = DType::F32;
   DType kv_type = DType::F32;
   // Strided inputs (rows of a fused q|k|v projection): elements from one token's q, k, v to the
@@ -103,6 +115,7 @@ inline RopeAppendSteps split_rope_append(const RopeAppendParams& p) {
   s.rep.head_dim = p.head_dim;
   s.rep.block_size = p.block_size;
   s.rep.kind = p.kind;
+  s.rep.sub_block = p.sub_block;
   s.rep.hash_w = p.hash_w;
   s.rep.kv_type = p.kv_type;
   s.update = p.reps != nullptr && p.n_full != 0;
@@ -122,7 +135,8 @@ enum class QueryMode : uint8_t {
 /// remaining slots of each list are filled with the highest-scoring other FULL blocks (ties
 /// broken towards the lower logical index). Scores: Mean -> q.mean; MinMax -> sum_d
 /// max(q_d*min_d, q_d*max_d); Hash -> max over the block's tokens of the number of equal sign
-/// bits between q.W and k.W. per_kv_head = false: a block's score is the sum over kv heads,
+/// bits between q.W and k.W; with sub-blocks, the best sub-block's score (per kv head and query,
+/// before the sums and maxima below). per_kv_head = false: a block's score is the sum over kv heads,
 /// one list per sequence; true: one list per (sequence, kv head).
 /// The host presets out_indptr (list i has size min(budget_i, n_blocks_s), at least the forced
 /// count) so the op needs no host synchronization; it writes out_indices sorted by logical
@@ -141,6 +155,7 @@ struct BlockSelectParams {
   int n_heads = 0, n_kv_heads = 0, head_dim = 0, block_size = 0;
   int sink_blocks = 1, local_blocks = 2;
   RepKind kind = RepKind::Mean;
+  int sub_block = 0;                          // as RepUpdateParams::sub_block
   QueryMode query_mode = QueryMode::GroupMean;
   bool per_kv_head = false;
   const float* hash_w = nullptr;              // [head_dim, head_dim], Hash only

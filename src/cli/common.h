@@ -36,7 +36,7 @@ struct EngineFlags {
   static constexpr int kUnset = INT_MIN;
   int sink_blocks = kUnset, local_blocks = kUnset, budget_tokens = kUnset, min_context = kUnset;
   int select_every = kUnset, lag = kUnset, budget_min_tokens = kUnset, budget_max_tokens = kUnset;
-  int cpu_workers = kUnset, dense_layers = kUnset;
+  int cpu_workers = kUnset, dense_layers = kUnset, sub_block = kUnset;
   double budget_ratio = -HUGE_VAL;
   bool verbose = false;
 };

@@ -195,6 +195,7 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
     p.sink_blocks = cfg_.sink_blocks;
     p.local_blocks = cfg_.local_blocks;
     p.kind = cfg_.representation;
+    p.sub_block = cfg_.sub_block;
     p.query_mode = cfg_.query;
     p.per_kv_head = per_ > 1;
     p.hash_w = hash_w_;
@@ -282,7 +283,8 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
   kc.kv_type = mo.act_type;
   kc.prefix_cache = cfg.prefix_cache;
   if (cfg.sparse)
-    kc.rep_bytes = backend::rep_bytes(cfg.sparse_cfg.representation, h.head_dim, cfg.block_size);
+    kc.rep_bytes = backend::rep_bytes(cfg.sparse_cfg.representation, h.head_dim, cfg.block_size,
+                                      cfg.sparse_cfg.sub_block);
   GSA_ASSIGN_OR_RETURN(e->kv_, kv::KvCache::create(e->backend_.get(), kc));
   if (cfg.sparse) {
     sparse::SelectorDims d{h.n_layers, h.n_heads, h.n_kv_heads, h.head_dim};
@@ -403,6 +405,7 @@ backend::RepUpdateParams Engine::rep_params() const {
   backend::RepUpdateParams rp;
   if (selector_) {
     rp.kind = cfg_.sparse_cfg.representation;
+    rp.sub_block = cfg_.sparse_cfg.sub_block;
     if (!selector_->hash_matrix().empty()) rp.hash_w = selector_->hash_matrix().data();
   }
   return rp;

@@ -471,7 +471,7 @@ Status Model::forward(const ForwardInput& in, kv::KvCache& kv, LayerPlanner* pla
     ra.k_cache = kv.k(l); ra.v_cache = kv.v(l);
     ra.reps = in.full_blocks.empty() ? nullptr : kv.reps(l);
     ra.full_blocks = d_full; ra.n_full = int(in.full_blocks.size());
-    ra.kind = rep.kind; ra.hash_w = rep.hash_w;
+    ra.kind = rep.kind; ra.sub_block = rep.sub_block; ra.hash_w = rep.hash_w;
     ra.n_tokens = T; ra.n_blocks = kc.n_blocks; ra.block_size = kc.block_size;
     ra.n_heads = h.n_heads; ra.n_kv_heads = h.n_kv_heads; ra.head_dim = h.head_dim;
     ra.rot_dim = h.rot_dim; ra.theta = h.rope_theta; ra.neox = h.rope_neox;

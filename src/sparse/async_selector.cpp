@@ -163,6 +163,7 @@ Status AsyncSelector::run_job(const Slot& job, AsyncResult* out,
   p.sink_blocks = cfg_.sink_blocks;
   p.local_blocks = cfg_.local_blocks;
   p.kind = cfg_.representation;
+  p.sub_block = cfg_.sub_block;
   p.query_mode = cfg_.query;
   p.per_kv_head = cfg_.scope == Scope::PerKvHead;
   p.hash_w = hash_w_.empty() ? nullptr : hash_w_.data();

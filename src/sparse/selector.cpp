@@ -246,6 +246,7 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     p.sink_blocks = cfg_.sink_blocks;
     p.local_blocks = cfg_.local_blocks;
     p.kind = cfg_.representation;
+    p.sub_block = cfg_.sub_block;
     p.query_mode = cfg_.query;
     p.per_kv_head = lists_per_seq > 1;
     p.hash_w = hash_w_.empty() ? nullptr : hash_w_.data();

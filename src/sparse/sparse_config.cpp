@@ -110,6 +110,12 @@ Status validate(const SparseConfig& c) {
   if (c.selection == Selection::Oracle && c.lag != 0)
     return invalid_argument("sparse config: selection \"oracle\" runs inline (lag 0), got lag {}",
                             c.lag);
+  if (c.sub_block != 0 && (!is_pow2(c.sub_block) || c.sub_block > c.block_size))
+    return invalid_argument("sparse config: sub_block {} must be 0 or a power of two <= block_size {}",
+                            c.sub_block, c.block_size);
+  if (c.sub_block != 0 && c.representation == RepKind::Hash)
+    return invalid_argument("sparse config: sub_block needs representation mean or minmax (hash is "
+                            "per token already)");
   if (c.dense_layers < 0 || c.dense_layers > 4096)
     return invalid_argument("sparse config: dense_layers {} outside [0, 4096]", c.dense_layers);
   if (c.cpu_workers < 1 || c.cpu_workers > kMaxWorkers)
@@ -238,6 +244,7 @@ Status apply_key(const std::string& key, const json& v, SparseConfig* c) {
   if (key == "lag") return parse_int(v, "lag", &c->lag);
   if (key == "cpu_workers") return parse_int(v, "cpu_workers", &c->cpu_workers);
   if (key == "dense_layers") return parse_int(v, "dense_layers", &c->dense_layers);
+  if (key == "sub_block") return parse_int(v, "sub_block", &c->sub_block);
   if (key == "budget_ratio") {
     if (!v.is_number()) return invalid_argument("sparse config: \"budget_ratio\" must be a number");
     c->budget_ratio = v.get<double>();
@@ -312,6 +319,7 @@ std::string to_json(const SparseConfig& c) {
       {"cpu_workers", c.cpu_workers},
       {"selection", selection_name(c.selection)},
       {"dense_layers", c.dense_layers},
+      {"sub_block", c.sub_block},
       {"hash_seed", c.hash_seed},
   };
   return j.dump();

@@ -41,6 +41,7 @@ struct SparseConfig {
   int cpu_workers = 2;             // worker threads of the asynchronous CPU selector
   Selection selection = Selection::Gsa;
   int dense_layers = 0;            // layers [0, dense_layers) always decode densely
+  int sub_block = 0;               // mean/minmax kept per run of sub_block tokens (0: per block)
   uint64_t hash_seed = 0x6773612d68617368ull;  // seed of the Hash projection matrix
 };
 

@@ -111,6 +111,25 @@ TEST_F(EngineCudaTest, InlineHostSelectionMatchesDeviceSelection) {
   EXPECT_GT(sh.host_select.mirrored_rows, 0);
 }
 
+TEST_F(EngineCudaTest, SubBlockRepresentationsSameListsOnDeviceAndHost) {
+  // Sub-block minmax (runs of 4 tokens in 16-token blocks), written by the fused decode write and
+  // by prefill: device selection and inline host selection (on the mirrored tables) agree.
+  const std::vector<std::vector<int32_t>> prompts = {prompt(600, 8), prompt(650, 9)};
+  const std::vector<int> max_tokens = {20, 20};
+  EngineConfig dev = config(true);
+  dev.sparse_cfg.sub_block = 4;
+  EngineConfig host = dev;
+  host.sparse_cfg.selector = sparse::SelectorKind::Cpu;
+  host.sparse_cfg.lag = 0;
+  EngineStats sd, sh;
+  const auto a = run(dev, prompts, max_tokens, &sd);
+  const auto b = run(host, prompts, max_tokens, &sh);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(sh.selector.blocks_attended, sd.selector.blocks_attended);
+  EXPECT_LT(double(sh.selector.blocks_attended), 0.5 * double(sh.selector.blocks_total));
+}
+
 TEST_F(EngineCudaTest, OracleAndDenseLayersOnTheDevice) {
   // Oracle selection on the GPU with a budget covering every block equals full attention; with
   // the small budget it runs sparse, and dense_layers raises the attended share.

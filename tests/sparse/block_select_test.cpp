@@ -28,12 +28,14 @@ struct Case {
   std::vector<uint8_t> reps;   // [n_phys, n_kv_heads, rep_bytes]
   std::vector<int32_t> sizes;  // per sequence
   std::vector<uint8_t> oracle; // per sequence, or empty: no oracle sequence
+  int sub_block = 0;
 
   int lists_per_seq() const { return per_kv_head ? batch.n_kv_heads : 1; }
 };
 
 Case make_case(uint32_t seed, std::vector<int32_t> lens, int n_heads, int n_kv, int hd, int bs,
-               RepKind kind, QueryMode mode, bool per_kv_head, std::vector<int32_t> sizes) {
+               RepKind kind, QueryMode mode, bool per_kv_head, std::vector<int32_t> sizes,
+               int sub_block = 0) {
   std::mt19937 rng(seed);
   Case c;
   c.batch = make_batch(rng, lens, n_kv, hd, bs);
@@ -44,7 +46,8 @@ Case make_case(uint32_t seed, std::vector<int32_t> lens, int n_heads, int n_kv, 
   c.q = random_vec(rng, lens.size() * size_t(n_heads) * hd);
   c.hash_w = make_hash_matrix(hd, seed);
   c.sizes = std::move(sizes);
-  const int64_t rb = backend::rep_bytes(kind, hd, bs);
+  c.sub_block = sub_block;
+  const int64_t rb = backend::rep_bytes(kind, hd, bs, sub_block);
   c.reps.assign(size_t(c.batch.n_phys) * n_kv * rb, 0);
   std::vector<int32_t> all(size_t(c.batch.n_phys));
   std::iota(all.begin(), all.end(), 0);
@@ -57,6 +60,7 @@ Case make_case(uint32_t seed, std::vector<int32_t> lens, int n_heads, int n_kv, 
   u.head_dim = hd;
   u.block_size = bs;
   u.kind = kind;
+  u.sub_block = sub_block;
   u.hash_w = c.hash_w.data();
   EXPECT_TRUE(cpu::rep_update(u, nullptr).is_ok());
   return c;
@@ -95,6 +99,7 @@ Output run(const Case& c, ThreadPool* pool) {
   p.query_mode = c.mode;
   p.per_kv_head = c.per_kv_head;
   p.hash_w = c.hash_w.empty() ? nullptr : c.hash_w.data();
+  p.sub_block = c.sub_block;
   if (!c.oracle.empty()) {
     p.oracle = c.oracle.data();
     p.any_oracle = true;
@@ -145,12 +150,12 @@ double brute(const Case& c, int s, int head, int j) {
       std::vector<float> mean(size_t(hd), 0.0f);
       for (int g = 0; g < group; ++g)
         for (int d = 0; d < hd; ++d) mean[size_t(d)] += q[(h * group + g) * hd + d] / group;
-      return brute_score(b, c.kind, mean.data(), b.table(s)[j], h, c.hash_w);
+      return brute_score(b, c.kind, mean.data(), b.table(s)[j], h, c.hash_w, c.sub_block);
     }
     double best = -1e300;
     for (int g = 0; g < group; ++g)
       best = std::max(best, brute_score(b, c.kind, q + (h * group + g) * hd, b.table(s)[j], h,
-                                        c.hash_w));
+                                        c.hash_w, c.sub_block));
     return best;
   };
   if (head >= 0) return head_score(head);
@@ -226,6 +231,26 @@ TEST_P(BlockSelectVariants, TopKOfBruteForceScoresAndInvariants) {
     Output again = run(c, &pool);
     EXPECT_EQ(a.indices, again.indices) << "not deterministic";
   }
+}
+
+TEST(BlockSelectSubBlocks, TopKOfTheBestRunOfEachBlock) {
+  // Mean and MinMax kept per run of 4 (and 8) tokens of 16-token blocks: a block scores its best
+  // run; every query mode and scope against brute force from the keys.
+  ThreadPool pool(3);
+  for (RepKind kind : {RepKind::Mean, RepKind::MinMax})
+    for (int sub : {4, 8})
+      for (bool per_kv_head : {false, true})
+        for (QueryMode mode : {QueryMode::GroupMean, QueryMode::GroupMax}) {
+          Case c = make_case(400 + sub, {16 * 20 + 5, 16 * 31 + 15}, 8, 2, 32, 16, kind, mode,
+                             per_kv_head, {8, 12}, sub);
+          Output a = run(c, &pool);
+          check(c, a, 1e-4);
+          EXPECT_EQ(a.indices, run(c, nullptr).indices);
+        }
+  // A sub-block that does not divide the block is refused.
+  Case c = make_case(420, {16 * 10}, 2, 1, 32, 16, RepKind::MinMax, QueryMode::GroupMean, false, {5}, 4);
+  c.sub_block = 6;
+  EXPECT_EQ(run(c, nullptr).status.code(), StatusCode::InvalidArgument);
 }
 
 TEST(BlockSelectOracle, TopKOfTrueAttentionMassPerSequence) {

@@ -128,6 +128,16 @@ TEST(SparseConfig, ValidationNamesTheKnob) {
   c.dense_layers = -1;
   expect_invalid(c, "dense_layers");
   c = {};
+  c.sub_block = 48;  // not a power of two
+  expect_invalid(c, "sub_block");
+  c = {};
+  c.sub_block = 256;  // larger than the block
+  expect_invalid(c, "sub_block");
+  c = {};
+  c.sub_block = 32;
+  c.representation = backend::RepKind::Hash;
+  expect_invalid(c, "sub_block");
+  c = {};
   c.selection = Selection::Oracle;
   c.selector = SelectorKind::Cpu;
   c.lag = 1;  // the oracle runs inline
@@ -165,11 +175,14 @@ TEST(SparseConfig, JsonRoundTrip) {
   c.hash_seed = 12345;
   c.selection = Selection::Oracle;
   c.dense_layers = 3;
+  c.representation = backend::RepKind::MinMax;
+  c.sub_block = 16;
   auto r = parse_sparse_config_json(to_json(c));
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(to_json(*r), to_json(c));
-  EXPECT_EQ(r->representation, backend::RepKind::Hash);
+  EXPECT_EQ(r->representation, backend::RepKind::MinMax);
   EXPECT_FALSE(r->enabled);
+  EXPECT_EQ(r->sub_block, 16);
   EXPECT_EQ(r->selection, Selection::Oracle);
   EXPECT_EQ(r->dense_layers, 3);
 }

@@ -71,9 +71,23 @@ inline void hash_project(const float* x, const std::vector<float>& w, int hd,
 /// Brute-force score of one query vector against kv head h of a physical block, from the keys
 /// (not from the kernel's representations): Mean -> q.mean(k); MinMax -> sum_d max(q_d min_d,
 /// q_d max_d); Hash -> best count of equal sign bits of q.W and k.W over the block's tokens.
+/// With sub_block > 0 (Mean, MinMax), the best score over the block's runs of sub_block tokens.
 inline double brute_score(const Batch& b, backend::RepKind kind, const float* q, int32_t phys,
-                          int h, const std::vector<float>& hash_w) {
+                          int h, const std::vector<float>& hash_w, int sub_block = 0) {
   const int hd = b.head_dim, bs = b.block_size;
+  const int run = kind != backend::RepKind::Hash && sub_block > 0 ? sub_block : bs;
+  if (kind != backend::RepKind::Hash && run < bs) {
+    double best = -1e300;
+    for (int t0 = 0; t0 < bs; t0 += run) {
+      Batch part;  // the run as a block of its own
+      part.n_kv_heads = 1;
+      part.head_dim = hd;
+      part.block_size = run;
+      part.k_cache.assign(key(b, phys, h, t0), key(b, phys, h, t0) + size_t(run) * hd);
+      best = std::max(best, brute_score(part, kind, q, 0, 0, hash_w));
+    }
+    return best;
+  }
   if (kind == backend::RepKind::Mean) {
     double s = 0.0;
     for (int t = 0; t < bs; ++t)

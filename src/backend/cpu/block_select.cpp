@@ -121,6 +121,9 @@ Status check_params(const BlockSelectParams& p, bool* needs_scores) {
     return invalid_argument("block_select: unknown representation kind {}", int(p.kind));
   if (p.query_mode != QueryMode::GroupMean && p.query_mode != QueryMode::GroupMax)
     return invalid_argument("block_select: unknown query mode {}", int(p.query_mode));
+  if (p.sub_block < 0 || (p.sub_block > 0 && p.block_size % p.sub_block != 0))
+    return invalid_argument("block_select: sub_block {} does not divide block_size {}",
+                            p.sub_block, p.block_size);
   if (p.kind == RepKind::Hash) {
     if (p.head_dim % 32 != 0)
       return invalid_argument("block_select: hash needs head_dim % 32 == 0, got {}", p.head_dim);
@@ -201,7 +204,8 @@ class Selector {
  public:
   explicit Selector(const BlockSelectParams& p)
       : p_(p), group_(p.n_heads / p.n_kv_heads), words_(p.head_dim / 32),
-        rep_bytes_(backend::rep_bytes(p.kind, p.head_dim, p.block_size)),
+        rep_bytes_(backend::rep_bytes(p.kind, p.head_dim, p.block_size, p.sub_block)),
+        boxes_(backend::rep_boxes(p.kind, p.block_size, p.sub_block)),
         lists_per_seq_(p.per_kv_head ? p.n_kv_heads : 1) {}
 
   int64_t n_lists() const { return int64_t(p_.n_seqs) * lists_per_seq_; }
@@ -327,13 +331,19 @@ class Selector {
     const uint8_t* rep = static_cast<const uint8_t*>(p_.reps) +
                          (int64_t(b) * p_.n_kv_heads + h) * rep_bytes_;
     const float* qi = sc.queries.data() + int64_t(i) * p_.head_dim;
+    const float* box = reinterpret_cast<const float*>(rep);
+    float best = -std::numeric_limits<float>::infinity();
     switch (p_.kind) {
       case RepKind::Mean:
-        return dot(qi, reinterpret_cast<const float*>(rep), p_.head_dim);
-      case RepKind::MinMax: {
-        const float* mn = reinterpret_cast<const float*>(rep);
-        return box_bound(qi, mn, mn + p_.head_dim, p_.head_dim);
-      }
+        for (int i = 0; i < boxes_; ++i)
+          best = std::max(best, dot(qi, box + int64_t(i) * p_.head_dim, p_.head_dim));
+        return best;
+      case RepKind::MinMax:
+        for (int i = 0; i < boxes_; ++i) {
+          const float* mn = box + int64_t(i) * 2 * p_.head_dim;
+          best = std::max(best, box_bound(qi, mn, mn + p_.head_dim, p_.head_dim));
+        }
+        return best;
       case RepKind::Hash:
         return hash_best(sc.qbits.data() + int64_t(i) * words_,
                          reinterpret_cast<const uint32_t*>(rep), p_.block_size, words_);
@@ -363,6 +373,7 @@ class Selector {
   const BlockSelectParams& p_;
   const int group_, words_;
   const int64_t rep_bytes_;
+  const int boxes_;
   const int lists_per_seq_;
 };
 

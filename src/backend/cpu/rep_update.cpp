@@ -32,6 +32,9 @@ Status check_params(const RepUpdateParams& p) {
       return invalid_argument("rep_update: hash needs head_dim % 32 == 0, got {}", p.head_dim);
     if (!p.hash_w) return invalid_argument("rep_update: hash needs hash_w");
   }
+  if (p.sub_block < 0 || (p.sub_block > 0 && p.block_size % p.sub_block != 0))
+    return invalid_argument("rep_update: sub_block {} does not divide block_size {}", p.sub_block,
+                            p.block_size);
   if (p.n_update == 0) return Status::ok();
   if (!p.k_cache || !p.reps || !p.blocks)
     return invalid_argument("rep_update: null k_cache, reps or blocks");
@@ -98,7 +101,10 @@ void block_hash(const float* __restrict k, int block_size, int head_dim,
 Status rep_update(const RepUpdateParams& p, ThreadPool* pool) {
   GSA_RETURN_IF_ERROR(check_params(p));
   if (p.n_update == 0) return Status::ok();
-  const int64_t rep_size = backend::rep_bytes(p.kind, p.head_dim, p.block_size);
+  const int64_t rep_size = backend::rep_bytes(p.kind, p.head_dim, p.block_size, p.sub_block);
+  const int boxes = backend::rep_boxes(p.kind, p.block_size, p.sub_block);
+  const int box_tokens = p.block_size / boxes;
+  const int box_floats = p.kind == RepKind::MinMax ? 2 * p.head_dim : p.head_dim;
   const int64_t head_elems = int64_t(p.block_size) * p.head_dim;
   const auto* k_cache = static_cast<const float*>(p.k_cache);
   auto* reps = static_cast<uint8_t*>(p.reps);
@@ -113,10 +119,14 @@ Status rep_update(const RepUpdateParams& p, ThreadPool* pool) {
       uint8_t* rep = reps + (b * p.n_kv_heads + h) * rep_size;
       switch (p.kind) {
         case RepKind::Mean:
-          block_mean(k, p.block_size, p.head_dim, reinterpret_cast<float*>(rep));
+          for (int i = 0; i < boxes; ++i)
+            block_mean(k + int64_t(i) * box_tokens * p.head_dim, box_tokens, p.head_dim,
+                       reinterpret_cast<float*>(rep) + int64_t(i) * box_floats);
           break;
         case RepKind::MinMax:
-          block_minmax(k, p.block_size, p.head_dim, reinterpret_cast<float*>(rep));
+          for (int i = 0; i < boxes; ++i)
+            block_minmax(k + int64_t(i) * box_tokens * p.head_dim, box_tokens, p.head_dim,
+                         reinterpret_cast<float*>(rep) + int64_t(i) * box_floats);
           break;
         case RepKind::Hash:
           block_hash(k, p.block_size, p.head_dim, p.hash_w, proj.data(),

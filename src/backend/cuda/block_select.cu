@@ -229,6 +229,7 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
   a.local_blocks = p.local_blocks;
   a.max_blocks = plan.max_blocks;
   a.kind = int(p.kind);
+  a.boxes = backend::rep_boxes(p.kind, p.block_size, p.sub_block);
   a.group_max = p.query_mode == backend::QueryMode::GroupMax;
   a.per_kv_head = p.per_kv_head;
   a.oracle = p.any_oracle ? p.oracle : nullptr;

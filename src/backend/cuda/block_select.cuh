@@ -31,6 +31,7 @@ struct SelectArgs {
   int sink_blocks, local_blocks;
   int max_blocks;
   int kind;        // backend::RepKind
+  int boxes;       // sub-block representations per block (Mean, MinMax)
   bool group_max;  // QueryMode::GroupMax
   bool per_kv_head;
 };
@@ -97,7 +98,9 @@ __device__ void select_load_queries(const SelectArgs& a, int s, int h0, int h1, 
 }
 
 __device__ __forceinline__ int64_t select_rep_elems(const SelectArgs& a) {
-  return a.kind == 0 ? a.head_dim : a.kind == 1 ? 2 * a.head_dim : int64_t(a.block_size) * (a.head_dim / 32);
+  return a.kind == 0 ? int64_t(a.boxes) * a.head_dim
+         : a.kind == 1 ? int64_t(a.boxes) * 2 * a.head_dim
+                       : int64_t(a.block_size) * (a.head_dim / 32);
 }
 
 /// Score of block phys for kv head h, whose queries are rows row0.. of sm: the best over them
@@ -125,13 +128,19 @@ __device__ __forceinline__ float select_head_score(const SelectArgs& a, const Se
       for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
       sc = float(best);
     } else {
-      const float* rep = static_cast<const float*>(a.reps) + rep_off;
-      float part = 0.0f;
-      for (int d = lane; d < D; d += 32) {
-        const float qd = sm.q[qi][d];
-        part += a.kind == 0 ? qd * rep[d] : fmaxf(qd * rep[d], qd * rep[D + d]);
+      // The best of the block's sub-block representations (one when boxes == 1).
+      const int box_floats = a.kind == 0 ? D : 2 * D;
+      sc = -INFINITY;
+      for (int i = 0; i < a.boxes; ++i) {
+        const float* rep = static_cast<const float*>(a.reps) + rep_off + int64_t(i) * box_floats;
+        float part = 0.0f;
+        for (int d = lane; d < D; d += 32) {
+          const float qd = sm.q[qi][d];
+          part += a.kind == 0 ? qd * rep[d] : fmaxf(qd * rep[d], qd * rep[D + d]);
+        }
+        const float box = warp_sum(part);
+        sc = i == 0 ? box : fmaxf(sc, box);
       }
-      sc = warp_sum(part);
     }
     score = fmaxf(score, sc);
   }
@@ -143,7 +152,7 @@ __device__ __forceinline__ float select_head_score(const SelectArgs& a, const Se
 __device__ __forceinline__ float select_list_score(const SelectArgs& a, const SelectQueries& sm,
                                                    int phys, bool ok, int h, int lane) {
   if (a.per_kv_head) return select_head_score(a, sm, phys, ok, h, 0, lane);
-  if (a.kind != 2 && !a.group_max) {
+  if (a.kind != 2 && !a.group_max && a.boxes == 1) {
     // Mean / MinMax with group-mean queries summed over kv heads: the score is linear in the
     // per-lane partial sums, so all heads' loads go out together and one reduction remains.
     const int D = a.head_dim;

@@ -78,6 +78,8 @@ Status check_rep_update(const RepUpdateParams& p) {
       return unsupported("cuda rep_update: hash of block_size {} x head_dim {} exceeds shared memory",
                          p.block_size, p.head_dim);
   }
+  if (p.sub_block < 0 || (p.sub_block > 0 && p.block_size % p.sub_block != 0))
+    return invalid_argument("rep_update: sub_block {} does not divide block_size {}", p.sub_block, p.block_size);
   if (p.n_update > 0 && (!p.k_cache || !p.reps || !p.blocks))
     return invalid_argument("rep_update: null k_cache, reps or blocks");
   return Status::ok();
@@ -359,6 +361,8 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
     return invalid_argument("block_select: unknown representation kind {}", int(p.kind));
   if (p.query_mode != QueryMode::GroupMean && p.query_mode != QueryMode::GroupMax)
     return invalid_argument("block_select: unknown query mode {}", int(p.query_mode));
+  if (p.sub_block < 0 || (p.sub_block > 0 && p.block_size % p.sub_block != 0))
+    return invalid_argument("block_select: sub_block {} does not divide block_size {}", p.sub_block, p.block_size);
   if (p.head_dim > 128 || p.head_dim % 32 != 0)
     return unsupported("cuda block_select: head_dim {} (supported: multiples of 32 up to 128)", p.head_dim);
   const int n_q = p.query_mode == QueryMode::GroupMax ? p.n_heads : p.n_kv_heads;

@@ -36,12 +36,13 @@ cudaError_t rep_update(const backend::RepUpdateParams& p, cudaStream_t stream) {
   if (p.kind != backend::RepKind::Hash) {
     const bool minmax = p.kind == backend::RepKind::MinMax;
     const int threads = std::min(256, (p.head_dim + 31) / 32 * 32);
+    const int boxes = backend::rep_boxes(p.kind, p.block_size, p.sub_block);
     if (k16)
       rep_update_box_kernel<<<grid, threads, 0, stream>>>(static_cast<const bf16*>(p.k_cache),
-          static_cast<float*>(p.reps), p.blocks, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks, minmax);
+          static_cast<float*>(p.reps), p.blocks, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks, minmax, boxes);
     else
       rep_update_box_kernel<<<grid, threads, 0, stream>>>(static_cast<const float*>(p.k_cache),
-          static_cast<float*>(p.reps), p.blocks, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks, minmax);
+          static_cast<float*>(p.reps), p.blocks, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks, minmax, boxes);
     return cudaGetLastError();
   }
   const size_t smem = sizeof(float) * size_t(p.block_size) * size_t(p.head_dim);

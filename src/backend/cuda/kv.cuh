@@ -57,6 +57,18 @@ __device__ __forceinline__ void block_rep_box(const P* kb,  // [block_size, head
   }
 }
 
+/// The representation of one (block, kv head) as `boxes` runs of block_size / boxes tokens, each
+/// a mean or min/max box (block_rep_box), stored one after another.
+template <typename P>
+__device__ __forceinline__ void block_rep_boxes(const P* kb,  // [block_size, head_dim]
+                                                float* rep,   // [boxes, head_dim or 2 * head_dim]
+                                                int head_dim, int block_size, int boxes, bool minmax) {
+  const int tokens = block_size / boxes;
+  const int floats = minmax ? 2 * head_dim : head_dim;
+  for (int i = 0; i < boxes; ++i)
+    block_rep_box(kb + int64_t(i) * tokens * head_dim, rep + int64_t(i) * floats, head_dim, tokens, minmax);
+}
+
 /// Per-token sign bits of k.W for one (block, kv head), by all threads of the CTA: one thread per
 /// (token, 32-bit word) projects onto 32 columns of W, i in order, without FMA contraction.
 template <typename P>
@@ -90,13 +102,13 @@ __global__ void rep_update_box_kernel(const K* __restrict__ k_cache,       // [n
                                       float* __restrict__ reps,            // [n_blocks, n_kv_heads, rep_floats]
                                       const int32_t* __restrict__ blocks,  // [n_update]
                                       int n_kv_heads, int head_dim, int block_size, int64_t n_blocks,
-                                      bool minmax) {
+                                      bool minmax, int boxes) {
   const int64_t b = blocks[blockIdx.x];
   if (b < 0 || (n_blocks > 0 && b >= n_blocks)) return;
   const int64_t h = blockIdx.y;
   const K* kb = k_cache + (b * n_kv_heads + h) * int64_t(block_size) * head_dim;
-  const int rep_floats = minmax ? 2 * head_dim : head_dim;
-  block_rep_box(kb, reps + (b * n_kv_heads + h) * rep_floats, head_dim, block_size, minmax);
+  const int rep_floats = boxes * (minmax ? 2 * head_dim : head_dim);
+  block_rep_boxes(kb, reps + (b * n_kv_heads + h) * rep_floats, head_dim, block_size, boxes, minmax);
 }
 
 /// grid (n_update, n_kv_heads); the block's keys are staged in shared memory as f32

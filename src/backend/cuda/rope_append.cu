@@ -33,7 +33,7 @@ cudaError_t rope_append(const backend::RopeAppendParams& p, float theta_scale, c
         p.k_stride ? p.k_stride : dk, p.v_stride ? p.v_stride : dk, p.pos, p.slot_mapping, cache,
         static_cast<K*>(p.v_cache), p.reps, p.full_blocks, p.hash_w, int(p.n_tokens), n_full,
         p.n_heads, p.n_kv_heads, p.head_dim, p.rot_dim, p.block_size, p.n_blocks, theta_scale,
-        p.neox, kind);
+        p.neox, kind, backend::rep_boxes(p.kind, p.block_size, p.sub_block));
   };
   const bool a16 = p.act_type == DType::BF16, k16 = p.kv_type == DType::BF16;
   if (a16 && k16) run(static_cast<bf16*>(p.q), static_cast<bf16*>(p.k_cache));

@@ -20,7 +20,7 @@ __device__ __forceinline__ void rope_append_rep(const K* k_cache,  // [n_blocks,
                                                 void* reps,        // [n_blocks, n_kv_heads, rep_bytes]
                                                 const float* __restrict__ hash_w,  // [head_dim, head_dim]
                                                 int64_t b, int64_t h, int n_kv_heads, int head_dim,
-                                                int block_size, int kind) {
+                                                int block_size, int kind, int boxes) {
   const K* kb = k_cache + (b * n_kv_heads + h) * int64_t(block_size) * head_dim;
   if (kind == kRepHash) {
     const int64_t words = int64_t(block_size) * (head_dim / 32);
@@ -28,9 +28,9 @@ __device__ __forceinline__ void rope_append_rep(const K* k_cache,  // [n_blocks,
                    block_size);
   } else {
     const bool minmax = kind == kRepMinMax;
-    const int64_t rep_floats = minmax ? 2 * head_dim : head_dim;
-    block_rep_box(kb, static_cast<float*>(reps) + (b * n_kv_heads + h) * rep_floats, head_dim,
-                  block_size, minmax);
+    const int64_t rep_floats = boxes * (minmax ? 2 * head_dim : head_dim);
+    block_rep_boxes(kb, static_cast<float*>(reps) + (b * n_kv_heads + h) * rep_floats, head_dim,
+                    block_size, boxes, minmax);
   }
 }
 
@@ -60,7 +60,7 @@ __global__ void rope_append_kernel(const A* q,                                //
                                    const float* __restrict__ hash_w,          // [head_dim, head_dim]
                                    int n_tokens, int n_full, int n_heads, int n_kv_heads, int head_dim,
                                    int rot_dim, int block_size, int64_t n_blocks, float theta_scale,
-                                   bool neox, int kind) {
+                                   bool neox, int kind, int boxes) {
   extern __shared__ float sm_cs[];  // [rot_dim / 2, 2] (cos, sin)
   const int64_t h = blockIdx.y;
   const int64_t n_slots = n_blocks > 0 ? n_blocks * block_size : INT64_MAX;
@@ -76,7 +76,7 @@ __global__ void rope_append_kernel(const A* q,                                //
       covered |= s >= 0 && s < n_slots && s / block_size == b;
     }
     if (__syncthreads_or(covered)) return;
-    rope_append_rep(k_cache, reps, hash_w, b, h, n_kv_heads, head_dim, block_size, kind);
+    rope_append_rep(k_cache, reps, hash_w, b, h, n_kv_heads, head_dim, block_size, kind, boxes);
     return;
   }
 
@@ -124,7 +124,7 @@ __global__ void rope_append_kernel(const A* q,                                //
   bool listed = false;
   for (int j = threadIdx.x; j < n_full; j += blockDim.x) listed |= full_blocks[j] == b;
   if (!__syncthreads_or(listed)) return;
-  rope_append_rep(k_cache, reps, hash_w, b, h, n_kv_heads, head_dim, block_size, kind);
+  rope_append_rep(k_cache, reps, hash_w, b, h, n_kv_heads, head_dim, block_size, kind, boxes);
 }
 
 }  // namespace gsa::cuda

@@ -252,16 +252,19 @@ TEST_F(CudaTest, KvAppendBf16Cache) {
 
 TEST_F(CudaTest, RepUpdateMatchesCpu) {
   for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash}) {
-    for (int hd : {64, 128}) {
+    for (int hd_sub : {64, 128, 64 + 8, 128 + 16}) {  // head_dim, plus a sub-block of 8 or 16 tokens
+      const int hd = hd_sub & ~31, sub = hd_sub & 31;
+      if (sub && kind == RepKind::Hash) continue;
       const int n_kv = 2, bs = 32, n_blocks = 7;
       const size_t cache_elems = size_t(n_blocks) * n_kv * bs * hd;
       auto kc = random_bf16_exact(rng_, cache_elems, -2, 2);
       std::vector<int32_t> blocks = {5, 0, 3};
       auto w = random_bf16_exact(rng_, size_t(hd) * hd);
-      const int64_t rb = rep_bytes(kind, hd, bs);
+      const int64_t rb = rep_bytes(kind, hd, bs, sub);
       const size_t rep_total = size_t(n_blocks) * n_kv * rb;
       std::vector<uint8_t> ref(rep_total, 0);
       RepUpdateParams p;
+      p.sub_block = sub;
       p.k_cache = kc.data();
       p.reps = ref.data();
       p.blocks = blocks.data();

@@ -23,6 +23,7 @@ struct SelectCase {
   QueryMode mode = QueryMode::GroupMean;
   bool per_kv_head = false;
   DType act = DType::BF16;
+  int sub_block = 0;         // Mean/MinMax per run of sub_block tokens
 };
 
 class CudaSelectTest : public CudaTest {
@@ -60,7 +61,7 @@ class CudaSelectTest : public CudaTest {
       for (int h = 0; h < lists_per_seq; ++h) out_indptr.push_back(out_indptr.back() + size);
     }
     const int n_lists = int(out_indptr.size()) - 1;
-    const int64_t rb = rep_bytes(c.kind, hd, bs);
+    const int64_t rb = rep_bytes(c.kind, hd, bs, c.sub_block);
     const size_t rep_total = size_t(pool_blocks) * nkv * rb;
     std::vector<uint8_t> reps(rep_total);
     if (c.kind == RepKind::Hash) {
@@ -94,6 +95,7 @@ class CudaSelectTest : public CudaTest {
     p.kind = c.kind;
     p.query_mode = c.mode;
     p.per_kv_head = c.per_kv_head;
+    p.sub_block = c.sub_block;
     std::vector<int32_t> ref_idx(out_total, -7), ref_last(n_lists, -7);
     p.q = q.data();
     p.reps = reps.data();
@@ -177,6 +179,23 @@ TEST_F(CudaSelectTest, MeanPerLayerAndPerKvHead) {
       c.budget = budget;
       EXPECT_EQ(run_case(c), 0) << "per_kv_head " << per_head << " budget " << budget;
     }
+}
+
+TEST_F(CudaSelectTest, SubBlockRepresentations) {
+  // Mean and MinMax per run of 4 or 8 tokens of 16-token blocks: the best run scores the block.
+  for (RepKind kind : {RepKind::Mean, RepKind::MinMax})
+    for (int sub : {4, 8})
+      for (bool per_kv_head : {false, true})
+        for (QueryMode mode : {QueryMode::GroupMean, QueryMode::GroupMax}) {
+          SelectCase c;
+          c.seq_len = {16 * 40 + 3, 16 * 64, 16 * 9 + 1};
+          c.kind = kind;
+          c.sub_block = sub;
+          c.per_kv_head = per_kv_head;
+          c.mode = mode;
+          c.budget = 11;
+          EXPECT_EQ(run_case(c), 0) << int(kind) << " sub " << sub << " per_kv_head " << per_kv_head;
+        }
 }
 
 TEST_F(CudaSelectTest, AllKindsAndQueryModes) {
