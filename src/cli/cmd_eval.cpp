@@ -139,20 +139,10 @@ int run(EvalFlags f) {
       if (budget > 0) in.sparse_budget_tokens = budget;
       e.reset_stats();
       mass.reset();
-      auto id = e.add_request(std::move(in));
-      if (!id) return fail(id.status());
-      std::string answer;
-      std::vector<engine::TokenEvent> events;
       Timer t;
-      while (e.has_work()) {
-        events.clear();
-        Status st = e.step(&events);
-        if (!st.is_ok()) return fail(st);
-        for (const auto& ev : events) {
-          answer += ev.text;
-          if (ev.finish == engine::FinishReason::Error) return fail(internal_error("{}", ev.error));
-        }
-      }
+      auto run = run_to_completion(e, std::move(in));
+      if (!run) return fail(run.status());
+      const std::string& answer = *run;
       const bool pass = lower(answer).find(lower(f.answer)) != std::string::npos;
       passed += pass;
       ++total;
@@ -171,9 +161,7 @@ int run(EvalFlags f) {
                           {"decode_tok_s", s.decode_seconds > 0 ? double(s.decode_tokens) / s.decode_seconds : 0.0},
                           {"budget_tokens", budget < 0 ? (cfg->sparse ? cfg->sparse_cfg.budget_tokens : 0) : budget}};
       if (cfg->sparse) {
-        const double attended = s.selector.blocks_total
-                                    ? double(s.selector.blocks_attended) / double(s.selector.blocks_total)
-                                    : 1.0;
+        const double attended = attended_fraction(s);
         j["attended_fraction"] = attended;
         // A sparse budget that left every block attended (prompt below min_context, or a budget
         // covering the whole context) was not applied: say so instead of reporting it as GSA.

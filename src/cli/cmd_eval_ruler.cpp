@@ -343,25 +343,13 @@ int run(RulerFlags f) {
         in.sparse_oracle = v.oracle;
         e.reset_stats();
         mass.reset();
-        auto id = e.add_request(std::move(in));
-        if (!id) return fail(id.status());
-        std::string answer;
-        std::vector<engine::TokenEvent> events;
         Timer t;
-        while (e.has_work()) {
-          events.clear();
-          Status st = e.step(&events);
-          if (!st.is_ok()) return fail(st);
-          for (const auto& ev : events) {
-            answer += ev.text;
-            if (ev.finish == engine::FinishReason::Error) return fail(internal_error("{}", ev.error));
-          }
-        }
+        auto run = run_to_completion(e, std::move(in));
+        if (!run) return fail(run.status());
+        const std::string& answer = *run;
         const double sc = score(c, answer);
         const auto& s = e.stats();
-        const double attended = s.selector.blocks_total
-                                    ? double(s.selector.blocks_attended) / double(s.selector.blocks_total)
-                                    : 1.0;
+        const double attended = attended_fraction(s);
         json j = {{"label", f.label},
                   {"task", c.task},
                   {"id", c.id},

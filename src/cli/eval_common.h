@@ -1,6 +1,7 @@
-// Pieces shared by the `gsa eval` subcommands (niah, ruler): the observer that measures, per
-// layer, how much of full attention's softmax mass falls inside the blocks GSA selected. It
-// reads the CPU backend's f32 KV cache directly; it does not run on the GPU.
+// Pieces shared by the `gsa eval` subcommands (niah, ruler): running one request to completion,
+// the attended fraction of a run, and the observer that measures, per layer, how much of full
+// attention's softmax mass falls inside the blocks GSA selected (it reads the CPU backend's f32
+// KV cache directly; it does not run on the GPU).
 #pragma once
 
 #include <algorithm>
@@ -11,6 +12,31 @@
 #include "engine/engine.h"
 
 namespace gsa::cli {
+
+/// Adds `in` to an engine with no other work and steps it until the request finishes; returns
+/// the generated text. An engine failure or an error event of the request is an error.
+inline Result<std::string> run_to_completion(engine::Engine& e, engine::RequestInput in) {
+  auto id = e.add_request(std::move(in));
+  if (!id) return id.status();
+  std::string answer;
+  std::vector<engine::TokenEvent> events;
+  while (e.has_work()) {
+    events.clear();
+    GSA_RETURN_IF_ERROR(e.step(&events));
+    for (const auto& ev : events) {
+      answer += ev.text;
+      if (ev.finish == engine::FinishReason::Error) return internal_error("{}", ev.error);
+    }
+  }
+  return answer;
+}
+
+/// Share of KV blocks attended over the (sequence, layer) lists since the last reset_stats()
+/// (1.0 when nothing was selected: dense decoding).
+inline double attended_fraction(const engine::EngineStats& s) {
+  return s.selector.blocks_total ? double(s.selector.blocks_attended) / double(s.selector.blocks_total)
+                                 : 1.0;
+}
 
 // Accumulates, per layer, the share of full-attention softmax mass inside the selected blocks
 // of sparse sequences (CPU backend, f32 KV).
