@@ -128,6 +128,9 @@ enum class QueryMode : uint8_t {
   GroupMax,   // score each query head, take the max over the group
 };
 
+/// How block_select ranks a sequence's blocks (BlockSelectParams::rank).
+enum class Rank : uint8_t { Score = 0, Mass = 1, Oracle = 2 };
+
 /// Block selection for a batch of decode queries (one query token per sequence).
 /// Sequence s has n_blocks_s = block_table_indptr[s+1] - block_table_indptr[s] blocks in logical
 /// order and seq_len[s] tokens; its last block is full or partial. Forced blocks: the first
@@ -138,6 +141,20 @@ enum class QueryMode : uint8_t {
 /// bits between q.W and k.W; with sub-blocks, the best sub-block's score (per kv head and query,
 /// before the sums and maxima below). per_kv_head = false: a block's score is the sum over kv heads,
 /// one list per sequence; true: one list per (sequence, kv head).
+/// Each sequence is ranked one of three ways (rank[s], Rank):
+///  Score:  by the scores above.
+///  Mass:   each scoring query's block scores (all FULL blocks of the sequence, forced ones
+///          included; sub-block scores combined by log-sum-exp) become a softmax over the
+///          sequence's blocks at scale 1/sqrt(head_dim), an estimate of that query's attention
+///          mass per block; a list ranks blocks by the sum of those masses over its scoring
+///          queries (the group mean of each kv head, or each query head with GroupMax). Mean
+///          and MinMax only.
+///  Oracle: by the true softmax attention mass of this query (diagnostic upper bound of any
+///          representation): for each query head of the list's kv heads, the mass of a block is
+///          the head's softmax over every token of the sequence summed over the block's tokens;
+///          a list scores a block by the sum of those masses over its query heads. Reads the K
+///          cache, so it costs a dense pass.
+/// Forced blocks, budget and output are the same for all three.
 /// The host presets out_indptr (list i has size min(budget_i, n_blocks_s), at least the forced
 /// count) so the op needs no host synchronization; it writes out_indices sorted by logical
 /// index (as physical ids) and out_last_len (tokens in the list's last block).
@@ -160,14 +177,11 @@ struct BlockSelectParams {
   bool per_kv_head = false;
   const float* hash_w = nullptr;              // [head_dim, head_dim], Hash only
   DType act_type = DType::F32;
-  // Oracle selection (diagnostic upper bound of any representation): the lists of a sequence
-  // whose flag is set rank its blocks by the true softmax attention mass of this query instead
-  // of the representation score: for each query head of the list's kv heads, the mass of a
-  // block is the head's softmax over every token of the sequence summed over the block's
-  // tokens; a list scores a block by the sum of those masses over its query heads. Forced
-  // blocks, budget and output are as above. Reads the K cache, so it costs a dense pass.
-  const uint8_t* oracle = nullptr;            // [n_seqs] or null; nonzero: oracle (backend memory)
-  bool any_oracle = false;                    // some flag is set (host-side hint, no read-back)
+  // Per-sequence ranking (see above); null: every sequence by Score. The any_* hints are
+  // host-side (no read-back) and must be set when some sequence has that rank.
+  const uint8_t* rank = nullptr;              // [n_seqs] Rank values (backend memory), or null
+  bool any_mass = false;
+  bool any_oracle = false;                    // Oracle needs k_cache
   const void* k_cache = nullptr;              // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
   DType kv_type = DType::F32;
 };

@@ -67,6 +67,7 @@ struct Variant {
   std::string name;
   bool full = false;
   bool oracle = false;
+  int8_t rank_by = -1;  // >= 0: sparse::RankBy for this variant (score, mass)
   int budget = 0;  // tokens; 0 keeps the engine's budget
 };
 
@@ -78,9 +79,12 @@ Result<Variant> parse_variant(const std::string& s) {
     v.full = true;
     return v;
   }
-  if (base != "gsa" && base != "oracle")
-    return invalid_argument("unknown variant '{}' (known: full, gsa, gsa@B, oracle, oracle@B)", s);
+  if (base != "gsa" && base != "oracle" && base != "score" && base != "mass")
+    return invalid_argument("unknown variant '{}' (known: full, gsa, score, mass, oracle, each "
+                            "but full with @B for a budget of B tokens)", s);
   v.oracle = base == "oracle";
+  if (base == "score") v.rank_by = int8_t(sparse::RankBy::Score);
+  if (base == "mass") v.rank_by = int8_t(sparse::RankBy::Mass);
   if (at != std::string::npos) {
     const std::string b = s.substr(at + 1);
     char* end = nullptr;
@@ -341,6 +345,7 @@ int run(RulerFlags f) {
         if (v.full && cfg->sparse) in.sparse_min_context = INT32_MAX;  // exact full attention
         in.sparse_budget_tokens = v.budget;
         in.sparse_oracle = v.oracle;
+        in.sparse_rank_by = v.rank_by;
         e.reset_stats();
         mass.reset();
         Timer t;
@@ -367,6 +372,10 @@ int run(RulerFlags f) {
                   {"prefix_hit_tokens", s.prefix_hit_tokens},
                   {"decode_tok_s", s.decode_seconds > 0 ? double(s.decode_tokens) / s.decode_seconds : 0.0}};
         if (cfg->sparse) j["config"] = json::parse(sparse::to_json(cfg->sparse_cfg));
+        if (!v.full)
+          j["rank_by"] = v.oracle ? "oracle"
+                                  : sparse::rank_by_name(v.rank_by >= 0 ? sparse::RankBy(v.rank_by)
+                                                                        : cfg->sparse_cfg.rank_by);
         if (!v.full) {
           // A budget is never applied when the whole decode stays below min_context.
           const bool applied = attended < 1.0 || int64_t(ids->size()) >= min_context;
@@ -410,7 +419,9 @@ Command add_eval_ruler(CLI::App& eval) {
   app->add_option("--limit", f->limit, "at most this many cases per task (0: all)");
   app->add_option("--max-new", f->max_new, "cap each case's tokens to generate (0: the case's n_predict)");
   app->add_option("--variants", f->variants,
-                  "full, gsa, gsa@B, oracle, oracle@B (B: budget in tokens); all but full need --sparse gsa")
+                  "full, gsa (the engine's ranking), score, mass (ranked by representation "
+                  "score or by the attention mass it estimates), oracle; each but full may end in "
+                  "@B, a budget of B tokens; all but full need --sparse gsa")
       ->delimiter(',');
   app->add_flag("--mass", f->mass, "measure the softmax mass inside the selected blocks, per layer (CPU)");
   app->add_option("--label", f->label, "label written into each result line");

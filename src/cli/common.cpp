@@ -76,6 +76,9 @@ void add_engine_flags(CLI::App* app, EngineFlags* f, bool with_shape, bool with_
   app->add_option("--selector", f->selector, "device or cpu (asynchronous CPU selector)");
   app->add_option("--selection", f->selection,
                   "gsa (representation scores) or oracle (true attention mass; diagnostic)");
+  app->add_option("--rank-by", f->rank_by,
+                  "rank blocks by their representation score, or by the attention mass it "
+                  "estimates: score or mass");
   app->add_option("--dense-layers", f->dense_layers, "the first N layers decode densely");
   app->add_option("--sub-block", f->sub_block,
                   "mean/minmax per run of N tokens inside each block; a block scores its best run");
@@ -111,7 +114,7 @@ Result<engine::EngineConfig> engine_config(const EngineFlags& f) {
   c.sparse = f.sparse == "gsa";
   sparse::SparseConfig& s = c.sparse_cfg;
   const bool any_knob = !f.sparse_config.empty() || !f.representation.empty() || !f.query.empty() ||
-                        !f.scope.empty() || !f.selector.empty() || !f.selection.empty() || f.dense_layers != EngineFlags::kUnset || f.sub_block != EngineFlags::kUnset || f.sink_blocks != EngineFlags::kUnset ||
+                        !f.scope.empty() || !f.selector.empty() || !f.selection.empty() || !f.rank_by.empty() || f.dense_layers != EngineFlags::kUnset || f.sub_block != EngineFlags::kUnset || f.sink_blocks != EngineFlags::kUnset ||
                         f.local_blocks != EngineFlags::kUnset || f.budget_tokens != EngineFlags::kUnset || f.min_context != EngineFlags::kUnset ||
                         f.select_every != EngineFlags::kUnset || f.lag != EngineFlags::kUnset || f.budget_ratio != -HUGE_VAL ||
                         f.budget_min_tokens != EngineFlags::kUnset || f.budget_max_tokens != EngineFlags::kUnset || f.cpu_workers != EngineFlags::kUnset;
@@ -142,6 +145,7 @@ Result<engine::EngineConfig> engine_config(const EngineFlags& f) {
   str("scope", f.scope);
   str("selector", f.selector);
   str("selection", f.selection);
+  str("rank_by", f.rank_by);
   num("dense_layers", f.dense_layers, f.dense_layers != EngineFlags::kUnset);
   num("sub_block", f.sub_block, f.sub_block != EngineFlags::kUnset);
   num("sink_blocks", f.sink_blocks, f.sink_blocks != EngineFlags::kUnset);

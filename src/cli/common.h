@@ -30,7 +30,7 @@ struct EngineFlags {
   // GSA
   std::string sparse = "none";  // none | gsa
   std::string sparse_config;    // JSON file
-  std::string representation, query, scope, selector, selection;
+  std::string representation, query, scope, selector, selection, rank_by;
   // kUnset marks a knob not given on the command line (any given value, even a negative one,
   // goes to the config parser, which rejects it with a message naming the knob).
   static constexpr int kUnset = INT_MIN;

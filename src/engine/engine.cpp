@@ -119,7 +119,7 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
     const int n = int(seqs.size());
     const int per = cfg_.scope == sparse::Scope::PerKvHead ? h_.n_kv_heads : 1;
     host_.clear();
-    // [bt_indptr n+1][bt][seq_len n][dense last_len n][oracle flags, bytes in (n+3)/4 words]
+    // [bt_indptr n+1][bt][seq_len n][dense last_len n][ranks, bytes in (n+3)/4 words]
     // [out_indptr n*per+1]; out_indices and last_len follow.
     host_.push_back(0);
     int64_t bt_total = 0;
@@ -129,13 +129,15 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
     for (const auto& in : seqs) host_.push_back(in.seq_len - (in.n_blocks - 1) * cfg_.block_size);
     const size_t flags_at = host_.size();
     host_.resize(flags_at + size_t(n + 3) / 4, 0);
-    any_oracle_ = false;
+    any_oracle_ = any_mass_ = false;
     for (int i = 0; i < n; ++i) {
       const sparse::SeqInput& in = seqs[size_t(i)];
-      const bool oracle = sparse::sparse_eligible(cfg_, in.seq_len, in.min_context) &&
-                          (in.oracle || cfg_.selection == sparse::Selection::Oracle);
-      reinterpret_cast<uint8_t*>(host_.data() + flags_at)[i] = oracle;
-      any_oracle_ |= oracle;
+      const backend::Rank rank = sparse::sparse_eligible(cfg_, in.seq_len, in.min_context)
+                                     ? sparse::rank_of(cfg_, in)
+                                     : backend::Rank::Score;
+      reinterpret_cast<uint8_t*>(host_.data() + flags_at)[i] = uint8_t(rank);
+      any_oracle_ |= rank == backend::Rank::Oracle;
+      any_mass_ |= rank == backend::Rank::Mass;
     }
     host_.push_back(0);
     int64_t out_total = 0, total = 0;
@@ -153,8 +155,8 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
     off_bt_ = n + 1;
     off_len_ = off_bt_ + bt_total;
     off_dense_last_ = off_len_ + n;
-    off_oracle_ = int64_t(flags_at);
-    off_out_indptr_ = off_oracle_ + (n + 3) / 4;
+    off_rank_ = int64_t(flags_at);
+    off_out_indptr_ = off_rank_ + (n + 3) / 4;
     off_out_ = off_out_indptr_ + int64_t(n) * per + 1;
     off_last_ = off_out_ + out_total;
     const int64_t words = off_last_ + int64_t(n) * per;
@@ -200,9 +202,10 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
     p.per_kv_head = per_ > 1;
     p.hash_w = hash_w_;
     p.act_type = DType::BF16;
+    p.rank = reinterpret_cast<const uint8_t*>(ws_ + off_rank_);
+    p.any_mass = any_mass_;
     if (any_oracle_) {
       p.any_oracle = true;
-      p.oracle = reinterpret_cast<const uint8_t*>(ws_ + off_oracle_);
       p.k_cache = kv_->k(layer);
       p.kv_type = DType::BF16;
     }
@@ -225,9 +228,9 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
   int64_t cap_ = 0;
   std::vector<int32_t> host_;
   int64_t off_bt_ = 0, off_len_ = 0, off_out_indptr_ = 0, off_out_ = 0, off_last_ = 0;
-  int64_t off_dense_last_ = 0, off_oracle_ = 0;
+  int64_t off_dense_last_ = 0, off_rank_ = 0;
   int n_seqs_ = 0, per_ = 1;
-  bool any_oracle_ = false;
+  bool any_oracle_ = false, any_mass_ = false;
 };
 
 Engine::~Engine() {
@@ -428,8 +431,14 @@ Result<int64_t> Engine::add_request(RequestInput in) {
   GSA_RETURN_IF_ERROR(in.sampling.validate());
   if (in.sparse_budget_tokens < 0)
     return invalid_argument("sparse budget must be >= 0 tokens, got {}", in.sparse_budget_tokens);
-  if ((in.sparse_budget_tokens > 0 || in.sparse_min_context >= 0 || in.sparse_oracle) && !selector_)
+  if ((in.sparse_budget_tokens > 0 || in.sparse_min_context >= 0 || in.sparse_oracle ||
+       in.sparse_rank_by >= 0) && !selector_)
     return invalid_argument("per-request sparse settings need an engine started with --sparse gsa");
+  if (in.sparse_rank_by > int8_t(sparse::RankBy::Mass))
+    return invalid_argument("unknown sparse rank_by {}", int(in.sparse_rank_by));
+  if (in.sparse_rank_by == int8_t(sparse::RankBy::Mass) &&
+      cfg_.sparse_cfg.representation == backend::RepKind::Hash)
+    return invalid_argument("ranking by mass needs representation mean or minmax, not hash");
   if (in.sparse_oracle && host_planner_)
     return invalid_argument("oracle selection on cuda needs selector=device");
   if (in.sparse_oracle && cfg_.sparse_cfg.lag != 0)
@@ -656,7 +665,7 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
     if (selector_)
       sel_in.push_back({s.id, s.table.n_tokens, s.table.blocks.data(), int32_t(s.table.blocks.size()),
                         s.req->in.sparse_budget_tokens, s.req->in.sparse_min_context,
-                        s.req->in.sparse_oracle});
+                        s.req->in.sparse_oracle, s.req->in.sparse_rank_by});
   }
   if (batch.empty()) {
     reap();

@@ -55,6 +55,7 @@ struct RequestInput {
                                      // value gives exact full attention)
   bool sparse_oracle = false;        // rank blocks by true attention mass (diagnostic upper
                                      // bound of any representation; lag 0 engines only)
+  int8_t sparse_rank_by = -1;        // >= 0: a sparse::RankBy value for this request
 };
 
 /// Something that happened to one sample of a request during a step.

@@ -122,6 +122,7 @@ Status AsyncSelector::submit(int64_t step, int layer, std::span<const AsyncJobIn
       slot.seq_len = in.seq_len;
       slot.n_blocks = in.n_blocks;
       slot.budget_tokens = in.budget_tokens;
+      slot.rank = in.rank;
       slot.reps = reps;
       std::memcpy(slot.q.data(), in.q, q_elems * sizeof(float));
       slot.table.assign(in.block_table, in.block_table + in.n_blocks);
@@ -167,6 +168,10 @@ Status AsyncSelector::run_job(const Slot& job, AsyncResult* out,
   p.query_mode = cfg_.query;
   p.per_kv_head = cfg_.scope == Scope::PerKvHead;
   p.hash_w = hash_w_.empty() ? nullptr : hash_w_.data();
+  if (job.rank == uint8_t(backend::Rank::Oracle))
+    return invalid_argument("async selector: the oracle runs inline only");
+  p.rank = &job.rank;
+  p.any_mass = job.rank == uint8_t(backend::Rank::Mass);
   GSA_RETURN_IF_ERROR(cpu::block_select(p, nullptr));
 
   // Physical ids -> logical indices: the list is sorted by logical index, so one forward walk

@@ -34,6 +34,7 @@ struct AsyncJobInput {
   int32_t n_blocks = 0;
   const float* q = nullptr;              // [n_heads, head_dim] copied at submit
   int32_t budget_tokens = 0;             // > 0: per-request budget (see SeqInput)
+  uint8_t rank = 0;                      // backend::Rank: Score or Mass (rank_of)
 };
 
 /// A published selection of one (sequence, layer).
@@ -86,6 +87,7 @@ class AsyncSelector {
     int layer = 0;
     int32_t seq_len = 0, n_blocks = 0;
     int32_t budget_tokens = 0;
+    uint8_t rank = 0;
     const void* reps = nullptr;
     std::vector<float> q;          // [n_heads, head_dim]
     std::vector<int32_t> table;    // [n_blocks], capacity kept across jobs

@@ -42,6 +42,12 @@ struct LayerOut {
 
 }  // namespace
 
+backend::Rank rank_of(const SparseConfig& cfg, const SeqInput& in) {
+  if (in.oracle || cfg.selection == Selection::Oracle) return backend::Rank::Oracle;
+  const RankBy by = in.rank_by >= 0 ? RankBy(in.rank_by) : cfg.rank_by;
+  return by == RankBy::Mass ? backend::Rank::Mass : backend::Rank::Score;
+}
+
 struct Selector::Impl {
   int64_t step = -1;
   std::vector<SeqPlan> plan;
@@ -52,7 +58,7 @@ struct Selector::Impl {
   std::vector<int> sub;
   std::vector<float> sub_q;
   std::vector<int32_t> sub_bt_indptr, sub_bt, sub_seq_len, sub_out_indptr, sub_out, sub_last_len;
-  std::vector<uint8_t> sub_oracle;
+  std::vector<uint8_t> sub_rank;  // backend::Rank per sub-batch sequence
   std::vector<AsyncJobInput> jobs;
   std::vector<int64_t> ids;  // begin_step's duplicate check
   AsyncResult async_tmp;
@@ -168,6 +174,7 @@ void DeferredJobs::clear() {
   seq_len.clear();
   n_blocks.clear();
   budget_tokens.clear();
+  rank.clear();
   table_off.clear();
   tables.clear();
 }
@@ -180,7 +187,7 @@ Status Selector::submit_deferred(const DeferredJobs& d, const float* q, const vo
   std::vector<AsyncJobInput> jobs(d.rows.size());
   for (size_t i = 0; i < d.rows.size(); ++i)
     jobs[i] = {d.seq_ids[i], d.seq_len[i], d.tables.data() + d.table_off[i], d.n_blocks[i],
-               q + d.rows[i] * q_stride, d.budget_tokens[i]};
+               q + d.rows[i] * q_stride, d.budget_tokens[i], d.rank[i]};
   return async_->submit(d.step, d.layer, jobs, reps);
 }
 
@@ -215,10 +222,10 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     m.sub_bt.clear();
     m.sub_seq_len.clear();
     m.sub_out_indptr.assign(1, 0);
-    m.sub_oracle.clear();
+    m.sub_rank.clear();
     for (int i = 0; i < n_sub; ++i) {
       const SeqInput& in = m.plan[size_t(m.sub[size_t(i)])].in;
-      m.sub_oracle.push_back(in.oracle || cfg_.selection == Selection::Oracle);
+      m.sub_rank.push_back(uint8_t(rank_of(cfg_, in)));
       std::copy(q + m.sub[size_t(i)] * q_stride, q + (m.sub[size_t(i)] + 1) * q_stride,
                 m.sub_q.begin() + i * q_stride);
       m.sub_bt.insert(m.sub_bt.end(), in.block_table, in.block_table + in.n_blocks);
@@ -250,11 +257,14 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     p.query_mode = cfg_.query;
     p.per_kv_head = lists_per_seq > 1;
     p.hash_w = hash_w_.empty() ? nullptr : hash_w_.data();
-    p.any_oracle = std::find(m.sub_oracle.begin(), m.sub_oracle.end(), 1) != m.sub_oracle.end();
+    p.rank = m.sub_rank.data();
+    for (uint8_t r : m.sub_rank) {
+      p.any_mass |= r == uint8_t(backend::Rank::Mass);
+      p.any_oracle |= r == uint8_t(backend::Rank::Oracle);
+    }
     if (p.any_oracle) {
       if (!k_cache)
         return invalid_argument("selector: layer {} has oracle sequences but no K cache", layer);
-      p.oracle = m.sub_oracle.data();
       p.k_cache = k_cache;
       p.kv_type = DType::F32;
     }
@@ -340,6 +350,7 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
       deferred->seq_len.push_back(in.seq_len);
       deferred->n_blocks.push_back(in.n_blocks);
       deferred->budget_tokens.push_back(in.budget_tokens);
+      deferred->rank.push_back(uint8_t(rank_of(cfg_, in)));
       deferred->table_off.push_back(int32_t(deferred->tables.size()));
       deferred->tables.insert(deferred->tables.end(), in.block_table, in.block_table + in.n_blocks);
     }
@@ -348,7 +359,7 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     for (int s : m.sub) {
       const SeqInput& in = m.plan[size_t(s)].in;
       m.jobs.push_back({in.seq_id, in.seq_len, in.block_table, in.n_blocks, q + s * q_stride,
-                        in.budget_tokens});
+                        in.budget_tokens, uint8_t(rank_of(cfg_, in))});
     }
     GSA_RETURN_IF_ERROR(async_->submit(m.step, layer, m.jobs, reps));
   }

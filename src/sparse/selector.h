@@ -36,7 +36,12 @@ struct SeqInput {
   int32_t budget_tokens = 0;             // > 0: this sequence's budget in tokens
   int32_t min_context = -1;              // >= 0: this sequence's min_context
   bool oracle = false;                   // rank by true attention mass (lag 0 only)
+  int8_t rank_by = -1;                   // >= 0: a RankBy value replacing cfg.rank_by
 };
+
+/// How sequence `in` is ranked under cfg: Oracle when it (or cfg.selection) asks for the oracle,
+/// else by its rank_by override or cfg.rank_by.
+backend::Rank rank_of(const SparseConfig& cfg, const SeqInput& in);
 
 /// CSR block lists of one layer, in the selector's host memory, laid out for AttentionParams:
 /// list i = s (per_layer) or s * n_kv_heads + h (per_kv_head) for batch position s.
@@ -59,6 +64,7 @@ struct DeferredJobs {
   std::vector<int32_t> rows;       // per job: its sequence's row in the step's query tensor
   std::vector<int64_t> seq_ids;
   std::vector<int32_t> seq_len, n_blocks, budget_tokens;
+  std::vector<uint8_t> rank;       // backend::Rank per job
   std::vector<int32_t> table_off;  // per job: offset of its block table in `tables`
   std::vector<int32_t> tables;     // the jobs' block tables, copied (the step's tables die)
   bool empty() const { return rows.empty(); }

@@ -50,6 +50,14 @@ const char* selection_name(Selection selection) {
   return "unknown";
 }
 
+const char* rank_by_name(RankBy rank_by) {
+  switch (rank_by) {
+    case RankBy::Score: return "score";
+    case RankBy::Mass: return "mass";
+  }
+  return "unknown";
+}
+
 namespace {
 
 constexpr int kMaxBlockSize = 4096;
@@ -116,6 +124,10 @@ Status validate(const SparseConfig& c) {
   if (c.sub_block != 0 && c.representation == RepKind::Hash)
     return invalid_argument("sparse config: sub_block needs representation mean or minmax (hash is "
                             "per token already)");
+  if (c.rank_by != RankBy::Score && c.rank_by != RankBy::Mass)
+    return invalid_argument("sparse config: unknown rank_by {}", int(c.rank_by));
+  if (c.rank_by == RankBy::Mass && c.representation == RepKind::Hash)
+    return invalid_argument("sparse config: rank_by \"mass\" needs representation mean or minmax");
   if (c.dense_layers < 0 || c.dense_layers > 4096)
     return invalid_argument("sparse config: dense_layers {} outside [0, 4096]", c.dense_layers);
   if (c.cpu_workers < 1 || c.cpu_workers > kMaxWorkers)
@@ -276,6 +288,9 @@ Status apply_key(const std::string& key, const json& v, SparseConfig* c) {
   if (key == "selection")
     return parse_enum<Selection>(
         v, "selection", {{"gsa", Selection::Gsa}, {"oracle", Selection::Oracle}}, &c->selection);
+  if (key == "rank_by")
+    return parse_enum<RankBy>(v, "rank_by", {{"score", RankBy::Score}, {"mass", RankBy::Mass}},
+                              &c->rank_by);
   return invalid_argument("sparse config: unknown key \"{}\"", key);
 }
 
@@ -320,6 +335,7 @@ std::string to_json(const SparseConfig& c) {
       {"selection", selection_name(c.selection)},
       {"dense_layers", c.dense_layers},
       {"sub_block", c.sub_block},
+      {"rank_by", rank_by_name(c.rank_by)},
       {"hash_seed", c.hash_seed},
   };
   return j.dump();

@@ -21,6 +21,11 @@ enum class SelectorKind : uint8_t { Device, Cpu };
 /// How sparse blocks are ranked: by the representation score (GSA), or by the true attention
 /// mass of the query (oracle: a dense pass over the keys, for diagnosis only).
 enum class Selection : uint8_t { Gsa, Oracle };
+/// How GSA ranks blocks from the representation scores: by the scores themselves (summed over
+/// kv heads for per_layer), or by the attention mass they estimate (each scoring query's scores
+/// turned into a softmax over the sequence's blocks, summed over the list's queries: the
+/// quantity the oracle ranks by exactly). Mass needs representation mean or minmax.
+enum class RankBy : uint8_t { Score, Mass };
 
 struct SparseConfig {
   bool enabled = true;             // false: every sequence decodes densely
@@ -42,6 +47,7 @@ struct SparseConfig {
   Selection selection = Selection::Gsa;
   int dense_layers = 0;            // layers [0, dense_layers) always decode densely
   int sub_block = 0;               // mean/minmax kept per run of sub_block tokens (0: per block)
+  RankBy rank_by = RankBy::Score;
   uint64_t hash_seed = 0x6773612d68617368ull;  // seed of the Hash projection matrix
 };
 
@@ -50,7 +56,7 @@ Status validate(const SparseConfig& cfg);
 
 /// Parses a JSON object whose keys are SparseConfig field names (enums as strings:
 /// representation "mean"|"minmax"|"hash", query "group_mean"|"group_max", scope
-/// "per_layer"|"per_kv_head", selector "device"|"cpu", selection "gsa"|"oracle"). Missing keys keep their defaults;
+/// "per_layer"|"per_kv_head", selector "device"|"cpu", selection "gsa"|"oracle", rank_by "score"|"mass"). Missing keys keep their defaults;
 /// unknown keys, wrong types and invalid values are InvalidArgument naming the key. The result
 /// is validated.
 Result<SparseConfig> parse_sparse_config_json(std::string_view json);
@@ -62,6 +68,7 @@ const char* query_mode_name(backend::QueryMode mode);
 const char* scope_name(Scope scope);
 const char* selector_kind_name(SelectorKind kind);
 const char* selection_name(Selection selection);
+const char* rank_by_name(RankBy rank_by);
 
 /// Blocks always kept for a sequence of n_blocks blocks: min(n_blocks, sink + local) (the two
 /// ranges may overlap on short sequences).

@@ -130,6 +130,28 @@ TEST_F(EngineCudaTest, SubBlockRepresentationsSameListsOnDeviceAndHost) {
   EXPECT_LT(double(sh.selector.blocks_attended), 0.5 * double(sh.selector.blocks_total));
 }
 
+TEST_F(EngineCudaTest, RankByMassSameListsOnDeviceAndHost) {
+  // Ranking by estimated mass, per_layer with group-max queries and sub-blocks: the device
+  // selection (f32, __expf) and the inline host selection (double) on the mirrored tables give
+  // the same tokens and attend the same number of blocks.
+  const std::vector<std::vector<int32_t>> prompts = {prompt(600, 10), prompt(650, 11)};
+  const std::vector<int> max_tokens = {20, 20};
+  EngineConfig dev = config(true);
+  dev.sparse_cfg.rank_by = sparse::RankBy::Mass;
+  dev.sparse_cfg.query = backend::QueryMode::GroupMax;
+  dev.sparse_cfg.sub_block = 4;
+  EngineConfig host = dev;
+  host.sparse_cfg.selector = sparse::SelectorKind::Cpu;
+  host.sparse_cfg.lag = 0;
+  EngineStats sd, sh;
+  const auto a = run(dev, prompts, max_tokens, &sd);
+  const auto b = run(host, prompts, max_tokens, &sh);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(sh.selector.blocks_attended, sd.selector.blocks_attended);
+  EXPECT_LT(double(sh.selector.blocks_attended), 0.5 * double(sh.selector.blocks_total));
+}
+
 TEST_F(EngineCudaTest, OracleAndDenseLayersOnTheDevice) {
   // Oracle selection on the GPU with a budget covering every block equals full attention; with
   // the small budget it runs sparse, and dense_layers raises the attended share.

@@ -315,6 +315,39 @@ TEST_F(EngineTest, OracleRequestsDecodeSparselyBesideRepresentationRequests) {
   EXPECT_EQ(lagged->add_request(std::move(bad)).status().code(), StatusCode::InvalidArgument);
 }
 
+TEST_F(EngineTest, RankByMassPerRequestEqualsTheEngineSetting) {
+  // A request asking for rank_by mass on an engine ranking by score gets the tokens of an engine
+  // ranking every request by mass, beside a score request in the same batch; with lag 1 too.
+  for (int lag : {0, 1}) {
+    auto by_score = make_sparse(*path_, 0, lag);
+    RequestInput mass = req(prompt(170, 3), 10);
+    mass.sparse_rank_by = int8_t(sparse::RankBy::Mass);
+    ASSERT_TRUE(by_score->add_request(req(prompt(160, 2), 10)).is_ok());
+    ASSERT_TRUE(by_score->add_request(std::move(mass)).is_ok());
+    auto mixed = run(*by_score);
+
+    EngineConfig c = by_score->config();
+    c.sparse_cfg.rank_by = sparse::RankBy::Mass;
+    auto by_mass = Engine::create(c);
+    ASSERT_TRUE(by_mass.is_ok()) << by_mass.status().to_string();
+    RequestInput score = req(prompt(160, 2), 10);
+    score.sparse_rank_by = int8_t(sparse::RankBy::Score);
+    ASSERT_TRUE((*by_mass)->add_request(std::move(score)).is_ok());
+    ASSERT_TRUE((*by_mass)->add_request(req(prompt(170, 3), 10)).is_ok());
+    auto same = run(**by_mass);
+    ASSERT_EQ(mixed.size(), 2u);
+    EXPECT_EQ(mixed[key(0, 0)].tokens, same[key(0, 0)].tokens) << "lag " << lag;
+    EXPECT_EQ(mixed[key(1, 0)].tokens, same[key(1, 0)].tokens) << "lag " << lag;
+    const auto& st = (*by_mass)->stats().selector;
+    EXPECT_LT(double(st.blocks_attended), 0.5 * double(st.blocks_total));
+  }
+  // An unknown value is refused.
+  auto e = make_sparse(*path_);
+  RequestInput bad = req(prompt(160, 1), 4);
+  bad.sparse_rank_by = 7;
+  EXPECT_EQ(e->add_request(std::move(bad)).status().code(), StatusCode::InvalidArgument);
+}
+
 TEST_F(EngineTest, DenseLayersAttendEveryBlock) {
   auto sparse = make_sparse(*path_, 0);
   auto first_dense = make_sparse(*path_, 1);

@@ -29,6 +29,7 @@ struct Case {
   std::vector<int32_t> sizes;  // per sequence
   std::vector<uint8_t> oracle; // per sequence, or empty: no oracle sequence
   int sub_block = 0;
+  bool mass = false;           // rank_by mass
 
   int lists_per_seq() const { return per_kv_head ? batch.n_kv_heads : 1; }
 };
@@ -68,6 +69,7 @@ Case make_case(uint32_t seed, std::vector<int32_t> lens, int n_heads, int n_kv, 
 
 struct Output {
   std::vector<int32_t> indptr, indices, last_len;
+  std::vector<uint8_t> rank;
   Status status;
 };
 
@@ -100,9 +102,14 @@ Output run(const Case& c, ThreadPool* pool) {
   p.per_kv_head = c.per_kv_head;
   p.hash_w = c.hash_w.empty() ? nullptr : c.hash_w.data();
   p.sub_block = c.sub_block;
-  if (!c.oracle.empty()) {
-    p.oracle = c.oracle.data();
-    p.any_oracle = true;
+  if (!c.oracle.empty() || c.mass) {
+    for (int s = 0; s < c.batch.n_seqs(); ++s)
+      o.rank.push_back(uint8_t(!c.oracle.empty() && c.oracle[size_t(s)] ? backend::Rank::Oracle
+                               : c.mass                                  ? backend::Rank::Mass
+                                                                         : backend::Rank::Score));
+    p.rank = o.rank.data();
+    p.any_mass = c.mass;
+    p.any_oracle = !c.oracle.empty();
     p.k_cache = c.batch.k_cache.data();
     p.kv_type = DType::F32;
   }
@@ -139,9 +146,43 @@ double brute_oracle(const Case& c, int s, int head, int j) {
   return total;
 }
 
+// Brute-force estimated mass (rank_by mass) of logical block j: per scoring query of the list
+// (kv-head group means, or every query head with GroupMax), the softmax over the sequence's full
+// blocks of brute_log_mass, summed.
+double brute_mass(const Case& c, int s, int head, int j) {
+  const Batch& b = c.batch;
+  const int group = c.n_heads / b.n_kv_heads, hd = b.head_dim;
+  const int full = b.seq_len[size_t(s)] / b.block_size;
+  if (j >= full) return 0.0;
+  const float* q = c.q.data() + size_t(s) * c.n_heads * hd;
+  double total = 0;
+  for (int h = head >= 0 ? head : 0; h < (head >= 0 ? head + 1 : b.n_kv_heads); ++h) {
+    std::vector<std::vector<float>> queries;
+    if (c.mode == QueryMode::GroupMean) {
+      std::vector<float> mean(size_t(hd), 0.0f);
+      for (int g = 0; g < group; ++g)
+        for (int d = 0; d < hd; ++d) mean[size_t(d)] += q[(h * group + g) * hd + d] / group;
+      queries.push_back(mean);
+    } else {
+      for (int g = 0; g < group; ++g) queries.emplace_back(q + (h * group + g) * hd, q + (h * group + g + 1) * hd);
+    }
+    for (const auto& qi : queries) {
+      std::vector<double> x(static_cast<size_t>(full));
+      for (int k = 0; k < full; ++k)
+        x[size_t(k)] = brute_log_mass(b, c.kind, qi.data(), b.table(s)[k], h, c.sub_block);
+      const double mx = *std::max_element(x.begin(), x.end());
+      double z = 0;
+      for (double v : x) z += std::exp(v - mx);
+      total += std::exp(x[size_t(j)] - mx) / z;
+    }
+  }
+  return total;
+}
+
 // Brute-force score of (sequence s, list head or -1 for the sum, logical block j).
 double brute(const Case& c, int s, int head, int j) {
   if (!c.oracle.empty() && c.oracle[size_t(s)]) return brute_oracle(c, s, head, j);
+  if (c.mass) return brute_mass(c, s, head, j);
   const Batch& b = c.batch;
   const int group = c.n_heads / b.n_kv_heads, hd = b.head_dim;
   const float* q = c.q.data() + size_t(s) * c.n_heads * hd;
@@ -253,6 +294,66 @@ TEST(BlockSelectSubBlocks, TopKOfTheBestRunOfEachBlock) {
   EXPECT_EQ(run(c, nullptr).status.code(), StatusCode::InvalidArgument);
 }
 
+TEST(BlockSelectMass, TopKOfEstimatedMassForEveryKindModeScopeAndSubBlock) {
+  ThreadPool pool(3);
+  for (RepKind kind : {RepKind::Mean, RepKind::MinMax})
+    for (int sub : {0, 4})
+      for (bool per_kv_head : {false, true})
+        for (QueryMode mode : {QueryMode::GroupMean, QueryMode::GroupMax}) {
+          Case c = make_case(500 + sub, {16 * 20 + 5, 16 * 12, 16 * 31 + 15}, 8, 2, 32, 16, kind,
+                             mode, per_kv_head, {8, 5, 12}, sub);
+          c.mass = true;
+          Output a = run(c, &pool);
+          check(c, a, 1e-6);
+          EXPECT_EQ(a.indices, run(c, nullptr).indices) << "depends on threading";
+        }
+  // With an oracle sequence in the same call, the oracle ranks its own sequence.
+  Case c = make_case(520, {16 * 20 + 5, 16 * 31 + 15}, 8, 2, 32, 16, RepKind::MinMax,
+                     QueryMode::GroupMax, false, {8, 12});
+  c.mass = true;
+  c.oracle = {0, 1};
+  check(c, run(c, &pool), 1e-6);
+  // Hash has no mass estimate.
+  Case h = make_case(521, {16 * 10}, 2, 1, 32, 16, RepKind::Hash, QueryMode::GroupMean, false, {5});
+  h.mass = true;
+  EXPECT_EQ(run(h, nullptr).status.code(), StatusCode::InvalidArgument);
+}
+
+TEST(BlockSelectMass, AHeadsSharpMatchIsNotDrownedByAnotherHeadsLargeScores) {
+  // Two kv heads, one list (per_layer). Kv head 1 has one block (9) whose keys match its query
+  // exactly; kv head 0's query is 200x larger, so its raw scores vary far more than head 1's
+  // and decide the summed score. Ranking by estimated mass keeps head 1's block next to head
+  // 0's best (two free slots): each head contributes at most one unit of mass.
+  Case c = make_case(530, {16 * 24 + 3}, 2, 2, 32, 16, RepKind::Mean, QueryMode::GroupMean,
+                     false, {5});
+  for (int d = 0; d < 32; ++d) c.q[size_t(d)] *= 200.0f;
+  const int32_t phys = c.batch.table(0)[9];
+  for (int t = 0; t < 16; ++t)
+    for (int d = 0; d < 32; ++d)
+      c.batch.k_cache[((size_t(phys) * 2 + 1) * 16 + t) * 32 + d] = 3.0f * c.q[32 + size_t(d)];
+  // Representations from the edited keys.
+  backend::RepUpdateParams u;
+  std::vector<int32_t> all(size_t(c.batch.n_phys));
+  std::iota(all.begin(), all.end(), 0);
+  u.k_cache = c.batch.k_cache.data();
+  u.reps = c.reps.data();
+  u.blocks = all.data();
+  u.n_update = c.batch.n_phys;
+  u.n_kv_heads = 2;
+  u.head_dim = 32;
+  u.block_size = 16;
+  u.kind = RepKind::Mean;
+  ASSERT_TRUE(cpu::rep_update(u, nullptr).is_ok());
+  auto has = [&](const Output& o) { return std::find(o.indices.begin(), o.indices.end(), phys) != o.indices.end(); };
+  Output by_score = run(c, nullptr);
+  ASSERT_TRUE(by_score.status.is_ok());
+  c.mass = true;
+  Output by_mass = run(c, nullptr);
+  ASSERT_TRUE(by_mass.status.is_ok());
+  EXPECT_TRUE(has(by_mass));
+  EXPECT_FALSE(has(by_score)) << "the case no longer separates the two rankings";
+}
+
 TEST(BlockSelectOracle, TopKOfTrueAttentionMassPerSequence) {
   // Sequences 0 and 2 rank by attention mass, sequence 1 by its representation, in one call.
   ThreadPool pool(3);
@@ -295,7 +396,8 @@ TEST(BlockSelectOracle, FindsAPlantedBlockAndNeedsKeys) {
   p.n_kv_heads = 1;
   p.head_dim = 32;
   p.block_size = 16;
-  p.oracle = c.oracle.data();
+  const uint8_t rank = uint8_t(backend::Rank::Oracle);
+  p.rank = &rank;
   p.any_oracle = true;
   EXPECT_EQ(cpu::block_select(p, nullptr).code(), StatusCode::InvalidArgument);
 }

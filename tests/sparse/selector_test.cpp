@@ -370,7 +370,7 @@ TEST(Selector, OracleSequencesRankByAttentionMassFromTheKCache) {
   std::vector<int32_t> bt_indptr = {0, in[1].n_blocks}, out_indptr = {0, size};
   std::vector<int32_t> out(static_cast<size_t>(size));
   int32_t last_len = 0;
-  const uint8_t flag = 1;
+  const uint8_t flag = uint8_t(backend::Rank::Oracle);
   backend::BlockSelectParams p;
   p.q = w.q.data() + size_t(kHeads) * kHd;
   p.reps = w.reps[0].data();
@@ -386,7 +386,7 @@ TEST(Selector, OracleSequencesRankByAttentionMassFromTheKCache) {
   p.head_dim = kHd;
   p.block_size = kBs;
   p.kind = c.representation;
-  p.oracle = &flag;
+  p.rank = &flag;
   p.any_oracle = true;
   p.k_cache = w.batch.k_cache.data();
   ASSERT_TRUE(cpu::block_select(p, nullptr).is_ok());

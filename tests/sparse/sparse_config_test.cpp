@@ -138,6 +138,10 @@ TEST(SparseConfig, ValidationNamesTheKnob) {
   c.representation = backend::RepKind::Hash;
   expect_invalid(c, "sub_block");
   c = {};
+  c.rank_by = RankBy::Mass;
+  c.representation = backend::RepKind::Hash;
+  expect_invalid(c, "rank_by");
+  c = {};
   c.selection = Selection::Oracle;
   c.selector = SelectorKind::Cpu;
   c.lag = 1;  // the oracle runs inline
@@ -177,6 +181,7 @@ TEST(SparseConfig, JsonRoundTrip) {
   c.dense_layers = 3;
   c.representation = backend::RepKind::MinMax;
   c.sub_block = 16;
+  c.rank_by = RankBy::Mass;
   auto r = parse_sparse_config_json(to_json(c));
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(to_json(*r), to_json(c));
@@ -185,6 +190,7 @@ TEST(SparseConfig, JsonRoundTrip) {
   EXPECT_EQ(r->sub_block, 16);
   EXPECT_EQ(r->selection, Selection::Oracle);
   EXPECT_EQ(r->dense_layers, 3);
+  EXPECT_EQ(r->rank_by, RankBy::Mass);
 }
 
 void expect_json_error(const char* json, const std::string& word) {
@@ -196,6 +202,7 @@ void expect_json_error(const char* json, const std::string& word) {
 
 TEST(SparseConfig, JsonErrorsNameTheKey) {
   expect_json_error(R"({"block_sise": 16})", "block_sise");
+  expect_json_error(R"({"rank_by": "bound"})", "rank_by");
   expect_json_error(R"({"block_size": "16"})", "block_size");
   expect_json_error(R"({"block_size": 16.5})", "block_size");
   expect_json_error(R"({"block_size": 99999999999})", "block_size");

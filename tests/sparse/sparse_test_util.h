@@ -118,6 +118,28 @@ inline double brute_score(const Batch& b, backend::RepKind kind, const float* q,
   return best;
 }
 
+/// rank_by mass: log of query q's unnormalized attention-mass estimate in kv head h of block
+/// phys, log-sum-exp over the block's runs of sub_block tokens (the block when 0) of
+/// score / sqrt(head_dim). Mean and MinMax.
+inline double brute_log_mass(const Batch& b, backend::RepKind kind, const float* q, int32_t phys,
+                             int h, int sub_block) {
+  const int hd = b.head_dim, bs = b.block_size;
+  const int run = sub_block > 0 ? sub_block : bs;
+  std::vector<double> v;
+  for (int t0 = 0; t0 < bs; t0 += run) {
+    Batch part;  // the run as a block of its own
+    part.n_kv_heads = 1;
+    part.head_dim = hd;
+    part.block_size = run;
+    part.k_cache.assign(key(b, phys, h, t0), key(b, phys, h, t0) + size_t(run) * hd);
+    v.push_back(brute_score(part, kind, q, 0, 0, {}) / std::sqrt(double(hd)));
+  }
+  const double mx = *std::max_element(v.begin(), v.end());
+  double sum = 0.0;
+  for (double x : v) sum += std::exp(x - mx);
+  return mx + std::log(sum);
+}
+
 /// The logical indices of a list of physical ids, or -1 for an id not in the table.
 inline std::vector<int> to_logical(const int32_t* ids, int n_ids, const int32_t* table,
                                    int n_blocks) {

@@ -2,7 +2,8 @@
 // non-forced block of each list against the decode query, keep the top ones by partial
 // selection (nth_element; ties towards the lower logical index), add the forced sink/local
 // blocks and write the list sorted by logical index. Budgets and gating are the host's (sparse/).
-// Oracle sequences rank blocks by the true softmax mass of the query instead (diagnostic).
+// Sequences ranked by Mass use the attention mass the scores estimate; Oracle sequences the true
+// softmax mass of the query (diagnostic).
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -17,11 +18,13 @@ namespace {
 
 using backend::BlockSelectParams;
 using backend::QueryMode;
+using backend::Rank;
 using backend::RepKind;
 
 constexpr int kMaxHeadDim = 1024;
 constexpr int kMaxBlockSize = 4096;
 constexpr int kMaxWords64 = kMaxHeadDim / 64;
+constexpr int kMaxBoxes = kMaxBlockSize;  // sub-blocks per block (sub_block >= 1)
 
 // Portable builds (no -march=native, e.g. the binaries sent to the GPU machine) still score with
 // AVX2 where the CPU has it: the scoring loops are compiled twice and picked at load time. No
@@ -169,7 +172,16 @@ Status check_params(const BlockSelectParams& p, bool* needs_scores) {
   }
   if (*needs_scores && (!p.q || !p.reps))
     return invalid_argument("block_select: null q or reps");
-  if (p.oracle && *needs_scores) {
+  bool oracle = false;
+  for (int s = 0; p.rank && s < p.n_seqs; ++s) {
+    const Rank r = Rank(p.rank[s]);
+    if (r != Rank::Score && r != Rank::Mass && r != Rank::Oracle)
+      return invalid_argument("block_select: sequence {} has unknown rank {}", s, int(p.rank[s]));
+    if (r == Rank::Mass && p.kind == RepKind::Hash)
+      return invalid_argument("block_select: ranking by mass needs representation mean or minmax");
+    oracle |= r == Rank::Oracle;
+  }
+  if (oracle && *needs_scores) {
     if (!p.k_cache) return invalid_argument("block_select: oracle needs k_cache");
     if (p.kv_type != DType::F32) return unsupported("block_select: cpu oracle reads an f32 K cache only");
   }
@@ -197,7 +209,8 @@ struct Scratch {
   std::vector<Candidate> cands;  // [n_blocks]
   std::vector<uint8_t> keep;     // [n_blocks]
   std::vector<float> logits;     // [seq_len] oracle: one head's scaled q.k
-  std::vector<float> mass;       // [n_blocks] oracle: the list's attention mass per block
+  std::vector<float> mass;       // [n_blocks] Mass / Oracle: the list's mass per block
+  std::vector<double> dmass;     // [n_blocks] Mass accumulator
 };
 
 class Selector {
@@ -225,15 +238,18 @@ class Selector {
       p_.out_last_len[list] = int32_t(last_len);
       return;
     }
-    const bool oracle = p_.oracle && p_.oracle[s];
-    if (oracle)
+    const Rank rank = p_.rank ? Rank(p_.rank[s]) : Rank::Score;
+    const bool by_mass = rank != Rank::Score;
+    if (rank == Rank::Oracle) {
       oracle_mass(s, head, table, n, len, sc);
-    else
+    } else {
       prepare_queries(s, sc);
+      if (rank == Rank::Mass) estimated_mass(head, table, n, len, sc);
+    }
     sc.cands.clear();
     for (int64_t j = 0; j < n; ++j) {
       if (is_forced(j, n, p_, partial)) continue;
-      float score = oracle ? sc.mass[size_t(j)] : score_block(table[j], head, sc);
+      float score = by_mass ? sc.mass[size_t(j)] : score_block(table[j], head, sc);
       if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
       sc.cands.push_back({score, int32_t(j)});
     }
@@ -282,6 +298,58 @@ class Selector {
     }
     sc.mass.resize(size_t(n));
     for (int64_t j = 0; j < n; ++j) sc.mass[size_t(j)] = float(mass[size_t(j)]);
+  }
+
+  // Rank::Mass: sc.mass[j] = sum over the list's scoring queries of the softmax, over the
+  // sequence's full blocks, of scale * (the block's score; log-sum-exp over sub-blocks).
+  // Kv head `head` for a per_kv_head list, every kv head otherwise. Accumulated in double.
+  void estimated_mass(int head, const int32_t* table, int64_t n, int64_t len, Scratch& sc) const {
+    const float scale = 1.0f / std::sqrt(float(p_.head_dim));
+    const int per_kv = p_.query_mode == QueryMode::GroupMax ? group_ : 1;
+    const int kh0 = head >= 0 ? head : 0, kh1 = head >= 0 ? head + 1 : p_.n_kv_heads;
+    const int64_t full = std::min<int64_t>(n, len / p_.block_size);
+    sc.dmass.assign(size_t(n), 0.0);
+    sc.logits.resize(size_t(full));
+    for (int kh = kh0; kh < kh1; ++kh) {
+      for (int g = 0; g < per_kv; ++g) {
+        const int i = kh * per_kv + g;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < full; ++j) {
+          float v = log_mass(table[j], kh, i, scale, sc);
+          if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
+          sc.logits[size_t(j)] = v;
+          mx = std::max(mx, v);
+        }
+        if (mx == -std::numeric_limits<float>::infinity()) continue;
+        double z = 0.0;
+        for (int64_t j = 0; j < full; ++j) z += std::exp(double(sc.logits[size_t(j)] - mx));
+        for (int64_t j = 0; j < full; ++j)
+          sc.dmass[size_t(j)] += std::exp(double(sc.logits[size_t(j)] - mx)) / z;
+      }
+    }
+    sc.mass.resize(size_t(n));
+    for (int64_t j = 0; j < n; ++j) sc.mass[size_t(j)] = float(sc.dmass[size_t(j)]);
+  }
+
+  // log of query i's estimated mass in kv head h of physical block b, before normalization:
+  // log-sum-exp over the block's sub-blocks of scale * score (scale * score with one box).
+  float log_mass(int32_t b, int h, int i, float scale, const Scratch& sc) const {
+    const float* box = reinterpret_cast<const float*>(static_cast<const uint8_t*>(p_.reps) +
+                                                      (int64_t(b) * p_.n_kv_heads + h) * rep_bytes_);
+    const float* qi = sc.queries.data() + int64_t(i) * p_.head_dim;
+    const int hd = p_.head_dim;
+    float v[kMaxBoxes];
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int k = 0; k < boxes_; ++k) {
+      v[k] = scale * (p_.kind == RepKind::Mean
+                          ? dot(qi, box + int64_t(k) * hd, hd)
+                          : box_bound(qi, box + int64_t(k) * 2 * hd, box + int64_t(k) * 2 * hd + hd, hd));
+      mx = std::max(mx, v[k]);
+    }
+    if (boxes_ == 1 || !(mx > -std::numeric_limits<float>::infinity())) return boxes_ == 1 ? v[0] : mx;
+    double sum = 0.0;
+    for (int k = 0; k < boxes_; ++k) sum += std::exp(double(v[k] - mx));
+    return mx + float(std::log(sum));
   }
 
   // Scoring queries of sequence s: GroupMean -> n_kv_heads group means; GroupMax -> the n_heads

@@ -7,8 +7,13 @@
 //  two-kernel: block_score_kernel (a warp per block, CTAs per sequence) writes every score to
 //    the workspace, then block_topk_kernel (a CTA per list) selects. Kept as the reference
 //    path and for comparison (CudaBackend::set_select_fused(false)), and the path of calls with
-//    oracle sequences, whose scores two more kernels replace by attention mass before the top-k.
+//    Oracle or Mass sequences, whose scores are replaced by (true or estimated)
+//    attention masses before the top-k: per-row block logits (oracle_logits_kernel from the
+//    keys, bound_logits_kernel from the representations), a softmax per row
+//    (mass_normalize_kernel), and the sum over each list's rows (mass_scores_kernel).
 // Parameters were validated by CudaBackend, which owns the workspace and the tickets.
+#include <algorithm>
+
 #include "backend/cuda/block_select.cuh"
 #include "backend/cuda/cuda_launch.h"
 
@@ -107,17 +112,23 @@ __global__ void __launch_bounds__(kTopkThreads) block_select_fused_kernel(const 
   }
 }
 
-/// Oracle, grid (n_heads, n_seqs): for query head blockIdx.x of an oracle sequence, the softmax
-/// mass of every logical block over the whole sequence, to oracle_ws[0][s][h][b]. Each warp
-/// takes whole blocks (lanes over tokens): the block's max logit m_b and sum of exp(x - m_b)
-/// go to the two halves of the workspace; then the CTA reduces M = max m_b and
-/// Z = sum s_b exp(m_b - M) and writes s_b exp(m_b - M) / Z over the first half.
-__global__ void __launch_bounds__(kScoreThreads) oracle_mass_kernel(const SelectArgs a) {
+/// Rows of the mass workspace a sequence uses: every query head for an oracle sequence, else
+/// its scoring queries for a Mass sequence; 0 for a Score sequence.
+__device__ __forceinline__ int mass_rows(const SelectArgs& a, int s) {
+  const uint8_t r = a.rank ? a.rank[s] : 0;
+  if (r == kRankOracle) return a.n_heads;
+  if (r != kRankMass) return 0;
+  return a.group_max ? a.n_heads : a.n_kv_heads;
+}
+
+/// Oracle, grid (n_heads, n_seqs, CTAs per head): for query head blockIdx.x of an oracle
+/// sequence, each logical block's max logit m_b and sum of exp(x - m_b) over its tokens, to the
+/// two planes of the mass workspace (mass_normalize_kernel turns them into masses). Each warp
+/// takes whole blocks (lanes over tokens).
+__global__ void __launch_bounds__(kScoreThreads) oracle_logits_kernel(const SelectArgs a) {
   const int s = blockIdx.y, hh = blockIdx.x;
-  if (!a.oracle[s]) return;
+  if (!a.rank || a.rank[s] != kRankOracle) return;
   __shared__ float q[kMaxSelectHeadDim];
-  __shared__ float red[kScoreThreads / 32];
-  __shared__ float total_max, total_z;
   const int D = a.head_dim;
   const int kh = hh / a.group;
   for (int d = threadIdx.x; d < D; d += blockDim.x)
@@ -131,8 +142,8 @@ __global__ void __launch_bounds__(kScoreThreads) oracle_mass_kernel(const Select
   float* const m_out = a.oracle_ws + (int64_t(s) * a.n_heads + hh) * a.max_blocks;
   float* const s_out = m_out + plane;
   const auto* K = static_cast<const __nv_bfloat16*>(a.k_cache);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  for (int b = warp; b < n; b += warps) {
+  const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  for (int b = blockIdx.z * warps + (threadIdx.x >> 5); b < n; b += gridDim.z * warps) {
     bool ok;
     const int phys = select_phys(a, bt0, b, &ok);
     const int tokens = ok ? min(a.block_size, len - b * a.block_size) : 0;
@@ -156,7 +167,54 @@ __global__ void __launch_bounds__(kScoreThreads) oracle_mass_kernel(const Select
       s_out[b] = sum;
     }
   }
-  __syncthreads();  // the block's global writes are visible to the whole CTA
+}
+
+/// Mass sequences, grid (score CTAs per sequence, n_seqs): for every full block and scoring
+/// query row, m_b = log-sum-exp over sub-blocks of scale * score and s_b = 1
+/// (m_b = -inf for the partial last block), in the oracle's workspace layout.
+template <typename QT>
+__global__ void __launch_bounds__(kScoreThreads) bound_logits_kernel(const SelectArgs a) {
+  const int s = blockIdx.y;
+  if (!a.rank || a.rank[s] != kRankMass) return;  // uniform over the CTA
+  __shared__ SelectQueries sm_q;
+  select_load_queries<QT>(a, s, 0, a.n_kv_heads, sm_q);
+  const int bt0 = a.bt_indptr[s];
+  const int n = min(a.bt_indptr[s + 1] - bt0, a.max_blocks);
+  const int len = a.seq_len[s];
+  const int lane = threadIdx.x & 31;
+  const int q_per_kv = a.group_max ? a.group : 1;
+  const int rows = a.n_kv_heads * q_per_kv;
+  const float scale = rsqrtf(float(a.head_dim));
+  const int64_t plane = int64_t(a.n_seqs) * a.n_heads * a.max_blocks;
+  float* const m_out = a.oracle_ws + int64_t(s) * a.n_heads * a.max_blocks;
+  const int warps_total = gridDim.x * (blockDim.x / 32);
+  for (int b = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5); b < n; b += warps_total) {
+    bool ok;
+    const int phys = select_phys(a, bt0, b, &ok);
+    ok = ok && int64_t(b + 1) * a.block_size <= len;
+    for (int r = 0; r < rows; ++r) {
+      const float v = ok ? select_row_log_mass(a, sm_q, phys, r / q_per_kv, r, scale, lane) : -INFINITY;
+      if (lane == 0) {
+        m_out[int64_t(r) * a.max_blocks + b] = v != v ? -INFINITY : v;
+        m_out[plane + int64_t(r) * a.max_blocks + b] = 1.0f;
+      }
+    }
+  }
+}
+
+/// grid (n_heads, n_seqs): row blockIdx.x of a sequence with mass rows: M = max m_b and
+/// Z = sum s_b exp(m_b - M) over the sequence's blocks, then s_b exp(m_b - M) / Z over the
+/// first plane (0 for m_b = -inf).
+__global__ void __launch_bounds__(kScoreThreads) mass_normalize_kernel(const SelectArgs a) {
+  const int s = blockIdx.y, r = blockIdx.x;
+  if (r >= mass_rows(a, s)) return;
+  __shared__ float red[kScoreThreads / 32];
+  __shared__ float total_max, total_z;
+  const int n = min(a.bt_indptr[s + 1] - a.bt_indptr[s], a.max_blocks);
+  const int64_t plane = int64_t(a.n_seqs) * a.n_heads * a.max_blocks;
+  float* const m_out = a.oracle_ws + (int64_t(s) * a.n_heads + r) * a.max_blocks;
+  const float* const s_out = m_out + plane;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   float mx = -INFINITY;
   for (int b = threadIdx.x; b < n; b += blockDim.x) mx = fmaxf(mx, m_out[b]);
   mx = warp_max(mx);
@@ -169,8 +227,9 @@ __global__ void __launch_bounds__(kScoreThreads) oracle_mass_kernel(const Select
   }
   __syncthreads();
   float z = 0.0f;
-  for (int b = threadIdx.x; b < n; b += blockDim.x)
-    if (m_out[b] > -INFINITY) z += s_out[b] * __expf(m_out[b] - total_max);
+  if (total_max > -INFINITY)
+    for (int b = threadIdx.x; b < n; b += blockDim.x)
+      if (m_out[b] > -INFINITY) z += s_out[b] * __expf(m_out[b] - total_max);
   z = warp_sum(z);
   __syncthreads();
   if (lane == 0) red[warp] = z;
@@ -182,22 +241,25 @@ __global__ void __launch_bounds__(kScoreThreads) oracle_mass_kernel(const Select
   }
   __syncthreads();
   for (int b = threadIdx.x; b < n; b += blockDim.x)
-    m_out[b] = m_out[b] > -INFINITY ? s_out[b] * __expf(m_out[b] - total_max) / total_z : 0.0f;
+    m_out[b] = m_out[b] > -INFINITY && total_z > 0.0f ? s_out[b] * __expf(m_out[b] - total_max) / total_z : 0.0f;
 }
 
-/// Oracle, grid (n_lists): a list's score of block b = the sum of its query heads' masses, in
-/// head order (deterministic), over the scores block_score_kernel wrote.
-__global__ void __launch_bounds__(kScoreThreads) oracle_scores_kernel(const SelectArgs a) {
+/// grid (n_lists): a list's score of block b = the sum of its rows' masses, in row order
+/// (deterministic): the query heads of its kv head (or all) for an oracle sequence, its scoring
+/// queries for a Mass sequence.
+__global__ void __launch_bounds__(kScoreThreads) mass_scores_kernel(const SelectArgs a) {
   const int li = blockIdx.x;
   const int s = a.per_kv_head ? li / a.n_kv_heads : li;
-  if (!a.oracle[s]) return;
-  const int h0 = a.per_kv_head ? (li % a.n_kv_heads) * a.group : 0;
-  const int h1 = a.per_kv_head ? h0 + a.group : a.n_heads;
+  const int rows = mass_rows(a, s);
+  if (rows == 0) return;
+  const int per_kv = rows / a.n_kv_heads;
+  const int r0 = a.per_kv_head ? (li % a.n_kv_heads) * per_kv : 0;
+  const int r1 = a.per_kv_head ? r0 + per_kv : rows;
   const int n = min(a.bt_indptr[s + 1] - a.bt_indptr[s], a.max_blocks);
   const float* mass = a.oracle_ws + int64_t(s) * a.n_heads * a.max_blocks;
   for (int b = threadIdx.x; b < n; b += blockDim.x) {
     float sum = 0.0f;
-    for (int h = h0; h < h1; ++h) sum += mass[int64_t(h) * a.max_blocks + b];
+    for (int r = r0; r < r1; ++r) sum += mass[int64_t(r) * a.max_blocks + b];
     a.scores[int64_t(li) * a.max_blocks + b] = sum;
   }
 }
@@ -232,12 +294,12 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
   a.boxes = backend::rep_boxes(p.kind, p.block_size, p.sub_block);
   a.group_max = p.query_mode == backend::QueryMode::GroupMax;
   a.per_kv_head = p.per_kv_head;
-  a.oracle = p.any_oracle ? p.oracle : nullptr;
+  a.rank = p.any_oracle || p.any_mass ? p.rank : nullptr;
   a.k_cache = p.k_cache;
   a.oracle_ws = plan.oracle_ws;
   const int n_lists = p.per_kv_head ? p.n_seqs * p.n_kv_heads : p.n_seqs;
   const unsigned ctas = unsigned(plan.ctas < 1 ? 1 : plan.ctas > 65535 ? 65535 : plan.ctas);
-  if (plan.fused && !p.any_oracle) {
+  if (plan.fused && !p.any_oracle && !p.any_mass) {
     const dim3 grid(unsigned(n_lists), ctas);
     if (p.act_type == DType::BF16)
       block_select_fused_kernel<__nv_bfloat16><<<grid, kTopkThreads, 0, stream>>>(a);
@@ -246,17 +308,33 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
     return cudaGetLastError();
   }
   const dim3 score_grid(ctas, unsigned(p.n_seqs));
-  if (p.act_type == DType::BF16)
+  const bool bf16 = p.act_type == DType::BF16;
+  // Score sequences (every sequence's scores are written; the others' are replaced below).
+  if (bf16)
     block_score_kernel<__nv_bfloat16><<<score_grid, kScoreThreads, 0, stream>>>(a);
   else
     block_score_kernel<float><<<score_grid, kScoreThreads, 0, stream>>>(a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  if (p.any_oracle) {
-    // Oracle sequences: their scores are overwritten by the attention mass before the top-k.
-    oracle_mass_kernel<<<dim3(unsigned(p.n_heads), unsigned(p.n_seqs)), kScoreThreads, 0, stream>>>(a);
+  if (p.any_mass) {
+    if (bf16)
+      bound_logits_kernel<__nv_bfloat16><<<score_grid, kScoreThreads, 0, stream>>>(a);
+    else
+      bound_logits_kernel<float><<<score_grid, kScoreThreads, 0, stream>>>(a);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
-    oracle_scores_kernel<<<unsigned(n_lists), kScoreThreads, 0, stream>>>(a);
+  }
+  if (p.any_oracle) {
+    // Oracle sequences: per-head block logits over the keys, spread over about 2 CTAs per SM.
+    const unsigned per_head = unsigned(std::max<int64_t>(1, std::min<int64_t>(
+        plan.ctas * int64_t(p.n_seqs) / std::max(1, p.n_heads * p.n_seqs) + 1, 65535)));
+    oracle_logits_kernel<<<dim3(unsigned(p.n_heads), unsigned(p.n_seqs), per_head), kScoreThreads, 0, stream>>>(a);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  }
+  if (p.any_oracle || p.any_mass) {
+    // Oracle and Mass sequences: masses replace the scores before the top-k.
+    mass_normalize_kernel<<<dim3(unsigned(p.n_heads), unsigned(p.n_seqs)), kScoreThreads, 0, stream>>>(a);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    mass_scores_kernel<<<unsigned(n_lists), kScoreThreads, 0, stream>>>(a);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
   }
   block_topk_kernel<<<unsigned(n_lists), kTopkThreads, 0, stream>>>(a);

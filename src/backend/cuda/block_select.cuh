@@ -22,9 +22,9 @@ struct SelectArgs {
   int32_t* out_last_len;               // [n_lists]
   const float* hash_w;                 // [head_dim, head_dim], Hash only
   float* scores;                       // [n_lists, max_blocks] workspace
-  const uint8_t* oracle;               // [n_seqs] or null: oracle sequences (ops_sparse.h)
+  const uint8_t* rank;                 // [n_seqs] backend::Rank per sequence, or null: all Score
   const void* k_cache;                 // [n_blocks, n_kv_heads, block_size, head_dim]  bf16, oracle
-  float* oracle_ws;                    // [2, n_seqs, n_heads, max_blocks] oracle workspace
+  float* oracle_ws;                    // [2, n_seqs, n_heads, max_blocks] Mass / Oracle workspace
   uint32_t* tickets;                   // [n_lists] fused path: arrivals, zero between calls
   int64_t n_blocks;                    // > 0: ids outside [0, n_blocks) are never scored
   int n_seqs, n_heads, n_kv_heads, head_dim, block_size, group;
@@ -35,6 +35,8 @@ struct SelectArgs {
   bool group_max;  // QueryMode::GroupMax
   bool per_kv_head;
 };
+
+constexpr uint8_t kRankMass = 1, kRankOracle = 2;  // backend::Rank values
 
 constexpr int kScoreThreads = 256;
 constexpr int kTopkThreads = 512;      // also the fused kernel's CTA
@@ -145,6 +147,34 @@ __device__ __forceinline__ float select_head_score(const SelectArgs& a, const Se
     score = fmaxf(score, sc);
   }
   return score;
+}
+
+/// Rank::Mass: log of the unnormalized mass of scoring-query row `row` (staged in sm) in kv head
+/// h of block phys: log-sum-exp over the sub-blocks of scale * score (scale * score with one).
+/// Mean and MinMax only; all 32 lanes call it and get the value.
+__device__ __forceinline__ float select_row_log_mass(const SelectArgs& a, const SelectQueries& sm,
+                                                     int phys, int h, int row, float scale, int lane) {
+  const int D = a.head_dim;
+  const int box_floats = a.kind == 0 ? D : 2 * D;
+  const float* rep0 = static_cast<const float*>(a.reps) + (int64_t(phys) * a.n_kv_heads + h) * select_rep_elems(a);
+  float mx = -INFINITY, sum = 0.0f;  // running log-sum-exp: sum of exp(v - mx)
+  for (int i = 0; i < a.boxes; ++i) {
+    const float* rep = rep0 + int64_t(i) * box_floats;
+    float part = 0.0f;
+    for (int d = lane; d < D; d += 32) {
+      const float qd = sm.q[row][d];
+      part += a.kind == 0 ? qd * rep[d] : fmaxf(qd * rep[d], qd * rep[D + d]);
+    }
+    const float v = warp_sum(part) * scale;
+    if (a.boxes == 1) return v;
+    if (v > mx) {
+      sum = sum * __expf(mx - v) + 1.0f;
+      mx = v;
+    } else if (v > -INFINITY) {
+      sum += __expf(v - mx);
+    }
+  }
+  return mx > -INFINITY ? mx + __logf(sum) : mx;
 }
 
 /// Score of block phys for one list: kv head h alone for per_kv_head lists (queries in rows

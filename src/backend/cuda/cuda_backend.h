@@ -165,7 +165,7 @@ class CudaBackend final : public Backend {
   uint32_t* select_tickets_ = nullptr;  // [select_tickets_n_] fused selection, zero between calls
   size_t select_tickets_n_ = 0;
   bool select_fused_ = true;
-  float* oracle_ws_ = nullptr;  // [2, n_seqs, n_heads, max_select_blocks_] oracle selection
+  float* oracle_ws_ = nullptr;  // [2, n_seqs, n_heads, max_select_blocks_] Mass / Oracle ranking
   size_t oracle_ws_floats_ = 0;
   uint8_t* convert_ws_ = nullptr;
   float* bias_ws_ = nullptr;  // [bias_ws_floats_] f32 GEMM output before its bias

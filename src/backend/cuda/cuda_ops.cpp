@@ -381,11 +381,17 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
   plan.scores = select_ws_;
   plan.tickets = select_tickets_;
   plan.max_blocks = max_select_blocks_;
-  plan.fused = select_fused_ && !p.any_oracle;
+  plan.fused = select_fused_ && !p.any_oracle && !p.any_mass;
+  if ((p.any_oracle || p.any_mass) && !p.rank)
+    return invalid_argument("block_select: any_oracle / any_mass need the per-sequence ranks");
+  if (p.any_mass && p.kind == RepKind::Hash)
+    return invalid_argument("block_select: ranking by mass needs representation mean or minmax");
   if (p.any_oracle) {
-    if (!p.oracle || !p.k_cache) return invalid_argument("block_select: oracle needs flags and k_cache");
+    if (!p.k_cache) return invalid_argument("block_select: oracle needs k_cache");
     if (p.kv_type != DType::BF16 || p.act_type != DType::BF16)
       return unsupported("cuda block_select: the oracle reads bf16 queries and K cache");
+  }
+  if (p.any_oracle || p.any_mass) {
     GSA_RETURN_IF_ERROR(grow(&oracle_ws_, &oracle_ws_floats_,
                              size_t(2) * size_t(p.n_seqs) * size_t(p.n_heads) * size_t(max_select_blocks_)));
     plan.oracle_ws = oracle_ws_;

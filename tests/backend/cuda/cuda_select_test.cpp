@@ -24,6 +24,7 @@ struct SelectCase {
   bool per_kv_head = false;
   DType act = DType::BF16;
   int sub_block = 0;         // Mean/MinMax per run of sub_block tokens
+  bool mass = false;         // rank by estimated attention mass
 };
 
 class CudaSelectTest : public CudaTest {
@@ -96,6 +97,9 @@ class CudaSelectTest : public CudaTest {
     p.query_mode = c.mode;
     p.per_kv_head = c.per_kv_head;
     p.sub_block = c.sub_block;
+    const std::vector<uint8_t> ranks(size_t(n_seqs), uint8_t(c.mass ? Rank::Mass : Rank::Score));
+    p.rank = ranks.data();
+    p.any_mass = c.mass;
     std::vector<int32_t> ref_idx(out_total, -7), ref_last(n_lists, -7);
     p.q = q.data();
     p.reps = reps.data();
@@ -115,6 +119,7 @@ class CudaSelectTest : public CudaTest {
     auto dlen = upload(gpu(), c.seq_len);
     auto doi = upload(gpu(), out_indptr);
     auto dw = upload(gpu(), w);
+    auto dranks = upload(gpu(), ranks);
     Buf didx(gpu(), std::max(1, out_total) * 4), dlast(gpu(), n_lists * 4);
     p.q = dq->get();
     p.reps = dreps->get();
@@ -125,6 +130,7 @@ class CudaSelectTest : public CudaTest {
     p.out_indices = didx.as<int32_t>();
     p.out_last_len = dlast.as<int32_t>();
     p.hash_w = dw->as<float>();
+    p.rank = static_cast<const uint8_t*>(dranks->get());
     p.act_type = c.act;
     // Both paths on the same inputs; the fused one runs twice (its tickets must come back to 0).
     int bad = 0;
@@ -370,6 +376,27 @@ TEST_F(CudaSelectTest, RepUpdateThenSelectChain) {
   EXPECT_EQ(download<int32_t>(gpu(), dlast, 1), ref_last);
 }
 
+// Ranking by estimated attention mass (f32 and __expf on the device, double on the CPU): every
+// representation with masses, query mode, scope, sub-blocks and ragged batches. Lists may differ
+// only at near-ties of two masses, so a handful of the few hundred lists at most.
+TEST_F(CudaSelectTest, MassScoresAgreeWithTheCpuUpToNearTies) {
+  int bad = 0, cases = 0;
+  for (RepKind kind : {RepKind::Mean, RepKind::MinMax})
+    for (int sub : {0, 4})
+      for (bool per_kv_head : {false, true})
+        for (QueryMode mode : {QueryMode::GroupMean, QueryMode::GroupMax}) {
+          SelectCase c = ragged_case(6, 70, 16);
+          c.kind = kind;
+          c.sub_block = sub;
+          c.per_kv_head = per_kv_head;
+          c.mode = mode;
+          c.mass = true;
+          bad += run_case(c);
+          ++cases;
+        }
+  EXPECT_LE(bad, 3) << "lists differing over " << cases << " cases x 3 runs";
+}
+
 }  // namespace
 }  // namespace gsa::backend::cuda_test
 
@@ -406,7 +433,7 @@ TEST_F(CudaSelectTest, OracleAgreesWithTheCpuUpToNearTies) {
       for (int l = 0; l < per; ++l) out_indptr.push_back(out_indptr.back() + size);
     const int n_lists = int(out_indptr.size()) - 1, out_total = out_indptr.back();
     std::vector<uint8_t> reps(size_t(pool_blocks) * nkv * rep_bytes(RepKind::Mean, hd, bs), 0);
-    const std::vector<uint8_t> flags = {1, 0, 1};
+    const std::vector<uint8_t> flags = {2, 0, 2};  // Rank::Oracle, Score, Oracle
     BlockSelectParams p;
     p.n_seqs = int(lens.size());
     p.n_blocks = pool_blocks;
@@ -426,7 +453,7 @@ TEST_F(CudaSelectTest, OracleAgreesWithTheCpuUpToNearTies) {
     p.out_indptr = out_indptr.data();
     p.out_indices = ref_idx.data();
     p.out_last_len = ref_last.data();
-    p.oracle = flags.data();
+    p.rank = flags.data();
     p.k_cache = k.data();
     p.kv_type = DType::F32;
     ASSERT_TRUE(cpu()->block_select(p).is_ok());
@@ -452,7 +479,7 @@ TEST_F(CudaSelectTest, OracleAgreesWithTheCpuUpToNearTies) {
     p.out_indptr = doi->as<int32_t>();
     p.out_indices = didx.as<int32_t>();
     p.out_last_len = dlast.as<int32_t>();
-    p.oracle = static_cast<const uint8_t*>(dflags->get());
+    p.rank = static_cast<const uint8_t*>(dflags->get());
     const Status gs = gpu()->block_select(p);
     ASSERT_TRUE(gs.is_ok()) << gs.to_string();
     auto got = download<int32_t>(gpu(), didx, out_total);
