@@ -141,8 +141,10 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
     }
     host_.push_back(0);
     int64_t out_total = 0, total = 0;
+    any_sparse_ = false;
     for (const auto& in : seqs) {
       const bool sparse = sparse::sparse_eligible(cfg_, in.seq_len, in.min_context);
+      any_sparse_ |= sparse;
       const int size = sparse ? sparse::budget_blocks(cfg_, in.n_blocks, in.budget_tokens) : in.n_blocks;
       for (int l = 0; l < per; ++l) host_.push_back(int32_t(out_total += size));
       total += int64_t(in.n_blocks) * per;
@@ -173,7 +175,8 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
   }
 
   Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
-    if (layer < cfg_.dense_layers) {
+    // Dense layers, and steps where no sequence is sparse: every block, no selection kernel.
+    if (layer < cfg_.dense_layers || !any_sparse_) {
       lists->indptr = ws_;
       lists->indices = ws_ + off_bt_;
       lists->last_len = ws_ + off_dense_last_;
@@ -230,7 +233,7 @@ class Engine::DevicePlanner final : public model::LayerPlanner {
   int64_t off_bt_ = 0, off_len_ = 0, off_out_indptr_ = 0, off_out_ = 0, off_last_ = 0;
   int64_t off_dense_last_ = 0, off_rank_ = 0;
   int n_seqs_ = 0, per_ = 1;
-  bool any_oracle_ = false, any_mass_ = false;
+  bool any_oracle_ = false, any_mass_ = false, any_sparse_ = false;
 };
 
 Engine::~Engine() {

@@ -25,9 +25,12 @@ template <typename QT>
 __global__ void __launch_bounds__(kScoreThreads) block_score_kernel(const SelectArgs a) {
   __shared__ SelectQueries sm_q;
   const int s = blockIdx.y;
-  select_load_queries<QT>(a, s, 0, a.n_kv_heads, sm_q);
+  if (a.rank && a.rank[s] != 0) return;  // Mass / Oracle: scored by their own kernels (uniform)
   const int bt0 = a.bt_indptr[s];
   const int n_all = a.bt_indptr[s + 1] - bt0;
+  const int li0 = a.per_kv_head ? s * a.n_kv_heads : s;
+  if (a.out_indptr[li0 + 1] - a.out_indptr[li0] >= n_all) return;  // takes every block: no scores
+  select_load_queries<QT>(a, s, 0, a.n_kv_heads, sm_q);
   const int n = min(n_all, a.max_blocks);
   const int len = a.seq_len[s];
   const int lane = threadIdx.x & 31;
@@ -76,7 +79,9 @@ __global__ void __launch_bounds__(kTopkThreads) block_select_fused_kernel(const 
   const bool solo = gridDim.y == 1 && n <= kSelectSmemBlocks;
   float* const ws = a.scores + int64_t(li) * a.max_blocks;
   float* const dst = solo ? sm_scores : ws;
-  if (first < n) {  // uniform over the CTA; CTAs past the list's end only take their ticket
+  // Uniform over the CTA; CTAs past the list's end, or of a list that takes every block (a dense
+  // sequence), only take their ticket.
+  if (first < n && a.out_indptr[li + 1] - a.out_indptr[li] < n_all) {
     if (a.per_kv_head)
       select_load_queries<QT>(a, s, h, h + 1, sm_q);
     else
@@ -309,7 +314,7 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
   }
   const dim3 score_grid(ctas, unsigned(p.n_seqs));
   const bool bf16 = p.act_type == DType::BF16;
-  // Score sequences (every sequence's scores are written; the others' are replaced below).
+  // Score sequences; Mass and Oracle sequences get their scores from the kernels below.
   if (bf16)
     block_score_kernel<__nv_bfloat16><<<score_grid, kScoreThreads, 0, stream>>>(a);
   else
