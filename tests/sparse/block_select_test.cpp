@@ -34,6 +34,26 @@ struct Case {
   int lists_per_seq() const { return per_kv_head ? batch.n_kv_heads : 1; }
 };
 
+// (Re)computes every block's representation from the case's keys.
+void update_reps(Case& c) {
+  const Batch& b = c.batch;
+  c.reps.assign(size_t(b.n_phys) * b.n_kv_heads * backend::rep_bytes(c.kind, b.head_dim, b.block_size, c.sub_block), 0);
+  std::vector<int32_t> all(size_t(b.n_phys));
+  std::iota(all.begin(), all.end(), 0);
+  backend::RepUpdateParams u;
+  u.k_cache = b.k_cache.data();
+  u.reps = c.reps.data();
+  u.blocks = all.data();
+  u.n_update = b.n_phys;
+  u.n_kv_heads = b.n_kv_heads;
+  u.head_dim = b.head_dim;
+  u.block_size = b.block_size;
+  u.kind = c.kind;
+  u.sub_block = c.sub_block;
+  u.hash_w = c.hash_w.data();
+  EXPECT_TRUE(cpu::rep_update(u, nullptr).is_ok());
+}
+
 Case make_case(uint32_t seed, std::vector<int32_t> lens, int n_heads, int n_kv, int hd, int bs,
                RepKind kind, QueryMode mode, bool per_kv_head, std::vector<int32_t> sizes,
                int sub_block = 0) {
@@ -48,22 +68,7 @@ Case make_case(uint32_t seed, std::vector<int32_t> lens, int n_heads, int n_kv, 
   c.hash_w = make_hash_matrix(hd, seed);
   c.sizes = std::move(sizes);
   c.sub_block = sub_block;
-  const int64_t rb = backend::rep_bytes(kind, hd, bs, sub_block);
-  c.reps.assign(size_t(c.batch.n_phys) * n_kv * rb, 0);
-  std::vector<int32_t> all(size_t(c.batch.n_phys));
-  std::iota(all.begin(), all.end(), 0);
-  backend::RepUpdateParams u;
-  u.k_cache = c.batch.k_cache.data();
-  u.reps = c.reps.data();
-  u.blocks = all.data();
-  u.n_update = c.batch.n_phys;
-  u.n_kv_heads = n_kv;
-  u.head_dim = hd;
-  u.block_size = bs;
-  u.kind = kind;
-  u.sub_block = sub_block;
-  u.hash_w = c.hash_w.data();
-  EXPECT_TRUE(cpu::rep_update(u, nullptr).is_ok());
+  update_reps(c);
   return c;
 }
 
@@ -331,19 +336,7 @@ TEST(BlockSelectMass, AHeadsSharpMatchIsNotDrownedByAnotherHeadsLargeScores) {
   for (int t = 0; t < 16; ++t)
     for (int d = 0; d < 32; ++d)
       c.batch.k_cache[((size_t(phys) * 2 + 1) * 16 + t) * 32 + d] = 3.0f * c.q[32 + size_t(d)];
-  // Representations from the edited keys.
-  backend::RepUpdateParams u;
-  std::vector<int32_t> all(size_t(c.batch.n_phys));
-  std::iota(all.begin(), all.end(), 0);
-  u.k_cache = c.batch.k_cache.data();
-  u.reps = c.reps.data();
-  u.blocks = all.data();
-  u.n_update = c.batch.n_phys;
-  u.n_kv_heads = 2;
-  u.head_dim = 32;
-  u.block_size = 16;
-  u.kind = RepKind::Mean;
-  ASSERT_TRUE(cpu::rep_update(u, nullptr).is_ok());
+  update_reps(c);  // from the edited keys
   auto has = [&](const Output& o) { return std::find(o.indices.begin(), o.indices.end(), phys) != o.indices.end(); };
   Output by_score = run(c, nullptr);
   ASSERT_TRUE(by_score.status.is_ok());
