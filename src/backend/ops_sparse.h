@@ -16,15 +16,35 @@ namespace gsa::backend {
 ///  MinMax: float[2 * head_dim], per-dimension min then max.
 ///  Hash:   uint32[block_size * head_dim / 32], per token sign bits of k.W (W: [head_dim,
 ///          head_dim] fixed, seeded, orthogonal); bit d of token t = (k_t . W[:, d]) > 0.
+///  Quant:  the MinMax box (float mn[head_dim], mx[head_dim]) followed by every token's keys
+///          quantized to 2 bits per dimension inside it: uint32 codes[block_size][head_dim / 16],
+///          dimension d of token t in word d / 16 at bits 2 * (d % 16). Code c of a dimension
+///          with range r = mx - mn is min(3, floor(4 * (k - mn) / r)) (0 when r = 0); it stands
+///          for the key value mn + (c + 0.5) * r / 4 (quant_key_value), at most r / 8 from the
+///          true one. A block is then scored token by token: about 8% of its K/V bytes in bf16.
 /// Mean and MinMax may be kept per sub-block (sub_block tokens, a divisor of block_size; 0: the
 /// whole block): the block's representation is then [block_size / sub_block] of them, one per
 /// run of sub_block tokens, and a block scores the best of its sub-blocks. The block stays the
 /// unit of selection and of attention; only its description is finer.
-enum class RepKind : uint8_t { Mean, MinMax, Hash };
+enum class RepKind : uint8_t { Mean, MinMax, Hash, Quant };
+
+/// Quant: code of key value k in [mn, mx] (the same float operations on every backend).
+inline int quant_key_code(float k, float mn, float mx) {
+  const float r = mx - mn;
+  if (!(r > 0.0f)) return 0;
+  const float t = ((k - mn) / r) * 4.0f;
+  return t >= 3.0f ? 3 : t > 0.0f ? int(t) : 0;
+}
+/// Quant: the key value code c stands for.
+inline float quant_key_value(int c, float mn, float mx) {
+  return mn + (float(c) + 0.5f) * ((mx - mn) * 0.25f);
+}
 
 /// Representations per block: block_size / sub_block for Mean and MinMax, else 1.
 inline int rep_boxes(RepKind kind, int block_size, int sub_block) {
-  return kind != RepKind::Hash && sub_block > 0 && sub_block < block_size ? block_size / sub_block : 1;
+  return (kind == RepKind::Mean || kind == RepKind::MinMax) && sub_block > 0 && sub_block < block_size
+             ? block_size / sub_block
+             : 1;
 }
 
 /// Bytes of one (block, kv head) representation.
@@ -34,6 +54,7 @@ inline int64_t rep_bytes(RepKind kind, int head_dim, int block_size, int sub_blo
     case RepKind::Mean: return boxes * head_dim * 4;
     case RepKind::MinMax: return boxes * head_dim * 8;
     case RepKind::Hash: return int64_t(block_size) * head_dim / 8;
+    case RepKind::Quant: return int64_t(head_dim) * 8 + int64_t(block_size) * head_dim / 4;
   }
   return 0;
 }
@@ -138,7 +159,8 @@ enum class Rank : uint8_t { Score = 0, Mass = 1, Oracle = 2 };
 /// remaining slots of each list are filled with the highest-scoring other FULL blocks (ties
 /// broken towards the lower logical index). Scores: Mean -> q.mean; MinMax -> sum_d
 /// max(q_d*min_d, q_d*max_d); Hash -> max over the block's tokens of the number of equal sign
-/// bits between q.W and k.W; with sub-blocks, the best sub-block's score (per kv head and query,
+/// bits between q.W and k.W; Quant -> max over the block's tokens of q.k' (k' the dequantized
+/// key); with sub-blocks, the best sub-block's score (per kv head and query,
 /// before the sums and maxima below). per_kv_head = false: a block's score is the sum over kv heads,
 /// one list per sequence; true: one list per (sequence, kv head).
 /// Each sequence is ranked one of three ways (rank[s], Rank):
@@ -147,8 +169,9 @@ enum class Rank : uint8_t { Score = 0, Mass = 1, Oracle = 2 };
 ///          included; sub-block scores combined by log-sum-exp) become a softmax over the
 ///          sequence's blocks at scale 1/sqrt(head_dim), an estimate of that query's attention
 ///          mass per block; a list ranks blocks by the sum of those masses over its scoring
-///          queries (the group mean of each kv head, or each query head with GroupMax). Mean
-///          and MinMax only.
+///          queries (the group mean of each kv head, or each query head with GroupMax). Mean,
+///          MinMax and Quant (whose block score here is the log-sum-exp over its tokens of
+///          scale * q.k': the estimate of the exact softmax over dequantized keys).
 ///  Oracle: by the true softmax attention mass of this query (diagnostic upper bound of any
 ///          representation): for each query head of the list's kv heads, the mass of a block is
 ///          the head's softmax over every token of the sequence summed over the block's tokens;

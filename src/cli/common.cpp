@@ -70,7 +70,7 @@ void add_engine_flags(CLI::App* app, EngineFlags* f, bool with_shape, bool with_
   app->add_option("--sparse", f->sparse, "decode attention: none (full) or gsa")
       ->check(CLI::IsMember({"none", "gsa"}));
   app->add_option("--sparse-config", f->sparse_config, "GSA knobs as a JSON file (flags override it)");
-  app->add_option("--representation", f->representation, "block representation: mean, minmax, hash");
+  app->add_option("--representation", f->representation, "block representation: mean, minmax, hash, quant (2-bit keys inside the minmax box)");
   app->add_option("--query", f->query, "GQA query: group_mean or group_max");
   app->add_option("--scope", f->scope, "per_layer or per_kv_head");
   app->add_option("--selector", f->selector, "device or cpu (asynchronous CPU selector)");

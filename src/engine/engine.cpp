@@ -441,7 +441,7 @@ Result<int64_t> Engine::add_request(RequestInput in) {
     return invalid_argument("unknown sparse rank_by {}", int(in.sparse_rank_by));
   if (in.sparse_rank_by == int8_t(sparse::RankBy::Mass) &&
       cfg_.sparse_cfg.representation == backend::RepKind::Hash)
-    return invalid_argument("ranking by mass needs representation mean or minmax, not hash");
+    return invalid_argument("ranking by mass needs representation mean, minmax or quant, not hash");
   if (in.sparse_oracle && host_planner_)
     return invalid_argument("oracle selection on cuda needs selector=device");
   if (in.sparse_oracle && cfg_.sparse_cfg.lag != 0)

@@ -17,6 +17,7 @@ const char* rep_kind_name(RepKind kind) {
     case RepKind::Mean: return "mean";
     case RepKind::MinMax: return "minmax";
     case RepKind::Hash: return "hash";
+    case RepKind::Quant: return "quant";
   }
   return "unknown";
 }
@@ -76,7 +77,7 @@ Status validate(const SparseConfig& c) {
     return invalid_argument("sparse config: block_size {} must be a power of two in [1, {}]",
                             c.block_size, kMaxBlockSize);
   if (c.representation != RepKind::Mean && c.representation != RepKind::MinMax &&
-      c.representation != RepKind::Hash)
+      c.representation != RepKind::Hash && c.representation != RepKind::Quant)
     return invalid_argument("sparse config: unknown representation {}", int(c.representation));
   if (c.query != QueryMode::GroupMean && c.query != QueryMode::GroupMax)
     return invalid_argument("sparse config: unknown query mode {}", int(c.query));
@@ -121,13 +122,13 @@ Status validate(const SparseConfig& c) {
   if (c.sub_block != 0 && (!is_pow2(c.sub_block) || c.sub_block > c.block_size))
     return invalid_argument("sparse config: sub_block {} must be 0 or a power of two <= block_size {}",
                             c.sub_block, c.block_size);
-  if (c.sub_block != 0 && c.representation == RepKind::Hash)
-    return invalid_argument("sparse config: sub_block needs representation mean or minmax (hash is "
-                            "per token already)");
+  if (c.sub_block != 0 && (c.representation == RepKind::Hash || c.representation == RepKind::Quant))
+    return invalid_argument("sparse config: sub_block needs representation mean or minmax ({} is "
+                            "per token already)", rep_kind_name(c.representation));
   if (c.rank_by != RankBy::Score && c.rank_by != RankBy::Mass)
     return invalid_argument("sparse config: unknown rank_by {}", int(c.rank_by));
   if (c.rank_by == RankBy::Mass && c.representation == RepKind::Hash)
-    return invalid_argument("sparse config: rank_by \"mass\" needs representation mean or minmax");
+    return invalid_argument("sparse config: rank_by \"mass\" needs representation mean, minmax or quant");
   if (c.dense_layers < 0 || c.dense_layers > 4096)
     return invalid_argument("sparse config: dense_layers {} outside [0, 4096]", c.dense_layers);
   if (c.cpu_workers < 1 || c.cpu_workers > kMaxWorkers)
@@ -271,7 +272,7 @@ Status apply_key(const std::string& key, const json& v, SparseConfig* c) {
   if (key == "representation")
     return parse_enum<RepKind>(v, "representation",
                                {{"mean", RepKind::Mean}, {"minmax", RepKind::MinMax},
-                                {"hash", RepKind::Hash}},
+                                {"hash", RepKind::Hash}, {"quant", RepKind::Quant}},
                                &c->representation);
   if (key == "query")
     return parse_enum<QueryMode>(

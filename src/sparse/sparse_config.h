@@ -55,7 +55,7 @@ struct SparseConfig {
 Status validate(const SparseConfig& cfg);
 
 /// Parses a JSON object whose keys are SparseConfig field names (enums as strings:
-/// representation "mean"|"minmax"|"hash", query "group_mean"|"group_max", scope
+/// representation "mean"|"minmax"|"hash"|"quant", query "group_mean"|"group_max", scope
 /// "per_layer"|"per_kv_head", selector "device"|"cpu", selection "gsa"|"oracle", rank_by "score"|"mass"). Missing keys keep their defaults;
 /// unknown keys, wrong types and invalid values are InvalidArgument naming the key. The result
 /// is validated.

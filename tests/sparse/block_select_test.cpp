@@ -301,10 +301,11 @@ TEST(BlockSelectSubBlocks, TopKOfTheBestRunOfEachBlock) {
 
 TEST(BlockSelectMass, TopKOfEstimatedMassForEveryKindModeScopeAndSubBlock) {
   ThreadPool pool(3);
-  for (RepKind kind : {RepKind::Mean, RepKind::MinMax})
+  for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Quant})
     for (int sub : {0, 4})
       for (bool per_kv_head : {false, true})
         for (QueryMode mode : {QueryMode::GroupMean, QueryMode::GroupMax}) {
+          if (kind == RepKind::Quant && sub != 0) continue;  // per token already
           Case c = make_case(500 + sub, {16 * 20 + 5, 16 * 12, 16 * 31 + 15}, 8, 2, 32, 16, kind,
                              mode, per_kv_head, {8, 5, 12}, sub);
           c.mass = true;
@@ -345,6 +346,38 @@ TEST(BlockSelectMass, AHeadsSharpMatchIsNotDrownedByAnotherHeadsLargeScores) {
   ASSERT_TRUE(by_mass.status.is_ok());
   EXPECT_TRUE(has(by_mass));
   EXPECT_FALSE(has(by_score)) << "the case no longer separates the two rankings";
+}
+
+TEST(BlockSelectQuant, FindsOneMatchingTokenAmongWideBoxes) {
+  // One token of block 9 points along the group's queries; the other blocks' keys are spread
+  // 1.5x wider, so their boxes bound q.k above block 9's. The 2-bit token codes keep the one
+  // matching token's score, and ranking by their mass picks block 9 with one free slot.
+  Case c = make_case(540, {16 * 14 + 3}, 4, 1, 32, 16, RepKind::Quant, QueryMode::GroupMean,
+                     false, {4});
+  const int32_t phys = c.batch.table(0)[9];
+  for (int j = 0; j < c.batch.n_blocks(0); ++j)
+    if (j != 9)
+      for (int i = 0; i < 16 * 32; ++i) c.batch.k_cache[size_t(c.batch.table(0)[j]) * 16 * 32 + i] *= 1.5f;
+  std::vector<float> dir(32, 0.0f);
+  double norm = 0;
+  for (int d = 0; d < 32; ++d) {
+    for (int g = 0; g < 4; ++g) dir[size_t(d)] += c.q[size_t(g) * 32 + d];
+    norm += double(dir[size_t(d)]) * dir[size_t(d)];
+  }
+  for (int d = 0; d < 32; ++d)
+    c.batch.k_cache[(size_t(phys) * 16 + 5) * 32 + d] = float(4.0 * dir[size_t(d)] / std::sqrt(norm));
+  update_reps(c);
+  auto has = [&](const Output& o) { return std::find(o.indices.begin(), o.indices.end(), phys) != o.indices.end(); };
+  c.mass = true;
+  Output o = run(c, nullptr);
+  ASSERT_TRUE(o.status.is_ok()) << o.status.to_string();
+  EXPECT_TRUE(has(o));
+  check(c, o, 1e-6);
+  c.mass = false;  // the best token's score finds it too
+  EXPECT_TRUE(has(run(c, nullptr)));
+  c.kind = RepKind::MinMax;
+  update_reps(c);
+  EXPECT_FALSE(has(run(c, nullptr))) << "the case no longer separates quant from the box";
 }
 
 TEST(BlockSelectOracle, TopKOfTrueAttentionMassPerSequence) {
@@ -403,7 +436,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{RepKind::MinMax, QueryMode::GroupMean, false},
                       Variant{RepKind::MinMax, QueryMode::GroupMax, true},
                       Variant{RepKind::Hash, QueryMode::GroupMean, false},
-                      Variant{RepKind::Hash, QueryMode::GroupMax, true}));
+                      Variant{RepKind::Hash, QueryMode::GroupMax, true},
+                      Variant{RepKind::Quant, QueryMode::GroupMean, false},
+                      Variant{RepKind::Quant, QueryMode::GroupMax, true}));
 
 TEST(BlockSelect, BudgetCoveringEveryBlockSelectsEveryBlock) {
   Case c = make_case(7, {16 * 9 + 3, 16 * 4}, 4, 2, 32, 16, RepKind::Mean, QueryMode::GroupMean,

@@ -94,6 +94,43 @@ TEST(RepUpdate, MinMaxIsTheBoxAndBoundsEveryKey) {
     }
 }
 
+TEST(RepUpdate, QuantIsTheBoxAndTwoBitCodesOfEveryKey) {
+  std::mt19937 rng(16);
+  Batch b = make_batch(rng, {64}, 2, 32, 16);
+  // A dimension whose keys are all equal (zero-width range) codes as 0.
+  for (int32_t phys : b.block_table)
+    for (int t = 0; t < b.block_size; ++t) b.k_cache[((size_t(phys) * 2 + 1) * 16 + t) * 32 + 7] = 0.25f;
+  std::vector<int32_t> blocks(b.block_table.begin(), b.block_table.end());
+  ThreadPool pool(2);
+  Reps r = run_update(b, RepKind::Quant, blocks, nullptr, &pool);
+  ASSERT_EQ(r.per_head, 32 * 8 + 16 * 32 / 4);
+  for (int32_t phys : blocks)
+    for (int h = 0; h < b.n_kv_heads; ++h) {
+      const float* mn = reinterpret_cast<const float*>(rep_of(r, b, phys, h));
+      const float* mx = mn + b.head_dim;
+      const uint32_t* codes = reinterpret_cast<const uint32_t*>(mx + b.head_dim);
+      for (int d = 0; d < b.head_dim; ++d) {
+        float emn = key(b, phys, h, 0)[d], emx = emn;
+        for (int t = 1; t < b.block_size; ++t) {
+          emn = std::min(emn, key(b, phys, h, t)[d]);
+          emx = std::max(emx, key(b, phys, h, t)[d]);
+        }
+        EXPECT_EQ(mn[d], emn);
+        EXPECT_EQ(mx[d], emx);
+        for (int t = 0; t < b.block_size; ++t) {
+          const int c = int(codes[t * (b.head_dim / 16) + d / 16] >> (2 * (d % 16)) & 3u);
+          const double k = key(b, phys, h, t)[d];
+          const double v = mn[d] + (c + 0.5) * (double(mx[d]) - mn[d]) / 4;
+          EXPECT_NEAR(v, brute_dequant(b, phys, h, t, d), 1e-6) << "t " << t << " d " << d;
+          EXPECT_LE(std::abs(v - k), (double(mx[d]) - mn[d]) / 8 + 1e-6);  // inside its bin
+          if (h == 1 && d == 7) {
+            EXPECT_EQ(c, 0);
+          }
+        }
+      }
+    }
+}
+
 TEST(RepUpdate, HashBitsMatchDirectSigns) {
   std::mt19937 rng(13);
   const int hd = 64;
@@ -129,7 +166,7 @@ TEST(RepUpdate, PureFunctionOfTheBlockKeysAndOnlyListedBlocksWritten) {
   const int64_t elems = int64_t(b.n_kv_heads) * b.block_size * b.head_dim;
   std::memcpy(b.k_cache.data() + dst * elems, b.k_cache.data() + src * elems, elems * 4);
   std::vector<float> w = make_hash_matrix(32, 5);
-  for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash}) {
+  for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash, RepKind::Quant}) {
     Reps r = run_update(b, kind, {src, dst}, &w, nullptr);
     for (int h = 0; h < b.n_kv_heads; ++h)
       EXPECT_EQ(0, std::memcmp(rep_of(r, b, src, h), rep_of(r, b, dst, h), size_t(r.per_head)));

@@ -138,6 +138,10 @@ TEST(SparseConfig, ValidationNamesTheKnob) {
   c.representation = backend::RepKind::Hash;
   expect_invalid(c, "sub_block");
   c = {};
+  c.sub_block = 32;
+  c.representation = backend::RepKind::Quant;  // per token already
+  expect_invalid(c, "sub_block");
+  c = {};
   c.rank_by = RankBy::Mass;
   c.representation = backend::RepKind::Hash;
   expect_invalid(c, "rank_by");
@@ -191,6 +195,17 @@ TEST(SparseConfig, JsonRoundTrip) {
   EXPECT_EQ(r->selection, Selection::Oracle);
   EXPECT_EQ(r->dense_layers, 3);
   EXPECT_EQ(r->rank_by, RankBy::Mass);
+}
+
+TEST(SparseConfig, QuantRepresentationParsesAndRanksByMass) {
+  auto r = parse_sparse_config_json(R"({"representation": "quant", "rank_by": "mass"})");
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->representation, backend::RepKind::Quant);
+  EXPECT_EQ(r->rank_by, RankBy::Mass);
+  EXPECT_EQ(std::string(rep_kind_name(r->representation)), "quant");
+  EXPECT_EQ(to_json(*parse_sparse_config_json(to_json(*r))), to_json(*r));
+  // 128-token pages, head_dim 128: the box and 2-bit codes are 5 KiB, 7.8% of the page's bf16 K/V.
+  EXPECT_EQ(backend::rep_bytes(backend::RepKind::Quant, 128, 128), 128 * 8 + 128 * 128 / 4);
 }
 
 void expect_json_error(const char* json, const std::string& word) {

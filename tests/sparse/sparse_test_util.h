@@ -72,9 +72,36 @@ inline void hash_project(const float* x, const std::vector<float>& w, int hd,
 /// (not from the kernel's representations): Mean -> q.mean(k); MinMax -> sum_d max(q_d min_d,
 /// q_d max_d); Hash -> best count of equal sign bits of q.W and k.W over the block's tokens.
 /// With sub_block > 0 (Mean, MinMax), the best score over the block's runs of sub_block tokens.
+/// Quant, in double from the keys: the value that token t's 2-bit code stands for in dimension
+/// d of (phys, h): the block's range [mn, mx] of d in four equal bins, the centre of the bin the
+/// key falls in (the top bin includes mx; all zero-width ranges give mn + 0).
+inline double brute_dequant(const Batch& b, int32_t phys, int h, int t, int d) {
+  double mn = key(b, phys, h, 0)[d], mx = mn;
+  for (int u = 1; u < b.block_size; ++u) {
+    mn = std::min(mn, double(key(b, phys, h, u)[d]));
+    mx = std::max(mx, double(key(b, phys, h, u)[d]));
+  }
+  const double r = mx - mn;
+  if (r <= 0) return mn;
+  const int c = std::min(3, int(std::floor(4.0 * (key(b, phys, h, t)[d] - mn) / r)));
+  return mn + (c + 0.5) * r / 4.0;
+}
+
+/// Quant: q.k' for token t of (phys, h) in double.
+inline double brute_quant_dot(const Batch& b, const float* q, int32_t phys, int h, int t) {
+  double s = 0.0;
+  for (int d = 0; d < b.head_dim; ++d) s += double(q[d]) * brute_dequant(b, phys, h, t, d);
+  return s;
+}
+
 inline double brute_score(const Batch& b, backend::RepKind kind, const float* q, int32_t phys,
                           int h, const std::vector<float>& hash_w, int sub_block = 0) {
   const int hd = b.head_dim, bs = b.block_size;
+  if (kind == backend::RepKind::Quant) {
+    double best = -1e300;
+    for (int t = 0; t < bs; ++t) best = std::max(best, brute_quant_dot(b, q, phys, h, t));
+    return best;
+  }
   const int run = kind != backend::RepKind::Hash && sub_block > 0 ? sub_block : bs;
   if (kind != backend::RepKind::Hash && run < bs) {
     double best = -1e300;
@@ -124,9 +151,13 @@ inline double brute_score(const Batch& b, backend::RepKind kind, const float* q,
 inline double brute_log_mass(const Batch& b, backend::RepKind kind, const float* q, int32_t phys,
                              int h, int sub_block) {
   const int hd = b.head_dim, bs = b.block_size;
-  const int run = sub_block > 0 ? sub_block : bs;
   std::vector<double> v;
-  for (int t0 = 0; t0 < bs; t0 += run) {
+  if (kind == backend::RepKind::Quant) {  // every token is a run of its own
+    for (int t = 0; t < bs; ++t) v.push_back(brute_quant_dot(b, q, phys, h, t) / std::sqrt(double(hd)));
+    sub_block = bs;  // skip the runs below
+  }
+  const int run = sub_block > 0 ? sub_block : bs;
+  for (int t0 = 0; kind != backend::RepKind::Quant && t0 < bs; t0 += run) {
     Batch part;  // the run as a block of its own
     part.n_kv_heads = 1;
     part.head_dim = hd;

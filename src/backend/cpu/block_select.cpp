@@ -91,6 +91,31 @@ inline float hash_best(const uint32_t* qbits, const uint32_t* rep, int block_siz
   return float(words * 32 - best_diff);
 }
 
+// Quant: q.k' for every token of a block (k' the dequantized key, ops_sparse.h), into out
+// [block_size]. q.k' = sum_d q_d (mn_d + (c_d + 1/2) r_d / 4) = base + sum_d a_d c_d with
+// a_d = q_d r_d / 4, so each token costs one dot product of a with its codes. a and c are
+// scratch [head_dim].
+GSA_SCORE_CLONES void quant_token_scores(const float* __restrict q, const uint8_t* rep, int block_size,
+                                         int head_dim, float* __restrict a, float* __restrict c,
+                                         float* __restrict out) {
+  const float* mn = reinterpret_cast<const float*>(rep);
+  const float* mx = mn + head_dim;
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(mx + head_dim);
+  float base = 0.0f;
+  for (int d = 0; d < head_dim; ++d) {
+    const float step = (mx[d] - mn[d]) * 0.25f;
+    a[d] = q[d] * step;
+    base += q[d] * (mn[d] + 0.5f * step);
+  }
+  const int words = head_dim / 16;
+  for (int t = 0; t < block_size; ++t) {
+    const uint32_t* ct = codes + int64_t(t) * words;
+    for (int w = 0; w < words; ++w)
+      for (int j = 0; j < 16; ++j) c[w * 16 + j] = float((ct[w] >> (2 * j)) & 3u);
+    out[t] = base + dot(a, c, head_dim);
+  }
+}
+
 bool is_forced(int64_t j, int64_t n, const BlockSelectParams& p, bool partial) {
   return j < p.sink_blocks || j >= n - p.local_blocks || (partial && j == n - 1);
 }
@@ -120,8 +145,11 @@ Status check_params(const BlockSelectParams& p, bool* needs_scores) {
   if (p.sink_blocks < 0 || p.local_blocks < 0)
     return invalid_argument("block_select: sink_blocks {} and local_blocks {} must be >= 0",
                             p.sink_blocks, p.local_blocks);
-  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash)
+  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash &&
+      p.kind != RepKind::Quant)
     return invalid_argument("block_select: unknown representation kind {}", int(p.kind));
+  if (p.kind == RepKind::Quant && p.head_dim % 16 != 0)
+    return invalid_argument("block_select: quant needs head_dim % 16 == 0, got {}", p.head_dim);
   if (p.query_mode != QueryMode::GroupMean && p.query_mode != QueryMode::GroupMax)
     return invalid_argument("block_select: unknown query mode {}", int(p.query_mode));
   if (p.sub_block < 0 || (p.sub_block > 0 && p.block_size % p.sub_block != 0))
@@ -178,7 +206,8 @@ Status check_params(const BlockSelectParams& p, bool* needs_scores) {
     if (r != Rank::Score && r != Rank::Mass && r != Rank::Oracle)
       return invalid_argument("block_select: sequence {} has unknown rank {}", s, int(p.rank[s]));
     if (r == Rank::Mass && p.kind == RepKind::Hash)
-      return invalid_argument("block_select: ranking by mass needs representation mean or minmax");
+      return invalid_argument("block_select: ranking by mass needs representation mean, minmax "
+                              "or quant");
     oracle |= r == Rank::Oracle;
   }
   if (oracle && *needs_scores) {
@@ -211,6 +240,7 @@ struct Scratch {
   std::vector<float> logits;     // [seq_len] oracle: one head's scaled q.k
   std::vector<float> mass;       // [n_blocks] Mass / Oracle: the list's mass per block
   std::vector<double> dmass;     // [n_blocks] Mass accumulator
+  std::vector<float> qa, qc, qt; // Quant: [head_dim] a and codes, [block_size] token scores
 };
 
 class Selector {
@@ -333,7 +363,16 @@ class Selector {
 
   // log of query i's estimated mass in kv head h of physical block b, before normalization:
   // log-sum-exp over the block's sub-blocks of scale * score (scale * score with one box).
-  float log_mass(int32_t b, int h, int i, float scale, const Scratch& sc) const {
+  float log_mass(int32_t b, int h, int i, float scale, Scratch& sc) const {
+    if (p_.kind == RepKind::Quant) {
+      quant_scores(b, h, i, sc);
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int t = 0; t < p_.block_size; ++t) mx = std::max(mx, scale * sc.qt[size_t(t)]);
+      if (!(mx > -std::numeric_limits<float>::infinity())) return mx;
+      double sum = 0.0;
+      for (int t = 0; t < p_.block_size; ++t) sum += std::exp(double(scale * sc.qt[size_t(t)] - mx));
+      return mx + float(std::log(sum));
+    }
     const float* box = reinterpret_cast<const float*>(static_cast<const uint8_t*>(p_.reps) +
                                                       (int64_t(b) * p_.n_kv_heads + h) * rep_bytes_);
     const float* qi = sc.queries.data() + int64_t(i) * p_.head_dim;
@@ -350,6 +389,16 @@ class Selector {
     double sum = 0.0;
     for (int k = 0; k < boxes_; ++k) sum += std::exp(double(v[k] - mx));
     return mx + float(std::log(sum));
+  }
+
+  // Quant: sc.qt[t] = q.k' of query i for every token of kv head h of physical block b.
+  void quant_scores(int32_t b, int h, int i, Scratch& sc) const {
+    const uint8_t* rep = static_cast<const uint8_t*>(p_.reps) + (int64_t(b) * p_.n_kv_heads + h) * rep_bytes_;
+    sc.qa.resize(size_t(p_.head_dim));
+    sc.qc.resize(size_t(p_.head_dim));
+    sc.qt.resize(size_t(p_.block_size));
+    quant_token_scores(sc.queries.data() + int64_t(i) * p_.head_dim, rep, p_.block_size, p_.head_dim,
+                       sc.qa.data(), sc.qc.data(), sc.qt.data());
   }
 
   // Scoring queries of sequence s: GroupMean -> n_kv_heads group means; GroupMax -> the n_heads
@@ -395,7 +444,7 @@ class Selector {
   }
 
   // Score of query i (an index into sc.queries) against kv head h of physical block b.
-  float score_one(int32_t b, int h, int i, const Scratch& sc) const {
+  float score_one(int32_t b, int h, int i, Scratch& sc) const {
     const uint8_t* rep = static_cast<const uint8_t*>(p_.reps) +
                          (int64_t(b) * p_.n_kv_heads + h) * rep_bytes_;
     const float* qi = sc.queries.data() + int64_t(i) * p_.head_dim;
@@ -415,12 +464,16 @@ class Selector {
       case RepKind::Hash:
         return hash_best(sc.qbits.data() + int64_t(i) * words_,
                          reinterpret_cast<const uint32_t*>(rep), p_.block_size, words_);
+      case RepKind::Quant:
+        quant_scores(b, h, i, sc);
+        for (int t = 0; t < p_.block_size; ++t) best = std::max(best, sc.qt[size_t(t)]);
+        return best;
     }
     return 0.0f;
   }
 
   // Score of kv head h (GroupMean: its group query; GroupMax: max over its query heads).
-  float score_head(int32_t b, int h, const Scratch& sc) const {
+  float score_head(int32_t b, int h, Scratch& sc) const {
     if (p_.query_mode == QueryMode::GroupMean) return score_one(b, h, h, sc);
     float best = -std::numeric_limits<float>::infinity();
     for (int g = 0; g < group_; ++g) {
@@ -431,7 +484,7 @@ class Selector {
   }
 
   // head >= 0: that kv head's score (per_kv_head); head < 0: the sum over kv heads.
-  float score_block(int32_t b, int head, const Scratch& sc) const {
+  float score_block(int32_t b, int head, Scratch& sc) const {
     if (head >= 0) return score_head(b, head, sc);
     float sum = 0.0f;
     for (int h = 0; h < p_.n_kv_heads; ++h) sum += score_head(b, h, sc);

@@ -1,6 +1,7 @@
 // CPU reference of the block representation update (ops_sparse.h RepUpdateParams): per listed
-// full block and kv head, the mean, the per-dimension min/max box, or the per-token sign bits
-// of k.W. A pure function of the block's keys; it does not decide which blocks are full.
+// full block and kv head, the mean, the per-dimension min/max box, the per-token sign bits
+// of k.W, or the box with every token's 2-bit codes inside it. A pure function of the block's
+// keys; it does not decide which blocks are full.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -25,8 +26,11 @@ Status check_params(const RepUpdateParams& p) {
   if (p.head_dim > kMaxHeadDim || p.block_size > kMaxBlockSize)
     return invalid_argument("rep_update: head_dim {} (max {}) or block_size {} (max {}) too large",
                             p.head_dim, kMaxHeadDim, p.block_size, kMaxBlockSize);
-  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash)
+  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash &&
+      p.kind != RepKind::Quant)
     return invalid_argument("rep_update: unknown representation kind {}", int(p.kind));
+  if (p.kind == RepKind::Quant && p.head_dim % 16 != 0)
+    return invalid_argument("rep_update: quant needs head_dim % 16 == 0, got {}", p.head_dim);
   if (p.kind == RepKind::Hash) {
     if (p.head_dim % 32 != 0)
       return invalid_argument("rep_update: hash needs head_dim % 32 == 0, got {}", p.head_dim);
@@ -70,6 +74,27 @@ void block_minmax(const float* k, int block_size, int head_dim, float* rep) {
     for (int d = 0; d < head_dim; ++d) {
       mn[d] = std::min(mn[d], kt[d]);
       mx[d] = std::max(mx[d], kt[d]);
+    }
+  }
+}
+
+// The MinMax box of the block, then every token's 2-bit codes inside it (ops_sparse.h Quant).
+void block_quant(const float* k, int block_size, int head_dim, uint8_t* rep) {
+  float* mn = reinterpret_cast<float*>(rep);
+  float* mx = mn + head_dim;
+  block_minmax(k, block_size, head_dim, mn);
+  uint32_t* codes = reinterpret_cast<uint32_t*>(mx + head_dim);
+  const int words = head_dim / 16;
+  for (int t = 0; t < block_size; ++t) {
+    const float* kt = k + int64_t(t) * head_dim;
+    uint32_t* out = codes + int64_t(t) * words;
+    for (int w = 0; w < words; ++w) {
+      uint32_t bits = 0;
+      for (int j = 0; j < 16; ++j) {
+        const int d = w * 16 + j;
+        bits |= uint32_t(backend::quant_key_code(kt[d], mn[d], mx[d])) << (2 * j);
+      }
+      out[w] = bits;
     }
   }
 }
@@ -131,6 +156,9 @@ Status rep_update(const RepUpdateParams& p, ThreadPool* pool) {
         case RepKind::Hash:
           block_hash(k, p.block_size, p.head_dim, p.hash_w, proj.data(),
                      reinterpret_cast<uint32_t*>(rep));
+          break;
+        case RepKind::Quant:
+          block_quant(k, p.block_size, p.head_dim, rep);
           break;
       }
     }

@@ -102,7 +102,67 @@ __device__ void select_load_queries(const SelectArgs& a, int s, int h0, int h1, 
 __device__ __forceinline__ int64_t select_rep_elems(const SelectArgs& a) {
   return a.kind == 0 ? int64_t(a.boxes) * a.head_dim
          : a.kind == 1 ? int64_t(a.boxes) * 2 * a.head_dim
+         : a.kind == 3 ? 2 * int64_t(a.head_dim) + int64_t(a.block_size) * (a.head_dim / 16)
                        : int64_t(a.block_size) * (a.head_dim / 32);
+}
+
+constexpr int kRepQuant = 3;  // backend::RepKind::Quant
+
+/// Quant: q.k' of scoring-query row `row` for the tokens of one (block, kv head) representation
+/// (rep: box then codes, ops_sparse.h) that are lane + 32 j + 32 kQuantTokens i of the block,
+/// handed to f(token, score) by each lane. q.k' = base + sum_d a_d c_d with a_d = q_d r_d / 4 as
+/// on the CPU; the lanes own dims lane + 32 i for a and base, and take tokens for the codes,
+/// the a_d they need broadcast by shuffles (once per kQuantTokens * 32 tokens). All 32 lanes
+/// call it.
+constexpr int kQuantTokens = 4;
+template <typename F>
+__device__ __forceinline__ void select_quant_scores(const SelectArgs& a, const SelectQueries& sm,
+                                                    const float* rep, int row, int lane, F&& f) {
+  const int D = a.head_dim;  // a multiple of 32, at most kMaxSelectHeadDim (checked by the host)
+  const float* mn = rep;
+  const float* mx = rep + D;
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(rep + 2 * D);
+  float av[kMaxSelectHeadDim / 32];
+  float part = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kMaxSelectHeadDim / 32; ++i) {
+    const int d = lane + 32 * i;
+    av[i] = 0.0f;
+    if (d < D) {
+      const float qd = sm.q[row][d];
+      const float step = (mx[d] - mn[d]) * 0.25f;
+      av[i] = qd * step;
+      part += qd * (mn[d] + 0.5f * step);
+    }
+  }
+  const float base = warp_sum(part);
+  const int words = D / 16;
+  for (int t0 = 0; t0 < a.block_size; t0 += 32 * kQuantTokens) {
+    float acc[kQuantTokens];
+#pragma unroll
+    for (int j = 0; j < kQuantTokens; ++j) acc[j] = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kMaxSelectHeadDim / 16; ++w) {
+      if (w >= words) break;  // uniform
+      uint32_t bits[kQuantTokens];
+#pragma unroll
+      for (int j = 0; j < kQuantTokens; ++j) {
+        const int t = t0 + 32 * j + lane;
+        bits[j] = t < a.block_size ? codes[int64_t(t) * words + w] : 0u;
+      }
+#pragma unroll
+      for (int k = 0; k < 16; ++k) {
+        const float ad = __shfl_sync(0xffffffffu, av[w >> 1], (w & 1) * 16 + k);
+#pragma unroll
+        for (int j = 0; j < kQuantTokens; ++j) acc[j] += ad * float((bits[j] >> (2 * k)) & 3u);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kQuantTokens; ++j) {
+      const int t = t0 + 32 * j + lane;
+      if (t < a.block_size) f(t, base + acc[j]);
+    }
+  }
 }
 
 /// Score of block phys for kv head h, whose queries are rows row0.. of sm: the best over them
@@ -118,7 +178,12 @@ __device__ __forceinline__ float select_head_score(const SelectArgs& a, const Se
   for (int qj = 0; qj < q_per_kv; ++qj) {
     const int qi = row0 + qj;
     float sc;
-    if (a.kind == 2) {
+    if (a.kind == kRepQuant) {
+      float best = -INFINITY;
+      select_quant_scores(a, sm, static_cast<const float*>(a.reps) + rep_off, qi, lane,
+                          [&](int, float v) { best = fmaxf(best, v); });
+      sc = warp_max(best);
+    } else if (a.kind == 2) {
       const uint32_t* bits = static_cast<const uint32_t*>(a.reps) + rep_off;
       int best = 0;
       for (int t = lane; t < a.block_size; t += 32) {
@@ -151,12 +216,24 @@ __device__ __forceinline__ float select_head_score(const SelectArgs& a, const Se
 
 /// Rank::Mass: log of the unnormalized mass of scoring-query row `row` (staged in sm) in kv head
 /// h of block phys: log-sum-exp over the sub-blocks of scale * score (scale * score with one).
-/// Mean and MinMax only; all 32 lanes call it and get the value.
+/// For Quant, log-sum-exp over the block's tokens of scale * q.k'. All 32 lanes call it and get
+/// the value.
 __device__ __forceinline__ float select_row_log_mass(const SelectArgs& a, const SelectQueries& sm,
                                                      int phys, int h, int row, float scale, int lane) {
   const int D = a.head_dim;
   const int box_floats = a.kind == 0 ? D : 2 * D;
   const float* rep0 = static_cast<const float*>(a.reps) + (int64_t(phys) * a.n_kv_heads + h) * select_rep_elems(a);
+  if (a.kind == kRepQuant) {
+    // log-sum-exp over the block's tokens of scale * q.k': per lane, then across the warp.
+    float m = -INFINITY;
+    select_quant_scores(a, sm, rep0, row, lane, [&](int, float v) { m = fmaxf(m, v * scale); });
+    m = warp_max(m);
+    float z = 0.0f;
+    if (m > -INFINITY)
+      select_quant_scores(a, sm, rep0, row, lane, [&](int, float v) { z += __expf(v * scale - m); });
+    z = warp_sum(z);
+    return m > -INFINITY ? m + __logf(z) : m;
+  }
   float mx = -INFINITY, sum = 0.0f;  // running log-sum-exp: sum of exp(v - mx)
   for (int i = 0; i < a.boxes; ++i) {
     const float* rep = rep0 + int64_t(i) * box_floats;
@@ -182,7 +259,7 @@ __device__ __forceinline__ float select_row_log_mass(const SelectArgs& a, const 
 __device__ __forceinline__ float select_list_score(const SelectArgs& a, const SelectQueries& sm,
                                                    int phys, bool ok, int h, int lane) {
   if (a.per_kv_head) return select_head_score(a, sm, phys, ok, h, 0, lane);
-  if (a.kind != 2 && !a.group_max && a.boxes == 1) {
+  if ((a.kind == 0 || a.kind == 1) && !a.group_max && a.boxes == 1) {
     // Mean / MinMax with group-mean queries summed over kv heads: the score is linear in the
     // per-lane partial sums, so all heads' loads go out together and one reduction remains.
     const int D = a.head_dim;

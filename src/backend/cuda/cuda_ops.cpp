@@ -68,8 +68,11 @@ Status check_rep_update(const RepUpdateParams& p) {
     return invalid_argument("rep_update: bad shape n_update={} n_kv_heads={} head_dim={} block_size={}",
                             p.n_update, p.n_kv_heads, p.head_dim, p.block_size);
   if (p.n_kv_heads > 65535) return unsupported("cuda rep_update: {} kv heads", p.n_kv_heads);
-  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash)
+  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash &&
+      p.kind != RepKind::Quant)
     return invalid_argument("rep_update: unknown representation kind {}", int(p.kind));
+  if (p.kind == RepKind::Quant && p.head_dim % 16 != 0)
+    return invalid_argument("rep_update: quant needs head_dim % 16 == 0, got {}", p.head_dim);
   if (p.kind == RepKind::Hash) {
     if (p.head_dim % 32 != 0)
       return invalid_argument("rep_update: hash needs head_dim % 32 == 0, got {}", p.head_dim);
@@ -357,7 +360,8 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
                             p.sink_blocks, p.local_blocks);
   if (p.n_heads % p.n_kv_heads != 0)
     return invalid_argument("block_select: n_heads {} is not a multiple of n_kv_heads {}", p.n_heads, p.n_kv_heads);
-  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash)
+  if (p.kind != RepKind::Mean && p.kind != RepKind::MinMax && p.kind != RepKind::Hash &&
+      p.kind != RepKind::Quant)
     return invalid_argument("block_select: unknown representation kind {}", int(p.kind));
   if (p.query_mode != QueryMode::GroupMean && p.query_mode != QueryMode::GroupMax)
     return invalid_argument("block_select: unknown query mode {}", int(p.query_mode));
@@ -385,7 +389,7 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
   if ((p.any_oracle || p.any_mass) && !p.rank)
     return invalid_argument("block_select: any_oracle / any_mass need the per-sequence ranks");
   if (p.any_mass && p.kind == RepKind::Hash)
-    return invalid_argument("block_select: ranking by mass needs representation mean or minmax");
+    return invalid_argument("block_select: ranking by mass needs representation mean, minmax or quant");
   if (p.any_oracle) {
     if (!p.k_cache) return invalid_argument("block_select: oracle needs k_cache");
     if (p.kv_type != DType::BF16 || p.act_type != DType::BF16)

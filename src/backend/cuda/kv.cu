@@ -33,6 +33,15 @@ cudaError_t rep_update(const backend::RepUpdateParams& p, cudaStream_t stream) {
   if (p.n_update == 0) return cudaSuccess;
   const dim3 grid(unsigned(p.n_update), unsigned(p.n_kv_heads));
   const bool k16 = p.kv_type == DType::BF16;
+  if (p.kind == backend::RepKind::Quant) {
+    if (k16)
+      rep_update_quant_kernel<<<grid, 256, 0, stream>>>(static_cast<const bf16*>(p.k_cache),
+          static_cast<float*>(p.reps), p.blocks, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks);
+    else
+      rep_update_quant_kernel<<<grid, 256, 0, stream>>>(static_cast<const float*>(p.k_cache),
+          static_cast<float*>(p.reps), p.blocks, p.n_kv_heads, p.head_dim, p.block_size, p.n_blocks);
+    return cudaGetLastError();
+  }
   if (p.kind != backend::RepKind::Hash) {
     const bool minmax = p.kind == backend::RepKind::MinMax;
     const int threads = std::min(256, (p.head_dim + 31) / 32 * 32);

@@ -69,6 +69,38 @@ __device__ __forceinline__ void block_rep_boxes(const P* kb,  // [block_size, he
     block_rep_box(kb + int64_t(i) * tokens * head_dim, rep + int64_t(i) * floats, head_dim, tokens, minmax);
 }
 
+/// Quant (ops_sparse.h) of one (block, kv head), by all threads of the CTA (which all call it):
+/// the min/max box (block_rep_box), a barrier, then one thread per (token, 16-dim word) writes
+/// the token's 2-bit codes with quant_key_code's float operations (no contraction: no FMA in
+/// it), so they equal the CPU's for the same keys.
+template <typename P>
+__device__ __forceinline__ void block_rep_quant(const P* kb,  // [block_size, head_dim]
+                                                float* rep,   // [2 * head_dim] box, then codes
+                                                int head_dim, int block_size) {
+  block_rep_box(kb, rep, head_dim, block_size, true);
+  __syncthreads();
+  const float* mn = rep;
+  const float* mx = rep + head_dim;
+  uint32_t* codes = reinterpret_cast<uint32_t*>(rep + 2 * head_dim);
+  const int words = head_dim / 16;
+  for (int u = threadIdx.x; u < block_size * words; u += blockDim.x) {
+    const int t = u / words, w = u % words;
+    uint32_t bits = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int d = w * 16 + j;
+      const float lo = mn[d], r = __fsub_rn(mx[d], lo);
+      int c = 0;
+      if (r > 0.0f) {
+        const float x = __fmul_rn(__fdiv_rn(__fsub_rn(load_f32(kb, int64_t(t) * head_dim + d), lo), r), 4.0f);
+        c = x >= 3.0f ? 3 : x > 0.0f ? int(x) : 0;
+      }
+      bits |= uint32_t(c) << (2 * j);
+    }
+    codes[u] = bits;
+  }
+}
+
 /// Per-token sign bits of k.W for one (block, kv head), by all threads of the CTA: one thread per
 /// (token, 32-bit word) projects onto 32 columns of W, i in order, without FMA contraction.
 template <typename P>
@@ -94,6 +126,20 @@ __device__ __forceinline__ void block_rep_hash(const P* kb,                  // 
     for (int j = 0; j < 32; ++j) bits |= uint32_t(proj[j] > 0.0f) << j;
     rep[u] = bits;
   }
+}
+
+/// grid (n_update, n_kv_heads); Quant: block_rep_quant.
+template <typename K>
+__global__ void rep_update_quant_kernel(const K* __restrict__ k_cache,       // [n_blocks, n_kv_heads, block_size, head_dim]
+                                        float* __restrict__ reps,            // [n_blocks, n_kv_heads, rep_bytes / 4]
+                                        const int32_t* __restrict__ blocks,  // [n_update]
+                                        int n_kv_heads, int head_dim, int block_size, int64_t n_blocks) {
+  const int64_t b = blocks[blockIdx.x];
+  if (b < 0 || (n_blocks > 0 && b >= n_blocks)) return;  // uniform over the CTA
+  const int64_t h = blockIdx.y;
+  const K* kb = k_cache + (b * n_kv_heads + h) * int64_t(block_size) * head_dim;
+  const int64_t rep_floats = 2 * int64_t(head_dim) + int64_t(block_size) * head_dim / 16;
+  block_rep_quant(kb, reps + (b * n_kv_heads + h) * rep_floats, head_dim, block_size);
 }
 
 /// grid (n_update, n_kv_heads); Mean / MinMax: one thread per dim, tokens in order.

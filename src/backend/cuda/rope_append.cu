@@ -16,12 +16,13 @@ cudaError_t rope_append(const backend::RopeAppendParams& p, float theta_scale, c
   const int kind = !update ? kRepNone
                    : p.kind == backend::RepKind::Mean ? kRepMean
                    : p.kind == backend::RepKind::MinMax ? kRepMinMax
+                   : p.kind == backend::RepKind::Quant ? kRepQuant
                                                         : kRepHash;
   const int n_full = update ? p.n_full : 0;
   const dim3 grid(unsigned(p.n_tokens + n_full), unsigned(p.n_kv_heads));
   // The hash of a completed block is the longest piece of work of the launch (block_size *
   // head_dim / 32 projections of head_dim terms); give it the thread count rep_update uses.
-  const int threads = kind == kRepHash ? 256 : 128;
+  const int threads = kind == kRepHash || kind == kRepQuant ? 256 : 128;
   const size_t smem = sizeof(float) * size_t(p.rot_dim);
   auto run = [&](auto* q, auto* cache) {
     using A = std::remove_pointer_t<decltype(q)>;

@@ -12,7 +12,7 @@
 namespace gsa::cuda {
 
 /// Representation kinds as the kernel sees them (RepKind, plus "no update").
-enum RopeAppendRep : int { kRepNone = -1, kRepMean = 0, kRepMinMax = 1, kRepHash = 2 };
+enum RopeAppendRep : int { kRepNone = -1, kRepMean = 0, kRepMinMax = 1, kRepHash = 2, kRepQuant = 3 };
 
 /// The representation of (block b, kv head h) by all threads of the CTA, as rep_update computes it.
 template <typename K>
@@ -26,6 +26,9 @@ __device__ __forceinline__ void rope_append_rep(const K* k_cache,  // [n_blocks,
     const int64_t words = int64_t(block_size) * (head_dim / 32);
     block_rep_hash(kb, hash_w, static_cast<uint32_t*>(reps) + (b * n_kv_heads + h) * words, head_dim,
                    block_size);
+  } else if (kind == kRepQuant) {
+    const int64_t rep_floats = 2 * int64_t(head_dim) + int64_t(block_size) * head_dim / 16;
+    block_rep_quant(kb, static_cast<float*>(reps) + (b * n_kv_heads + h) * rep_floats, head_dim, block_size);
   } else {
     const bool minmax = kind == kRepMinMax;
     const int64_t rep_floats = boxes * (minmax ? 2 * head_dim : head_dim);

@@ -251,10 +251,10 @@ TEST_F(CudaTest, KvAppendBf16Cache) {
 }
 
 TEST_F(CudaTest, RepUpdateMatchesCpu) {
-  for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash}) {
+  for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash, RepKind::Quant}) {
     for (int hd_sub : {64, 128, 64 + 8, 128 + 16}) {  // head_dim, plus a sub-block of 8 or 16 tokens
       const int hd = hd_sub & ~31, sub = hd_sub & 31;
-      if (sub && kind == RepKind::Hash) continue;
+      if (sub && (kind == RepKind::Hash || kind == RepKind::Quant)) continue;
       const int n_kv = 2, bs = 32, n_blocks = 7;
       const size_t cache_elems = size_t(n_blocks) * n_kv * bs * hd;
       auto kc = random_bf16_exact(rng_, cache_elems, -2, 2);
@@ -289,7 +289,10 @@ TEST_F(CudaTest, RepUpdateMatchesCpu) {
       p.kv_type = DType::BF16;
       ASSERT_TRUE(gpu()->rep_update(p).is_ok());
       auto got = download<uint8_t>(gpu(), dreps, rep_total);
-      if (kind == RepKind::Hash) {
+      if (kind == RepKind::Quant) {
+        // The same bf16 keys and the same float operations: the box and every code equal.
+        EXPECT_EQ(got, ref) << "quant hd " << hd;
+      } else if (kind == RepKind::Hash) {
         // Sign bits of near-zero projections may differ with the summation order.
         int64_t diff = 0;
         for (size_t i = 0; i < rep_total; ++i) diff += __builtin_popcount(unsigned(got[i] ^ ref[i]));

@@ -134,6 +134,16 @@ class CudaRopeAppendTest : public CudaTest {
         if (kind == RepKind::Hash) {
           for (int64_t i = 0; i < rb; ++i) diff_bits += __builtin_popcount(unsigned(g[i] ^ r[i]));
           bits += rb * 8;
+        } else if (kind == RepKind::Quant) {
+          // The box as floats; the 2-bit codes may differ where a key sits on a bin edge.
+          const int hd = b.shape.head_dim;
+          std::vector<float> gf(size_t(2 * hd)), rf(size_t(2 * hd));
+          std::memcpy(gf.data(), g, gf.size() * 4);
+          std::memcpy(rf.data(), r, rf.size() * 4);
+          EXPECT_TRUE(all_near(gf, rf, bf16 ? 4e-3 : 1e-5, 0.0)) << what << " box of block " << blk << " head " << h;
+          for (int64_t i = 8 * hd; i < rb; ++i)
+            for (int j = 0; j < 8; j += 2) diff_bits += ((g[i] >> j) & 3) != ((r[i] >> j) & 3);
+          bits += (rb - 8 * hd) * 4;  // codes
         } else {
           std::vector<float> gf(size_t(rb / 4)), rf(size_t(rb / 4));
           std::memcpy(gf.data(), g, size_t(rb));
@@ -148,6 +158,9 @@ class CudaRopeAppendTest : public CudaTest {
     if (kind == RepKind::Hash && bits > 0) {
       // Only the new key's row can differ (sign bits of near-zero projections).
       EXPECT_LT(double(diff_bits) / double(bits), bf16 ? 0.02 : 0.002) << what << " hash bits";
+    }
+    if (kind == RepKind::Quant && bits > 0) {
+      EXPECT_LT(double(diff_bits) / double(bits), bf16 ? 0.02 : 0.002) << what << " quant codes";
     }
   }
 };
@@ -170,7 +183,7 @@ TEST_F(CudaRopeAppendTest, FusedDecodeMatchesSeparateKernelsAndCpu) {
   };
   int salt = 0, completing = 0, not_completing = 0;
   for (const RopeAppendShape& sh : shapes) {
-    for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash}) {
+    for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash, RepKind::Quant}) {
       for (bool neox : {false, true}) {
         ++salt;
         const RopeAppendBatch b =
@@ -284,7 +297,7 @@ TEST_F(CudaRopeAppendTest, FallbackMatchesCpu) {
   };
   int salt = 0;
   for (const Case& c : cases) {
-    for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash}) {
+    for (RepKind kind : {RepKind::Mean, RepKind::MinMax, RepKind::Hash, RepKind::Quant}) {
       for (bool neox : {false, true}) {
         const RopeAppendBatch b = make_rope_append_batch(c.sh, rng_, c.prefill, ++salt, !c.prefill, true);
         const RunResult ref = run_cpu(b, kind, neox);

@@ -67,6 +67,15 @@ class CudaSelectTest : public CudaTest {
     std::vector<uint8_t> reps(rep_total);
     if (c.kind == RepKind::Hash) {
       for (auto& x : reps) x = uint8_t(rng_());
+    } else if (c.kind == RepKind::Quant) {
+      // Per (block, kv head): a box with min <= max, then random codes.
+      for (auto& x : reps) x = uint8_t(rng_());
+      for (size_t off = 0; off < rep_total; off += size_t(rb)) {
+        auto f = random_bf16_exact(rng_, size_t(2 * hd), -1, 1);
+        for (int d = 0; d < hd; ++d)
+          if (f[size_t(d)] > f[size_t(hd + d)]) std::swap(f[size_t(d)], f[size_t(hd + d)]);
+        std::memcpy(reps.data() + off, f.data(), f.size() * 4);
+      }
     } else {
       auto f = random_bf16_exact(rng_, rep_total / 4, -1, 1);
       if (c.kind == RepKind::MinMax)  // min <= max per dimension
@@ -374,6 +383,28 @@ TEST_F(CudaSelectTest, RepUpdateThenSelectChain) {
   ASSERT_TRUE(gpu()->block_select(p).is_ok());
   EXPECT_EQ(download<int32_t>(gpu(), didx, 12), ref_idx);
   EXPECT_EQ(download<int32_t>(gpu(), dlast, 1), ref_last);
+}
+
+// Quant: scores token by token from the 2-bit codes (the best token, or by mass), every query
+// mode and scope, head_dim 64 and 128, ragged batches of 16- and 128-token blocks. Sums run in
+// another order on the device, so lists may differ at near-ties only.
+TEST_F(CudaSelectTest, QuantAgreesWithTheCpuUpToNearTies) {
+  int bad = 0, cases = 0;
+  for (bool mass : {false, true})
+    for (int hd : {64, 128})
+      for (int bs : {16, 128})
+        for (bool per_kv_head : {false, true})
+          for (QueryMode mode : {QueryMode::GroupMean, QueryMode::GroupMax}) {
+            SelectCase c = ragged_case(5, bs == 16 ? 70 : 40, bs);
+            c.kind = RepKind::Quant;
+            c.head_dim = hd;
+            c.per_kv_head = per_kv_head;
+            c.mode = mode;
+            c.mass = mass;
+            bad += run_case(c);
+            ++cases;
+          }
+  EXPECT_LE(bad, 4) << "lists differing over " << cases << " cases x 3 runs";
 }
 
 // Ranking by estimated attention mass (f32 and __expf on the device, double on the CPU): every
