@@ -93,10 +93,11 @@ inline float hash_best(const uint32_t* qbits, const uint32_t* rep, int block_siz
 
 // Quant: q.k' for every token of a block (k' the dequantized key, ops_sparse.h), into out
 // [block_size]. q.k' = sum_d q_d (mn_d + (c_d + 1/2) r_d / 4) = base + sum_d a_d c_d with
-// a_d = q_d r_d / 4, so each token costs one dot product of a with its codes. a and c are
-// scratch [head_dim].
+// a_d = q_d r_d / 4. One 32-bit word of codes (16 dims) of every token is gathered into x, then
+// each of its dims adds a_d c_d to all tokens at once: the inner loops run over tokens with one
+// shift and one broadcast factor, so they vectorize. a [head_dim] and x [block_size] are scratch.
 GSA_SCORE_CLONES void quant_token_scores(const float* __restrict q, const uint8_t* rep, int block_size,
-                                         int head_dim, float* __restrict a, float* __restrict c,
+                                         int head_dim, float* __restrict a, uint32_t* __restrict x,
                                          float* __restrict out) {
   const float* mn = reinterpret_cast<const float*>(rep);
   const float* mx = mn + head_dim;
@@ -107,13 +108,47 @@ GSA_SCORE_CLONES void quant_token_scores(const float* __restrict q, const uint8_
     a[d] = q[d] * step;
     base += q[d] * (mn[d] + 0.5f * step);
   }
+  for (int t = 0; t < block_size; ++t) out[t] = base;
   const int words = head_dim / 16;
-  for (int t = 0; t < block_size; ++t) {
-    const uint32_t* ct = codes + int64_t(t) * words;
-    for (int w = 0; w < words; ++w)
-      for (int j = 0; j < 16; ++j) c[w * 16 + j] = float((ct[w] >> (2 * j)) & 3u);
-    out[t] = base + dot(a, c, head_dim);
+  for (int w = 0; w < words; ++w) {
+    for (int t = 0; t < block_size; ++t) x[t] = codes[int64_t(t) * words + w];
+    for (int j = 0; j < 16; ++j) {
+      const float aj = a[w * 16 + j];
+      const int shift = 2 * j;
+      for (int t = 0; t < block_size; ++t) out[t] += aj * float((x[t] >> shift) & 3u);
+    }
   }
+}
+
+// exp(x) for x <= 0 (x >= -87; below it returns 0 or a denormal-free tiny value), within 2e-7
+// relative: 2^(x log2 e) split into 2^n by the exponent bits and 2^f, f in [-0.5, 0.5], by a
+// degree-6 polynomial (f in [-0.5, 0.5)). Branch-free, so a loop of it vectorizes (std::exp does not).
+inline float exp_nonpos(float x) {
+  x = std::max(x, -87.0f);
+  const float t = x * 1.44269504088896341f;
+  const float n = std::floor(t + 0.5f);
+  const float f = t - n;
+  float p = 1.5403530e-4f;
+  p = p * f + 1.3333558e-3f;
+  p = p * f + 9.6181291e-3f;
+  p = p * f + 5.5504109e-2f;
+  p = p * f + 2.4022651e-1f;
+  p = p * f + 6.9314718e-1f;
+  p = p * f + 1.0f;
+  const int32_t bits = (int32_t(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+// log of sum_t exp(v_t) over n values (n >= 1, none NaN).
+GSA_SCORE_CLONES float log_sum_exp(const float* __restrict v, int n) {
+  float mx = v[0];
+  for (int t = 1; t < n; ++t) mx = std::max(mx, v[t]);
+  if (!(mx > -std::numeric_limits<float>::infinity())) return mx;
+  float sum = 0.0f;  // terms in (0, 1], at least one of them 1
+  for (int t = 0; t < n; ++t) sum += exp_nonpos(v[t] - mx);
+  return mx + std::log(sum);
 }
 
 bool is_forced(int64_t j, int64_t n, const BlockSelectParams& p, bool partial) {
@@ -240,7 +275,8 @@ struct Scratch {
   std::vector<float> logits;     // [seq_len] oracle: one head's scaled q.k
   std::vector<float> mass;       // [n_blocks] Mass / Oracle: the list's mass per block
   std::vector<double> dmass;     // [n_blocks] Mass accumulator
-  std::vector<float> qa, qc, qt; // Quant: [head_dim] a and codes, [block_size] token scores
+  std::vector<float> qa, qt;     // Quant: [head_dim] a, [block_size] token scores
+  std::vector<uint32_t> qx;      // Quant: [block_size] one code word per token
 };
 
 class Selector {
@@ -366,12 +402,11 @@ class Selector {
   float log_mass(int32_t b, int h, int i, float scale, Scratch& sc) const {
     if (p_.kind == RepKind::Quant) {
       quant_scores(b, h, i, sc);
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int t = 0; t < p_.block_size; ++t) mx = std::max(mx, scale * sc.qt[size_t(t)]);
-      if (!(mx > -std::numeric_limits<float>::infinity())) return mx;
-      double sum = 0.0;
-      for (int t = 0; t < p_.block_size; ++t) sum += std::exp(double(scale * sc.qt[size_t(t)] - mx));
-      return mx + float(std::log(sum));
+      for (int t = 0; t < p_.block_size; ++t) {
+        const float v = scale * sc.qt[size_t(t)];
+        sc.qt[size_t(t)] = v != v ? -std::numeric_limits<float>::infinity() : v;
+      }
+      return log_sum_exp(sc.qt.data(), p_.block_size);
     }
     const float* box = reinterpret_cast<const float*>(static_cast<const uint8_t*>(p_.reps) +
                                                       (int64_t(b) * p_.n_kv_heads + h) * rep_bytes_);
@@ -395,10 +430,10 @@ class Selector {
   void quant_scores(int32_t b, int h, int i, Scratch& sc) const {
     const uint8_t* rep = static_cast<const uint8_t*>(p_.reps) + (int64_t(b) * p_.n_kv_heads + h) * rep_bytes_;
     sc.qa.resize(size_t(p_.head_dim));
-    sc.qc.resize(size_t(p_.head_dim));
+    sc.qx.resize(size_t(p_.block_size));
     sc.qt.resize(size_t(p_.block_size));
     quant_token_scores(sc.queries.data() + int64_t(i) * p_.head_dim, rep, p_.block_size, p_.head_dim,
-                       sc.qa.data(), sc.qc.data(), sc.qt.data());
+                       sc.qa.data(), sc.qx.data(), sc.qt.data());
   }
 
   // Scoring queries of sequence s: GroupMean -> n_kv_heads group means; GroupMax -> the n_heads
