@@ -131,7 +131,7 @@ __device__ __forceinline__ void block_rep_hash(const P* kb,                  // 
 /// grid (n_update, n_kv_heads); Quant: block_rep_quant.
 template <typename K>
 __global__ void rep_update_quant_kernel(const K* __restrict__ k_cache,       // [n_blocks, n_kv_heads, block_size, head_dim]
-                                        float* __restrict__ reps,            // [n_blocks, n_kv_heads, rep_bytes / 4]
+                                        float* reps,  // [n_blocks, n_kv_heads, rep_bytes / 4]; the box is read back
                                         const int32_t* __restrict__ blocks,  // [n_update]
                                         int n_kv_heads, int head_dim, int block_size, int64_t n_blocks) {
   const int64_t b = blocks[blockIdx.x];
