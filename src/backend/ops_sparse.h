@@ -20,8 +20,8 @@ namespace gsa::backend {
 ///          quantized to 2 bits per dimension inside it: uint32 codes[block_size][head_dim / 16],
 ///          dimension d of token t in word d / 16 at bits 2 * (d % 16). Code c of a dimension
 ///          with range r = mx - mn is min(3, floor(4 * (k - mn) / r)) (0 when r = 0); it stands
-///          for the key value mn + (c + 0.5) * r / 4 (quant_key_value), at most r / 8 from the
-///          true one. A block is then scored token by token: about 8% of its K/V bytes in bf16.
+///          for the key value mn + (c + 0.5) * r / 4 (the centre of its bin), at most r / 8
+///          from the true one. A block is then scored token by token: about 8% of its K/V bytes in bf16.
 /// Mean and MinMax may be kept per sub-block (sub_block tokens, a divisor of block_size; 0: the
 /// whole block): the block's representation is then [block_size / sub_block] of them, one per
 /// run of sub_block tokens, and a block scores the best of its sub-blocks. The block stays the
@@ -34,10 +34,6 @@ inline int quant_key_code(float k, float mn, float mx) {
   if (!(r > 0.0f)) return 0;
   const float t = ((k - mn) / r) * 4.0f;
   return t >= 3.0f ? 3 : t > 0.0f ? int(t) : 0;
-}
-/// Quant: the key value code c stands for.
-inline float quant_key_value(int c, float mn, float mx) {
-  return mn + (float(c) + 0.5f) * ((mx - mn) * 0.25f);
 }
 
 /// Representations per block: block_size / sub_block for Mean and MinMax, else 1.

@@ -24,7 +24,7 @@ enum class Selection : uint8_t { Gsa, Oracle };
 /// How GSA ranks blocks from the representation scores: by the scores themselves (summed over
 /// kv heads for per_layer), or by the attention mass they estimate (each scoring query's scores
 /// turned into a softmax over the sequence's blocks, summed over the list's queries: the
-/// quantity the oracle ranks by exactly). Mass needs representation mean or minmax.
+/// quantity the oracle ranks by exactly). Mass needs representation mean, minmax or quant.
 enum class RankBy : uint8_t { Score, Mass };
 
 struct SparseConfig {

@@ -44,6 +44,17 @@ const uint8_t* rep_of(const Reps& r, const Batch& b, int32_t phys, int h) {
   return r.bytes.data() + (int64_t(phys) * b.n_kv_heads + h) * r.per_head;
 }
 
+// mn and mx are the min and max of dimension d over the keys of (phys, h).
+void expect_box(const Batch& b, int32_t phys, int h, int d, float mn, float mx) {
+  float emn = key(b, phys, h, 0)[d], emx = emn;
+  for (int t = 1; t < b.block_size; ++t) {
+    emn = std::min(emn, key(b, phys, h, t)[d]);
+    emx = std::max(emx, key(b, phys, h, t)[d]);
+  }
+  EXPECT_EQ(mn, emn) << "block " << phys << " head " << h << " dim " << d;
+  EXPECT_EQ(mx, emx) << "block " << phys << " head " << h << " dim " << d;
+}
+
 TEST(RepUpdate, MeanMatchesBruteForce) {
   std::mt19937 rng(11);
   Batch b = make_batch(rng, {70}, 3, 40, 16);
@@ -71,13 +82,7 @@ TEST(RepUpdate, MinMaxIsTheBoxAndBoundsEveryKey) {
       const float* mn = reinterpret_cast<const float*>(rep_of(r, b, phys, h));
       const float* mx = mn + b.head_dim;
       for (int d = 0; d < b.head_dim; ++d) {
-        float emn = key(b, phys, h, 0)[d], emx = emn;
-        for (int t = 1; t < b.block_size; ++t) {
-          emn = std::min(emn, key(b, phys, h, t)[d]);
-          emx = std::max(emx, key(b, phys, h, t)[d]);
-        }
-        EXPECT_EQ(mn[d], emn);
-        EXPECT_EQ(mx[d], emx);
+        expect_box(b, phys, h, d, mn[d], mx[d]);
       }
       // The box score of any query bounds q.k of every key of the block.
       for (int trial = 0; trial < 8; ++trial) {
@@ -110,13 +115,7 @@ TEST(RepUpdate, QuantIsTheBoxAndTwoBitCodesOfEveryKey) {
       const float* mx = mn + b.head_dim;
       const uint32_t* codes = reinterpret_cast<const uint32_t*>(mx + b.head_dim);
       for (int d = 0; d < b.head_dim; ++d) {
-        float emn = key(b, phys, h, 0)[d], emx = emn;
-        for (int t = 1; t < b.block_size; ++t) {
-          emn = std::min(emn, key(b, phys, h, t)[d]);
-          emx = std::max(emx, key(b, phys, h, t)[d]);
-        }
-        EXPECT_EQ(mn[d], emn);
-        EXPECT_EQ(mx[d], emx);
+        expect_box(b, phys, h, d, mn[d], mx[d]);
         for (int t = 0; t < b.block_size; ++t) {
           const int c = int(codes[t * (b.head_dim / 16) + d / 16] >> (2 * (d % 16)) & 3u);
           const double k = key(b, phys, h, t)[d];

@@ -120,9 +120,10 @@ GSA_SCORE_CLONES void quant_token_scores(const float* __restrict q, const uint8_
   }
 }
 
-// exp(x) for x <= 0 (x >= -87; below it returns 0 or a denormal-free tiny value), within 2e-7
-// relative: 2^(x log2 e) split into 2^n by the exponent bits and 2^f, f in [-0.5, 0.5], by a
-// degree-6 polynomial (f in [-0.5, 0.5)). Branch-free, so a loop of it vectorizes (std::exp does not).
+// exp(x) for x <= 0 (clamped at -87, where it is about 1.6e-38): 2^(x log2 e) split into 2^n,
+// built from the exponent bits, and 2^f, f in [-0.5, 0.5), by a degree-6 polynomial.
+// Branch-free, so a loop of it vectorizes (std::exp does not). Measured within 1.4e-6 relative
+// of double-precision exp over [-87, 0] (the rounding of x log2 e grows with |x|).
 inline float exp_nonpos(float x) {
   x = std::max(x, -87.0f);
   const float t = x * 1.44269504088896341f;

@@ -224,15 +224,22 @@ __device__ __forceinline__ float select_row_log_mass(const SelectArgs& a, const 
   const int box_floats = a.kind == 0 ? D : 2 * D;
   const float* rep0 = static_cast<const float*>(a.reps) + (int64_t(phys) * a.n_kv_heads + h) * select_rep_elems(a);
   if (a.kind == kRepQuant) {
-    // log-sum-exp over the block's tokens of scale * q.k': per lane, then across the warp.
-    float m = -INFINITY;
-    select_quant_scores(a, sm, rep0, row, lane, [&](int, float v) { m = fmaxf(m, v * scale); });
-    m = warp_max(m);
-    float z = 0.0f;
-    if (m > -INFINITY)
-      select_quant_scores(a, sm, rep0, row, lane, [&](int, float v) { z += __expf(v * scale - m); });
-    z = warp_sum(z);
-    return m > -INFINITY ? m + __logf(z) : m;
+    // log-sum-exp over the block's tokens of scale * q.k' in one pass: a running (max, sum of
+    // exp(x - max)) per lane, then the lanes' pairs rescaled to the warp's max and summed.
+    float m = -INFINITY, z = 0.0f;
+    select_quant_scores(a, sm, rep0, row, lane, [&](int, float v) {
+      const float x = v * scale;
+      if (x > m) {
+        z = z * __expf(m - x) + 1.0f;  // exp(-inf) = 0 for the first token
+        m = x;
+      } else if (x > -INFINITY) {
+        z += __expf(x - m);
+      }
+    });
+    const float wm = warp_max(m);
+    if (!(wm > -INFINITY)) return wm;
+    const float wz = warp_sum(m > -INFINITY ? z * __expf(m - wm) : 0.0f);
+    return wm + __logf(wz);
   }
   float mx = -INFINITY, sum = 0.0f;  // running log-sum-exp: sum of exp(v - mx)
   for (int i = 0; i < a.boxes; ++i) {
