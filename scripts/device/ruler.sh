@@ -2,6 +2,8 @@
 # Device calls for the RULER-style accuracy suite on a real model (pieces made by
 # scripts/device/pack_ruler.sh). Stages, one per call, back to back while the machine is warm:
 #   tests        unpack the gsa pack, run the CUDA select and engine tests
+#   bench ARGS...  gsa bench --compare on the Qwen2.5-7B shape at 32K x 20 and 120K x 5 (random
+#                weights and KV): defaults, then quant ranked by mass, each with ARGS; tables to $OUT/bench.md
 #   piece NN     keep model piece NN (carried as .device/q.partNN) on the machine's disk
 #   run LABEL ARGS...  join the pieces (checked against the sha256), then run
 #                `gsa eval ruler` with ARGS on the GPU, appending to $OUT/ruler_LABEL.jsonl
@@ -20,6 +22,16 @@ case $stage in
       $t --gtest_brief=1 > "$OUT/$(basename $t).log" 2>&1
       echo "$(basename $t) rc $?: $(grep -E '^\[  (PASSED|FAILED) ' $OUT/$(basename $t).log | tr '\n' ' ')"
       grep -B2 -A8 Failure "$OUT/$(basename $t).log" | head -30
+    done ;;
+  bench)
+    shift
+    for shape in "32768 20" "122880 5"; do
+      set -- $shape "$@"; ctx=$1 batch=$2; shift 2
+      for cfg in "" "--representation quant --rank-by mass"; do
+        echo "config: ${cfg:-defaults} $* at ${ctx}x${batch}" | tee -a "$OUT/bench.md"
+        timeout 90 $gsa bench --device cuda --shape qwen2.5-7b --random-kv --sparse gsa --compare \
+          --ctx $ctx --batch $batch --gen 16 $cfg "$@" 2>&1 | grep -E '^\|' | tee -a "$OUT/bench.md"
+      done
     done ;;
   piece)
     cp .device/q.part"$2" /tmp/gsa-model/ && ls /tmp/gsa-model | tr '\n' ' ' ;;
