@@ -8,7 +8,7 @@ set -euo pipefail
 build=${BUILD:-build-devpack}
 model=${MODEL:-$HOME/.cache/gsa/models/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf}
 data=${GSA_DATA_DIR:-$HOME/.cache/gsa/data}
-targets=${TARGETS:-gsa backend_cuda_test engine_cuda_test}
+targets=${TARGETS:-gsa backend_cuda_test engine_cuda_test model_golden_decode_cuda_test}
 cmake --build "$build" --target $targets -j"${JOBS:-2}"
 rm -rf .device/ruler .device/q.part* && mkdir -p .device/ruler/bin .device/ruler/lib .device/ruler/data
 for t in $targets; do cp "$build/bin/$t" .device/ruler/bin/; done
@@ -18,6 +18,8 @@ ldd .device/ruler/bin/* | awk '/=>/ {print $3}' | sort -u |
 cp -r "$data/pg_essays" "$data/kjv" .device/ruler/data/
 python3 eval/ruler/gen_ruler.py --seed ${SEED:-1} --per-task ${PER_TASK:-40} -o .device/ruler/cases.jsonl
 git rev-parse HEAD > .device/ruler/COMMIT
+pwd > .device/ruler/SOURCE_DIR
+git diff --stat HEAD > .device/ruler/DIFF  # uncommitted changes the binaries were built with
 sha256sum "$model" | cut -d' ' -f1 > .device/ruler/MODEL_SHA256
 basename "$model" > .device/ruler/MODEL_NAME
 tar -C .device -cJf .device/ruler.tar.xz ruler
