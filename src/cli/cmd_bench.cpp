@@ -129,14 +129,16 @@ Result<Row> run_one(engine::Engine& e, const BenchFlags& b, bool full, std::mt19
 
 int run(BenchFlags b) {
   if (b.engine.verbose) set_log_level(LogLevel::Info);
-  if (b.ctx < 1 || b.batch < 1 || b.gen < 2)
-    return fail(invalid_argument("need --ctx >= 1, --batch >= 1, --gen >= 2"));
-  if (b.compare && b.engine.sparse != "gsa") return fail(invalid_argument("--compare needs --sparse gsa"));
-  if (b.warmup < 0 || b.warmup > 1000) return fail(invalid_argument("--warmup must be in [0, 1000]"));
-  b.engine.max_context = b.ctx + b.gen + b.warmup + 1;
+  if (b.compare && b.engine.sparse != "gsa") return usage(invalid_argument("--compare needs --sparse gsa"));
+  const int64_t context = int64_t(b.ctx) + b.gen + b.warmup + 1;
+  if (context > INT32_MAX)
+    return usage(invalid_argument("--ctx {} + --gen {} + --warmup {} is more than {} tokens", b.ctx, b.gen,
+                                  b.warmup, INT32_MAX - 1));
+  b.engine.max_context = int(context);
   b.engine.max_batch = std::max(b.engine.max_batch, b.batch);
   auto cfg = engine_config(b.engine);
-  if (!cfg) return fail(cfg.status());
+  if (!cfg) return fail_flags(cfg.status());
+  if (Status st = set_model(b.engine, &*cfg); !st.is_ok()) return fail(st);
   if (cfg->kv_tokens == 0) {
     const int64_t per_seq = b.gen + b.warmup + 2 * int64_t(cfg->block_size);
     cfg->kv_tokens = (b.random_kv || b.distinct) ? int64_t(b.batch) * (b.ctx + per_seq)
@@ -219,11 +221,11 @@ Command add_bench(CLI::App& root) {
   auto b = std::make_shared<BenchFlags>();
   CLI::App* app = root.add_subcommand("bench", "measure prefill and decode speed");
   add_engine_flags(app, &b->engine, true, false);
-  app->add_option("--ctx", b->ctx, "prompt tokens (shared by the batch)");
-  app->add_option("--batch", b->batch, "sequences decoding together");
-  app->add_option("--gen", b->gen, "tokens generated per sequence (timed)");
-  app->add_option("--warmup", b->warmup, "decode steps before the timed ones (default 2)");
-  app->add_option("--seed", b->seed, "seed of the random prompt");
+  app->add_option("--ctx", b->ctx, "prompt tokens (shared by the batch)")->transform(int_in(1, INT32_MAX));
+  app->add_option("--batch", b->batch, "sequences decoding together")->transform(int_in(1, 4096));
+  app->add_option("--gen", b->gen, "tokens generated per sequence (timed)")->transform(int_in(2, INT32_MAX));
+  app->add_option("--warmup", b->warmup, "decode steps before the timed ones")->transform(int_in(0, 1000));
+  app->add_option("--seed", b->seed, "seed of the random prompt")->transform(uint64_value());
   app->add_flag("--json", b->json, "print one JSON line per run");
   app->add_flag("--random-kv", b->random_kv,
                 "no prefill: each sequence starts with --ctx tokens of random K/V in its own blocks");

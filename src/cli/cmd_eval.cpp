@@ -5,8 +5,10 @@
 // --mass it also measures, for every GSA decision, the fraction of full attention's softmax
 // mass that falls inside the selected blocks, per layer. One JSON line per case.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -68,22 +70,18 @@ std::string lower(std::string s) {
 int run(EvalFlags f) {
   if (f.engine.verbose) set_log_level(LogLevel::Info);
   if (f.haystack_dir.empty()) f.haystack_dir = cache_dir() + "/data/pg_essays";
-  for (int d : f.depths)
-    if (d < 0 || d > 100) return fail(invalid_argument("depths must be in [0, 100], got {}", d));
-  for (int c : f.contexts)
-    if (c < 256) return fail(invalid_argument("contexts must be >= 256 tokens, got {}", c));
+  if (!f.budgets.empty() && f.engine.sparse != "gsa") return usage(invalid_argument("--budgets needs --sparse gsa"));
+  if (f.engine.device != "cpu" && f.mass) return usage(invalid_argument("--mass needs --device cpu"));
+  auto cfg = engine_config(f.engine);
+  if (!cfg) return fail_flags(cfg.status());
   auto hay = read_haystack(f.haystack_dir);
   if (!hay) return fail(hay.status());
-  auto cfg = engine_config(f.engine);
-  if (!cfg) return fail(cfg.status());
-  if (!f.budgets.empty() && !cfg->sparse) return fail(invalid_argument("--budgets needs --sparse gsa"));
-  for (int b : f.budgets)
-    if (b < 0) return fail(invalid_argument("budgets must be >= 0 tokens, got {}", b));
-  if (cfg->device != "cpu" && f.mass) return fail(invalid_argument("--mass needs --device cpu"));
+  if (Status st = set_model(f.engine, &*cfg); !st.is_ok()) return fail(st);
   auto eng = engine::Engine::create(*cfg);
   if (!eng) return fail(eng.status());
   engine::Engine& e = **eng;
   if (!e.tokenizer()) return fail(invalid_argument("eval needs a model with a tokenizer"));
+  warn_context(f.engine, e);
   const tokenizer::Tokenizer& tok = *e.tokenizer();
   const int ctx_limit = e.hparams().ctx_len;
   MassObserver mass(e.hparams(), cfg->block_size);
@@ -98,7 +96,7 @@ int run(EvalFlags f) {
   }
   int passed = 0, total = 0;
   for (int ctx : f.contexts) {
-    if (ctx + f.n_predict > ctx_limit) {
+    if (int64_t(ctx) + f.n_predict > ctx_limit) {
       std::fprintf(stderr, "gsa: skipping context %d (model context %d)\n", ctx, ctx_limit);
       continue;
     }
@@ -174,13 +172,15 @@ int run(EvalFlags f) {
         if (f.mass) j["mass_per_layer"] = mass.per_layer();
       }
       std::fprintf(out, "%s\n", j.dump().c_str());
-      std::fflush(out);
+      if (out == stdout ? !flush_stdout() : std::fflush(out) != 0)
+        return out == stdout ? 1 : fail(io_error("cannot write '{}': {}", f.out, std::strerror(errno)));
       std::fprintf(stderr, "gsa eval: ctx %d depth %3d budget %5d %s (%.1f s)\n", ctx, depth, budget,
                    pass ? "pass" : "FAIL", t.seconds());
       }
     }
   }
-  if (out != stdout) std::fclose(out);
+  if (out != stdout && std::fclose(out) != 0)
+    return fail(io_error("cannot write '{}': {}", f.out, std::strerror(errno)));
   std::fprintf(stderr, "gsa eval: %d of %d passed\n", passed, total);
   return 0;
 }
@@ -190,24 +190,34 @@ int run(EvalFlags f) {
 Command add_eval(CLI::App& root) {
   auto f = std::make_shared<EvalFlags>();
   CLI::App* ev = root.add_subcommand("eval", "accuracy harness");
-  ev->require_subcommand(1);
+  ev->require_subcommand(0, 1);
   CLI::App* app = ev->add_subcommand("niah", "needle-in-a-haystack retrieval on real text");
   add_engine_flags(app, &f->engine, false);
-  app->add_option("--haystack", f->haystack_dir, "directory of .txt files (default: the PG essays)");
-  app->add_option("--contexts", f->contexts, "prompt lengths in tokens")->delimiter(',');
-  app->add_option("--depths", f->depths, "needle depths in percent")->delimiter(',');
+  app->add_option("--haystack", f->haystack_dir, "directory of .txt files")
+      ->default_str("~/.cache/gsa/data/pg_essays");
+  app->add_option("--contexts", f->contexts, "prompt lengths in tokens")
+      ->delimiter(',')
+      ->transform(int_in(256, INT32_MAX));
+  app->add_option("--depths", f->depths, "needle depths in percent")->delimiter(',')->transform(int_in(0, 100));
   app->add_option("--needle", f->needle, "the needle sentence");
   app->add_option("--question", f->question, "the question");
   app->add_option("--answer", f->answer, "text the answer must contain");
-  app->add_option("-n,--n-predict", f->n_predict, "tokens to generate");
+  app->add_option("-n,--n-predict", f->n_predict, "tokens to generate")->transform(int_in(0, 1 << 24));
   app->add_option("--budgets", f->budgets,
                   "with --sparse gsa: run each prompt at these budgets in tokens (0: full attention)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->transform(int_in(0, INT32_MAX))
+      ->default_str("");
   app->add_flag("--mass", f->mass, "measure the softmax mass inside the selected blocks, per layer");
   app->add_option("--label", f->label, "label written into each result line");
-  app->add_option("-o,--out", f->out, "append results (JSON lines) to this file");
+  app->add_option("-o,--out", f->out, "append results (JSON lines) to this file (default: stdout)");
   Command ruler = add_eval_ruler(*ev);
-  return {ev, [f, app, ruler] { return app->parsed() ? run(*f) : ruler.run(); }};
+  return {ev, [f, ev, app, ruler] {
+            if (app->parsed()) return run(*f);
+            if (ruler.app->parsed()) return ruler.run();
+            std::fputs(ev->help("gsa").c_str(), stdout);  // `gsa eval` alone: its help
+            return 0;
+          }};
 }
 
 }  // namespace gsa::cli

@@ -8,9 +8,11 @@
 #include "cli/cmd_eval_ruler.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -151,8 +153,6 @@ Result<std::vector<Case>> read_cases(const RulerFlags& f) {
   std::ifstream in(f.cases, std::ios::binary);
   if (!fs::is_regular_file(f.cases) || !in)
     return not_found("cases file '{}' does not exist; write one with eval/ruler/gen_ruler.py", f.cases);
-  for (const std::string& t : f.tasks)
-    if (!kTasks.count(t)) return invalid_argument("--tasks: unknown task '{}'", t);
   std::vector<Case> cases;
   std::map<std::string, int> per_task;
   std::string line;
@@ -287,33 +287,33 @@ class PromptBuilder {
   std::vector<int32_t> literal_ids_;
 };
 
-int run(RulerFlags f) {
+int run(RulerFlags f, bool variants_given) {
   if (f.engine.verbose) set_log_level(LogLevel::Info);
   if (f.data_dir.empty()) {
     const char* env = std::getenv("GSA_DATA_DIR");
     f.data_dir = env && *env ? env : cache_dir() + "/data";
   }
-  for (int c : f.contexts)
-    if (c < 256) return fail(invalid_argument("--contexts must be >= 256 tokens, got {}", c));
-  if (f.limit < 0) return fail(invalid_argument("--limit must be >= 0, got {}", f.limit));
-  if (f.max_new < 0) return fail(invalid_argument("--max-new must be >= 0, got {}", f.max_new));
   std::vector<Variant> variants;
   for (const std::string& s : f.variants) {
     auto v = parse_variant(s);
-    if (!v) return fail(v.status());
+    if (!v) return usage(v.status().with_context("--variants"));
     variants.push_back(*v);
   }
+  if (f.engine.device != "cpu" && f.mass) return usage(invalid_argument("--mass needs --device cpu"));
+  auto cfg = engine_config(f.engine);
+  if (!cfg) return fail_flags(cfg.status());
   auto cases = read_cases(f);
   if (!cases) return fail(cases.status());
-  auto cfg = engine_config(f.engine);
-  if (!cfg) return fail(cfg.status());
   for (const Variant& v : variants)
-    if (!v.full && !cfg->sparse) return fail(invalid_argument("variant '{}' needs --sparse gsa", v.name));
-  if (cfg->device != "cpu" && f.mass) return fail(invalid_argument("--mass needs --device cpu"));
+    if (!v.full && !cfg->sparse)
+      return usage(invalid_argument("{} {} needs --sparse gsa{}", variants_given ? "--variants" : "the default variant",
+                                    v.name, variants_given ? "" : " (or pass --variants full)"));
+  if (Status st = set_model(f.engine, &*cfg); !st.is_ok()) return fail(st);
   auto eng = engine::Engine::create(*cfg);
   if (!eng) return fail(eng.status());
   engine::Engine& e = **eng;
   if (!e.tokenizer()) return fail(invalid_argument("eval needs a model with a tokenizer"));
+  warn_context(f.engine, e);
   const int ctx_limit = e.hparams().ctx_len;
   MassObserver mass(e.hparams(), cfg->block_size);
   if (f.mass && cfg->sparse) e.set_attention_observer(&mass);
@@ -331,7 +331,7 @@ int run(RulerFlags f) {
   for (int ctx : f.contexts) {
     for (const Case& c : *cases) {
       const int n_predict = f.max_new > 0 ? std::min(f.max_new, c.n_predict) : c.n_predict;
-      if (ctx + n_predict > ctx_limit) {
+      if (int64_t(ctx) + n_predict > ctx_limit) {
         if (warned.insert({ctx, ""}).second)
           std::fprintf(stderr, "gsa eval: skipping context %d (model context %d)\n", ctx, ctx_limit);
         continue;
@@ -388,7 +388,8 @@ int run(RulerFlags f) {
         }
         if (f.mass && cfg->sparse && !v.full) j["mass_per_layer"] = mass.per_layer();
         std::fprintf(out, "%s\n", j.dump().c_str());
-        std::fflush(out);
+        if (out == stdout ? !flush_stdout() : std::fflush(out) != 0)
+          return out == stdout ? 1 : fail(io_error("cannot write '{}': {}", f.out, std::strerror(errno)));
         std::fprintf(stderr, "gsa eval: ctx %d %-20s %-14s score %.2f (%.1f s)\n", ctx, c.id.c_str(),
                      v.name.c_str(), sc, t.seconds());
         auto& tot = totals[v.name];
@@ -397,7 +398,8 @@ int run(RulerFlags f) {
       }
     }
   }
-  if (out != stdout) std::fclose(out);
+  if (out != stdout && std::fclose(out) != 0)
+    return fail(io_error("cannot write '{}': {}", f.out, std::strerror(errno)));
   for (const Variant& v : variants) {
     const auto& tot = totals[v.name];
     std::fprintf(stderr, "gsa eval: %-14s mean score %.3f over %d runs\n", v.name.c_str(),
@@ -413,20 +415,32 @@ Command add_eval_ruler(CLI::App& eval) {
   CLI::App* app = eval.add_subcommand("ruler", "RULER-style long-context suite (eval/ruler/gen_ruler.py cases)");
   add_engine_flags(app, &f->engine, false);
   app->add_option("--cases", f->cases, "cases JSONL written by eval/ruler/gen_ruler.py")->required();
-  app->add_option("--data-dir", f->data_dir, "fetch-data's directory (default: $GSA_DATA_DIR or ~/.cache/gsa/data)");
-  app->add_option("--contexts", f->contexts, "prompt lengths in tokens")->delimiter(',');
-  app->add_option("--tasks", f->tasks, "only these tasks")->delimiter(',');
-  app->add_option("--limit", f->limit, "at most this many cases per task (0: all)");
-  app->add_option("--max-new", f->max_new, "cap each case's tokens to generate (0: the case's n_predict)");
+  app->add_option("--data-dir", f->data_dir, "fetch-data's directory")->default_str("$GSA_DATA_DIR or ~/.cache/gsa/data");
+  app->add_option("--contexts", f->contexts, "prompt lengths in tokens")
+      ->delimiter(',')
+      ->transform(int_in(256, INT32_MAX));
+  app->add_option("--tasks", f->tasks, "only these tasks (default: all)")
+      ->delimiter(',')
+      ->check(one_of(std::vector<std::string>(kTasks.begin(), kTasks.end())))
+      ->default_str("");
+  app->add_option("--limit", f->limit, "at most this many cases per task (0: all)")->transform(int_in(0, INT32_MAX));
+  app->add_option("--max-new", f->max_new, "cap each case's tokens to generate (0: the case's n_predict)")
+      ->transform(int_in(0, INT32_MAX));
   app->add_option("--variants", f->variants,
                   "full, gsa (the engine's ranking), score, mass (ranked by representation "
                   "score or by the attention mass it estimates), oracle; each but full may end in "
                   "@B, a budget of B tokens; all but full need --sparse gsa")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            auto v = parse_variant(s);
+            return v ? std::string() : v.status().message();
+          },
+          std::string()));
   app->add_flag("--mass", f->mass, "measure the softmax mass inside the selected blocks, per layer (CPU)");
   app->add_option("--label", f->label, "label written into each result line");
-  app->add_option("-o,--out", f->out, "append results (JSON lines) to this file");
-  return {app, [f] { return run(*f); }};
+  app->add_option("-o,--out", f->out, "append results (JSON lines) to this file (default: stdout)");
+  return {app, [f, app] { return run(*f, app->count("--variants") > 0); }};
 }
 
 }  // namespace gsa::cli

@@ -1,7 +1,11 @@
 // `gsa generate`: one or several prompts through the engine, streaming tokens as they come,
 // then prefill/decode speed and peak memory on stderr.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <sstream>
 
@@ -34,44 +38,40 @@ struct GenerateFlags {
   bool no_stream = false;
 };
 
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("cannot read '{}'", path);
+// The text of a file, or of stdin for "-"; `flag` names the option in messages.
+Result<std::string> read_file(const std::string& path, const char* flag) {
   std::stringstream ss;
+  if (path == "-") {
+    ss << std::cin.rdbuf();
+    if (std::cin.bad() || std::ferror(stdin)) return io_error("{}: cannot read stdin: {}", flag, std::strerror(errno));
+    return ss.str();
+  }
+  if (std::filesystem::is_directory(path)) return not_found("{}: '{}' is a directory, not a file", flag, path);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found("{}: cannot read '{}'", flag, path);
   ss << in.rdbuf();
+  if (in.bad()) return io_error("{}: cannot read '{}'", flag, path);
   return ss.str();
+}
+
+// Combinations of flags that parse but make no sense; InvalidArgument names the flags.
+Status check(const GenerateFlags& g) {
+  if (!g.system.empty() && !g.chat) return invalid_argument("--system needs --chat");
+  if (!g.chat_template.empty() && !g.chat) return invalid_argument("--chat-template needs --chat");
+  if (g.n_samples > g.engine.max_batch)
+    return invalid_argument("--samples {} is above --max-batch {}", g.n_samples, g.engine.max_batch);
+  if (g.prompt_file == "-" && g.batch_file == "-")
+    return invalid_argument("-f - and --batch - cannot both read stdin");
+  if (g.prompts.empty() && g.prompt_file.empty() && g.batch_file.empty())
+    return invalid_argument("give a prompt with -p TEXT, -f FILE (- for stdin) or --batch FILE");
+  return Status::ok();
 }
 
 int run(const GenerateFlags& g) {
   if (g.engine.verbose) set_log_level(LogLevel::Info);
-  std::vector<std::string> texts = g.prompts;
-  if (!g.prompt_file.empty()) {
-    auto t = read_file(g.prompt_file);
-    if (!t) return fail(t.status());
-    texts.push_back(*t);
-  }
-  if (!g.batch_file.empty()) {
-    auto t = read_file(g.batch_file);
-    if (!t) return fail(t.status());
-    std::stringstream ss(*t);
-    std::string line;
-    while (std::getline(ss, line))
-      if (!line.empty()) texts.push_back(line);
-  }
-  if (texts.empty()) {
-    std::fprintf(stderr, "gsa: give a prompt with -p, -f FILE or --batch FILE (see gsa generate --help)\n");
-    return 2;
-  }
+  if (Status st = check(g); !st.is_ok()) return usage(st);
   auto cfg = engine_config(g.engine);
-  if (!cfg) return fail(cfg.status());
-  if (!cfg->shape_preset.empty()) return fail(invalid_argument("generate needs a real model (-m), not --shape"));
-  Timer load_timer;
-  auto eng = engine::Engine::create(*cfg);
-  if (!eng) return fail(eng.status());
-  engine::Engine& e = **eng;
-  const tokenizer::Tokenizer& tok = *e.tokenizer();
-  const double load_s = load_timer.seconds();
-
+  if (!cfg) return fail_flags(cfg.status());
   engine::SamplingParams sp;
   sp.temperature = g.temp;
   sp.top_k = g.top_k;
@@ -82,6 +82,36 @@ int run(const GenerateFlags& g) {
   sp.max_tokens = g.n_predict;
   sp.stop = g.stop;
   sp.ignore_eos = g.ignore_eos;
+  if (Status st = sp.validate(); !st.is_ok()) return usage(st);  // the flags' checks cover it
+  std::vector<std::string> texts = g.prompts;
+  if (!g.prompt_file.empty()) {
+    auto t = read_file(g.prompt_file, "-f");
+    if (!t) return fail(t.status());
+    texts.push_back(*t);
+  }
+  if (!g.batch_file.empty()) {
+    auto t = read_file(g.batch_file, "--batch");
+    if (!t) return fail(t.status());
+    std::stringstream ss(*t);
+    std::string line;
+    size_t n = 0;
+    while (std::getline(ss, line)) {
+      if (line.empty()) continue;
+      texts.push_back(line);
+      ++n;
+    }
+    if (n == 0)
+      return fail(invalid_argument("--batch: '{}' has no prompts (one per line; empty lines are skipped)",
+                                   g.batch_file == "-" ? "stdin" : g.batch_file));
+  }
+  if (Status st = set_model(g.engine, &*cfg); !st.is_ok()) return fail(st);
+  Timer load_timer;
+  auto eng = engine::Engine::create(*cfg);
+  if (!eng) return fail(eng.status());
+  engine::Engine& e = **eng;
+  const tokenizer::Tokenizer& tok = *e.tokenizer();
+  const double load_s = load_timer.seconds();
+  warn_context(g.engine, e);
 
   int64_t prompt_tokens = 0;
   for (const std::string& text : texts) {
@@ -118,7 +148,7 @@ int run(const GenerateFlags& g) {
       outputs[size_t(ev.request_id)][size_t(ev.sample)] += ev.text;
       if (stream && !ev.text.empty()) {
         std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
-        std::fflush(stdout);
+        if (!flush_stdout()) return 1;  // nobody reads the rest
       }
       if (ev.finish != engine::FinishReason::None) {
         reasons[size_t(ev.request_id)][size_t(ev.sample)] = engine::finish_reason_name(ev.finish);
@@ -139,6 +169,7 @@ int run(const GenerateFlags& g) {
         std::printf("%s\n", outputs[r][k].c_str());
       }
   }
+  if (!flush_stdout()) return 1;  // before the stats, so the write error is the one line
   const engine::EngineStats& s = e.stats();
   std::fprintf(stderr,
                "\nload %.2f s | prompt %lld tokens, prefill %.1f tok/s | decode %lld tokens in %lld "
@@ -162,21 +193,29 @@ Command add_generate(CLI::App& root) {
   auto g = std::make_shared<GenerateFlags>();
   CLI::App* app = root.add_subcommand("generate", "generate text from one or several prompts");
   add_engine_flags(app, &g->engine, false);
-  app->add_option("-p,--prompt", g->prompts, "prompt text (repeat for several prompts)");
-  app->add_option("-f,--file", g->prompt_file, "read the prompt from a file");
-  app->add_option("--batch", g->batch_file, "a file with one prompt per line, run together");
-  app->add_option("-n,--n-predict", g->n_predict, "tokens to generate")->check(CLI::Range(0, 1 << 24));
-  app->add_option("--temp", g->temp, "temperature (0: greedy)");
-  app->add_option("--top-k", g->top_k, "top-k (0: off)");
-  app->add_option("--top-p", g->top_p, "top-p (1: off)");
-  app->add_option("--min-p", g->min_p, "min-p (0: off)");
-  app->add_option("--repeat-penalty", g->repeat_penalty, "repetition penalty (1: off)");
-  app->add_option("--seed", g->seed, "sampling seed");
-  app->add_option("--samples", g->n_samples, "parallel samples per prompt (share the prompt's KV)");
+  // One value per -p or --stop: unquoted words after them are an error, not more prompts.
+  app->add_option("-p,--prompt", g->prompts, "prompt text (repeat -p for several prompts)")
+      ->allow_extra_args(false)
+      ->default_str("");
+  app->add_option("-f,--file", g->prompt_file, "read the prompt from a file (-: stdin)");
+  app->add_option("--batch", g->batch_file, "a file with one prompt per line, run together (-: stdin)");
+  app->add_option("-n,--n-predict", g->n_predict, "tokens to generate")->transform(int_in(0, 1 << 24));
+  app->add_option("--temp", g->temp, "temperature (0: greedy)")->check(real_in(0, 100));
+  app->add_option("--top-k", g->top_k, "top-k (0: off)")->transform(int_in(0, INT32_MAX));
+  app->add_option("--top-p", g->top_p, "top-p (1: off)")->check(real_in(0, 1, true));
+  app->add_option("--min-p", g->min_p, "min-p (0: off)")->check(real_in(0, 1, false, true));
+  app->add_option("--repeat-penalty", g->repeat_penalty, "repetition penalty (1: off)")->check(real_in(0, 10, true));
+  app->add_option("--seed", g->seed, "sampling seed")->transform(uint64_value());
+  app->add_option("--samples", g->n_samples, "parallel samples per prompt (share the prompt's KV)")
+      ->transform(int_in(1, 4096));
   app->add_flag("--chat", g->chat, "wrap the prompt in the model's chat template");
   app->add_option("--system", g->system, "system message with --chat");
-  app->add_option("--chat-template", g->chat_template, "chat template name: chatml, smollm, qwen2.5");
-  app->add_option("--stop", g->stop, "stop string (repeatable)");
+  app->add_option("--chat-template", g->chat_template,
+                  "chat template name with --chat: chatml, smollm, qwen2.5 (default: the model's)");
+  app->add_option("--stop", g->stop, "stop string (repeat --stop for several)")
+      ->allow_extra_args(false)
+      ->check(non_empty())
+      ->default_str("");
   app->add_flag("--ignore-eos", g->ignore_eos, "keep generating past end-of-sequence");
   app->add_flag("--no-stream", g->no_stream, "print outputs at the end");
   return {app, [g] { return run(*g); }};
