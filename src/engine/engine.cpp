@@ -6,6 +6,7 @@
 
 #include "core/log.h"
 #include "core/timer.h"
+#include "engine/planner.h"
 
 namespace gsa::engine {
 
@@ -67,178 +68,8 @@ struct Engine::Request {
   int live_samples = 0;
 };
 
-// Hands each layer's decode queries to the GSA selector and its lists to the attention op.
-class Engine::SparsePlanner final : public model::LayerPlanner {
- public:
-  SparsePlanner(sparse::Selector* sel, kv::KvCache* kv, EngineStats* stats)
-      : sel_(sel), kv_(kv), stats_(stats) {}
-  std::vector<sparse::SeqInput> seqs;  // this step's sequences
-  AttentionObserver* observer = nullptr;
-  Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
-    Timer t;
-    auto r = sel_->select_layer(layer, static_cast<const float*>(q), kv_->reps(layer), nullptr,
-                                kv_->k(layer));
-    stats_->select_seconds += t.seconds();
-    if (!r) return r.status();
-    if (observer) observer->observe(layer, q, seqs, *r, *kv_);
-    lists->indptr = r->indptr;
-    lists->indices = r->indices;
-    lists->last_len = r->last_len;
-    lists->per_kv_head = r->per_kv_head;
-    return Status::ok();
-  }
-
- private:
-  sparse::Selector* sel_;
-  kv::KvCache* kv_;
-  EngineStats* stats_;
-};
-
-// GSA selection on the device (CUDA): one block_select launch per layer writes the lists the
-// attention op reads, with no host synchronization inside the step. The host sizes the lists
-// (budget per sequence, or every block for a dense one) and uploads the step's block tables
-// once. Supports selector=device, lag 0, select_every 1 (selector=cpu: HostSelectPlanner).
-class Engine::DevicePlanner final : public model::LayerPlanner {
- public:
-  DevicePlanner(backend::Backend* b, kv::KvCache* kv, const sparse::SparseConfig& cfg,
-                const model::HParams& h, EngineStats* stats)
-      : b_(b), kv_(kv), cfg_(cfg), h_(h), stats_(stats) {}
-  ~DevicePlanner() override {
-    if (ws_) b_->free(ws_);
-    if (hash_w_) b_->free(hash_w_);
-  }
-
-  Status init(const std::vector<float>& hash_w) {
-    if (hash_w.empty()) return Status::ok();
-    GSA_ASSIGN_OR_RETURN(void* p, b_->alloc(hash_w.size() * 4));
-    hash_w_ = static_cast<float*>(p);
-    return b_->upload(hash_w_, hash_w.data(), hash_w.size() * 4);
-  }
-
-  Status begin_step(std::span<const sparse::SeqInput> seqs) {
-    const int n = int(seqs.size());
-    const int per = cfg_.scope == sparse::Scope::PerKvHead ? h_.n_kv_heads : 1;
-    host_.clear();
-    // [bt_indptr n+1][bt][seq_len n][dense last_len n][ranks, bytes in (n+3)/4 words]
-    // [out_indptr n*per+1]; out_indices and last_len follow.
-    host_.push_back(0);
-    int64_t bt_total = 0;
-    for (const auto& in : seqs) host_.push_back(int32_t(bt_total += in.n_blocks));
-    for (const auto& in : seqs) host_.insert(host_.end(), in.block_table, in.block_table + in.n_blocks);
-    for (const auto& in : seqs) host_.push_back(in.seq_len);
-    for (const auto& in : seqs) host_.push_back(in.seq_len - (in.n_blocks - 1) * cfg_.block_size);
-    const size_t flags_at = host_.size();
-    host_.resize(flags_at + size_t(n + 3) / 4, 0);
-    any_oracle_ = any_mass_ = false;
-    for (int i = 0; i < n; ++i) {
-      const sparse::SeqInput& in = seqs[size_t(i)];
-      const backend::Rank rank = sparse::sparse_eligible(cfg_, in.seq_len, in.min_context)
-                                     ? sparse::rank_of(cfg_, in)
-                                     : backend::Rank::Score;
-      reinterpret_cast<uint8_t*>(host_.data() + flags_at)[i] = uint8_t(rank);
-      any_oracle_ |= rank == backend::Rank::Oracle;
-      any_mass_ |= rank == backend::Rank::Mass;
-    }
-    host_.push_back(0);
-    int64_t out_total = 0, total = 0;
-    any_sparse_ = false;
-    for (const auto& in : seqs) {
-      const bool sparse = sparse::sparse_eligible(cfg_, in.seq_len, in.min_context);
-      any_sparse_ |= sparse;
-      const int size = sparse ? sparse::budget_blocks(cfg_, in.n_blocks, in.budget_tokens) : in.n_blocks;
-      for (int l = 0; l < per; ++l) host_.push_back(int32_t(out_total += size));
-      total += int64_t(in.n_blocks) * per;
-    }
-    // Layers below dense_layers attend every block.
-    const int dense = std::min(cfg_.dense_layers, h_.n_layers);
-    stats_->selector.blocks_attended += out_total * (h_.n_layers - dense) + total * dense;
-    stats_->selector.blocks_total += total * h_.n_layers;
-    stats_->selector.steps++;
-    off_bt_ = n + 1;
-    off_len_ = off_bt_ + bt_total;
-    off_dense_last_ = off_len_ + n;
-    off_rank_ = int64_t(flags_at);
-    off_out_indptr_ = off_rank_ + (n + 3) / 4;
-    off_out_ = off_out_indptr_ + int64_t(n) * per + 1;
-    off_last_ = off_out_ + out_total;
-    const int64_t words = off_last_ + int64_t(n) * per;
-    if (words > cap_) {
-      if (ws_) b_->free(ws_);
-      ws_ = nullptr;
-      cap_ = words * 2;
-      GSA_ASSIGN_OR_RETURN(void* p, b_->alloc(size_t(cap_) * 4));
-      ws_ = static_cast<int32_t*>(p);
-    }
-    n_seqs_ = n;
-    per_ = per;
-    return b_->upload(ws_, host_.data(), host_.size() * 4);
-  }
-
-  Status plan_layer(int layer, const void* q, model::AttentionLists* lists) override {
-    // Dense layers, and steps where no sequence is sparse: every block, no selection kernel.
-    if (layer < cfg_.dense_layers || !any_sparse_) {
-      lists->indptr = ws_;
-      lists->indices = ws_ + off_bt_;
-      lists->last_len = ws_ + off_dense_last_;
-      lists->per_kv_head = false;
-      return Status::ok();
-    }
-    backend::BlockSelectParams p;
-    p.q = q;
-    p.reps = kv_->reps(layer);
-    p.block_table_indptr = ws_;
-    p.block_table = ws_ + off_bt_;
-    p.seq_len = ws_ + off_len_;
-    p.out_indptr = ws_ + off_out_indptr_;
-    p.out_indices = ws_ + off_out_;
-    p.out_last_len = ws_ + off_last_;
-    p.n_seqs = n_seqs_;
-    p.n_heads = h_.n_heads;
-    p.n_kv_heads = h_.n_kv_heads;
-    p.head_dim = h_.head_dim;
-    p.block_size = cfg_.block_size;
-    p.sink_blocks = cfg_.sink_blocks;
-    p.local_blocks = cfg_.local_blocks;
-    p.kind = cfg_.representation;
-    p.sub_block = cfg_.sub_block;
-    p.query_mode = cfg_.query;
-    p.per_kv_head = per_ > 1;
-    p.hash_w = hash_w_;
-    p.act_type = DType::BF16;
-    p.rank = reinterpret_cast<const uint8_t*>(ws_ + off_rank_);
-    p.any_mass = any_mass_;
-    if (any_oracle_) {
-      p.any_oracle = true;
-      p.k_cache = kv_->k(layer);
-      p.kv_type = DType::BF16;
-    }
-    GSA_RETURN_IF_ERROR(b_->block_select(p));
-    lists->indptr = p.out_indptr;
-    lists->indices = p.out_indices;
-    lists->last_len = p.out_last_len;
-    lists->per_kv_head = per_ > 1;
-    return Status::ok();
-  }
-
- private:
-  backend::Backend* b_;
-  kv::KvCache* kv_;
-  sparse::SparseConfig cfg_;
-  model::HParams h_;
-  EngineStats* stats_;
-  float* hash_w_ = nullptr;
-  int32_t* ws_ = nullptr;
-  int64_t cap_ = 0;
-  std::vector<int32_t> host_;
-  int64_t off_bt_ = 0, off_len_ = 0, off_out_indptr_ = 0, off_out_ = 0, off_last_ = 0;
-  int64_t off_dense_last_ = 0, off_rank_ = 0;
-  int n_seqs_ = 0, per_ = 1;
-  bool any_oracle_ = false, any_mass_ = false, any_sparse_ = false;
-};
-
 Engine::~Engine() {
-  if (host_planner_) host_planner_->flush();
-  if (selector_) selector_->drain();
+  if (planner_) planner_->drain();
   for (auto& s : running_)
     if (s->table.blocks.size()) kv_.release(&s->table);
   for (auto& r : prefilling_)
@@ -293,26 +124,9 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
                                       cfg.sparse_cfg.sub_block);
   GSA_ASSIGN_OR_RETURN(e->kv_, kv::KvCache::create(e->backend_.get(), kc));
   if (cfg.sparse) {
-    sparse::SelectorDims d{h.n_layers, h.n_heads, h.n_kv_heads, h.head_dim};
-    GSA_ASSIGN_OR_RETURN(e->selector_, sparse::Selector::create(cfg.sparse_cfg, d, e->pool_.get()));
-    if (cfg.device == "cuda") {
-      const sparse::SparseConfig& sc = cfg.sparse_cfg;
-      if (sc.selector == sparse::SelectorKind::Cpu && sc.selection == sparse::Selection::Oracle)
-        return unsupported("on cuda, oracle selection runs with selector=device");
-      if (sc.selector == sparse::SelectorKind::Cpu) {
-        GSA_ASSIGN_OR_RETURN(e->host_planner_,
-                             HostSelectPlanner::create(e->backend_.get(), &e->kv_, e->selector_.get(),
-                                                       h, cfg.max_batch));
-      } else {
-        if (sc.lag != 0 || sc.select_every != 1)
-          return unsupported("on cuda, device selection runs with lag 0 and select_every 1 "
-                             "(selector=cpu takes lag and select_every)");
-        e->device_planner_ = std::make_unique<DevicePlanner>(e->backend_.get(), &e->kv_, sc, h, &e->stats_);
-        GSA_RETURN_IF_ERROR(e->device_planner_->init(e->selector_->hash_matrix()));
-      }
-    } else {
-      e->planner_ = std::make_unique<SparsePlanner>(e->selector_.get(), &e->kv_, &e->stats_);
-    }
+    GSA_ASSIGN_OR_RETURN(e->planner_, make_planner(cfg.sparse_cfg, e->backend_.get(), &e->kv_, h,
+                                                   e->pool_.get(), cfg.max_batch));
+    e->hook_ = std::make_unique<PlanHook>(e->planner_.get(), &e->kv_);
   }
   return e;
 }
@@ -386,7 +200,7 @@ Result<int64_t> Engine::add_synthetic_request(int32_t ctx, RequestInput in) {
       rp.reps = kv_.reps(l);
       st = backend_->rep_update(rp);
     }
-    if (st.is_ok() && host_planner_) st = host_planner_->mirror_reps(full);
+    if (st.is_ok() && planner_) st = planner_->reps_written(full);
     if (st.is_ok()) st = backend_->synchronize();
     backend_->free(*d);
     GSA_RETURN_IF_ERROR(st);
@@ -399,20 +213,19 @@ Result<int64_t> Engine::add_synthetic_request(int32_t ctx, RequestInput in) {
 
 void Engine::reset_stats() {
   stats_ = {};
-  if (selector_) selector_base_ = selector_->stats();
-  if (host_planner_) host_base_ = host_planner_->stats();
+  if (planner_) planner_base_ = planner_->stats();
 }
 
 void Engine::set_attention_observer(AttentionObserver* obs) {
-  if (planner_) planner_->observer = obs;
+  if (hook_) hook_->set_observer(obs);
 }
 
 backend::RepUpdateParams Engine::rep_params() const {
   backend::RepUpdateParams rp;
-  if (selector_) {
+  if (planner_) {
     rp.kind = cfg_.sparse_cfg.representation;
     rp.sub_block = cfg_.sparse_cfg.sub_block;
-    if (!selector_->hash_matrix().empty()) rp.hash_w = selector_->hash_matrix().data();
+    if (!planner_->hash_matrix().empty()) rp.hash_w = planner_->hash_matrix().data();
   }
   return rp;
 }
@@ -435,18 +248,21 @@ Result<int64_t> Engine::add_request(RequestInput in) {
   if (in.sparse_budget_tokens < 0)
     return invalid_argument("sparse budget must be >= 0 tokens, got {}", in.sparse_budget_tokens);
   if ((in.sparse_budget_tokens > 0 || in.sparse_min_context >= 0 || in.sparse_oracle ||
-       in.sparse_rank_by >= 0) && !selector_)
+       in.sparse_rank_by >= 0) && !planner_)
     return invalid_argument("per-request sparse settings need an engine started with --sparse gsa");
   if (in.sparse_rank_by > int8_t(sparse::RankBy::Mass))
     return invalid_argument("unknown sparse rank_by {}", int(in.sparse_rank_by));
   if (in.sparse_rank_by == int8_t(sparse::RankBy::Mass) &&
       cfg_.sparse_cfg.representation == backend::RepKind::Hash)
     return invalid_argument("ranking by mass needs representation mean, minmax or quant, not hash");
-  if (in.sparse_oracle && host_planner_)
-    return invalid_argument("oracle selection on cuda needs selector=device");
-  if (in.sparse_oracle && cfg_.sparse_cfg.lag != 0)
-    return invalid_argument("oracle selection runs inline: it needs an engine with lag 0, not lag {}",
-                            cfg_.sparse_cfg.lag);
+  if (planner_) {
+    sparse::SeqInput overrides;
+    overrides.budget_tokens = in.sparse_budget_tokens;
+    overrides.min_context = in.sparse_min_context;
+    overrides.oracle = in.sparse_oracle;
+    overrides.rank_by = in.sparse_rank_by;
+    GSA_RETURN_IF_ERROR(planner_->check_request(overrides));
+  }
   auto r = std::make_unique<Request>();
   r->id = next_request_++;
   r->in = std::move(in);
@@ -588,7 +404,7 @@ Status Engine::prefill_step(std::vector<TokenEvent>* events, bool* progressed) {
 
   Status st = model_->forward(in, kv_, nullptr, rep_params(), &logits_);
   if (!st.is_ok()) return st;
-  if (host_planner_) GSA_RETURN_IF_ERROR(host_planner_->mirror_reps(in.full_blocks));
+  if (planner_) GSA_RETURN_IF_ERROR(planner_->reps_written(in.full_blocks));
   stats_.prefill_tokens += int64_t(in.tokens.size());
   stats_.prefill_seconds += timer.seconds();
   for (Request* r : batch) kv_.index_full_blocks(&r->table, r->in.prompt);
@@ -597,7 +413,7 @@ Status Engine::prefill_step(std::vector<TokenEvent>* events, bool* progressed) {
   for (size_t c = 0; c < completing.size(); ++c) {
     Request& r = *completing[c];
     const int64_t longest = int64_t(r.in.prompt.size()) + r.in.sampling.max_tokens;
-    if (selector_ && !dense_notice_ && r.in.sparse_min_context != INT32_MAX &&
+    if (planner_ && !dense_notice_ && r.in.sparse_min_context != INT32_MAX &&
         !sparse::sparse_eligible(cfg_.sparse_cfg, longest, r.in.sparse_min_context)) {
       // Once per engine: GSA was asked for, but this request is too short to use it.
       dense_notice_ = true;
@@ -665,7 +481,7 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
     in.kv_last_len.push_back(s.table.n_tokens - (int32_t(s.table.blocks.size()) - 1) * cfg_.block_size);
     in.logit_rows.push_back(int32_t(in.tokens.size()) - 1);
     batch.push_back(&s);
-    if (selector_)
+    if (planner_)
       sel_in.push_back({s.id, s.table.n_tokens, s.table.blocks.data(), int32_t(s.table.blocks.size()),
                         s.req->in.sparse_budget_tokens, s.req->in.sparse_min_context,
                         s.req->in.sparse_oracle, s.req->in.sparse_rank_by});
@@ -675,16 +491,10 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
     return Status::ok();
   }
   model::LayerPlanner* planner = nullptr;
-  if (device_planner_) {
-    GSA_RETURN_IF_ERROR(device_planner_->begin_step(sel_in));
-    planner = device_planner_.get();
-  } else if (host_planner_) {
-    GSA_RETURN_IF_ERROR(host_planner_->begin_step(sel_in, in.full_blocks));
-    planner = host_planner_.get();
-  } else if (selector_) {
-    GSA_RETURN_IF_ERROR(selector_->begin_step(sel_in));
-    planner_->seqs = sel_in;
-    planner = planner_.get();
+  if (planner_) {
+    GSA_RETURN_IF_ERROR(planner_->begin_step(sel_in, in.full_blocks));
+    hook_->begin_step(sel_in);
+    planner = hook_.get();
   }
   // When every sequence decodes greedily without a repetition penalty, the backend picks the
   // tokens and the logits never leave it.
@@ -720,34 +530,21 @@ Status Engine::decode_step(std::vector<TokenEvent>* events) {
   stats_.decode_tokens += int64_t(batch.size());
   stats_.decode_steps++;
   stats_.decode_seconds += timer.seconds();
-  if (host_planner_) {
-    const HostSelectStats now = host_planner_->stats();
-    const HostSelectStats& b = host_base_;
-    stats_.host_select = {now.plan_seconds - b.plan_seconds, now.wait_seconds - b.wait_seconds,
-                          now.pump_seconds - b.pump_seconds,
-                          now.layers_submitted - b.layers_submitted,
-                          now.layers_dropped - b.layers_dropped, now.mirrored_rows - b.mirrored_rows};
-    stats_.select_seconds = stats_.host_select.plan_seconds;
-  }
-  if (selector_ && !device_planner_) {
-    const sparse::SelectorStats now = selector_->stats();
-    const sparse::SelectorStats& b = selector_base_;
-    stats_.selector = {now.steps - b.steps, now.lists_dense - b.lists_dense,
-                       now.lists_selected - b.lists_selected, now.lists_reused - b.lists_reused,
-                       now.lists_async - b.lists_async, now.lists_stale - b.lists_stale,
-                       now.blocks_attended - b.blocks_attended, now.blocks_total - b.blocks_total};
+  if (planner_) {
+    const sparse::PlannerStats d = sparse::stats_since(planner_->stats(), planner_base_);
+    stats_.selector = d.lists;
+    stats_.select_seconds = d.select_seconds;
+    stats_.host_select = d.host;
   }
   reap();
   return Status::ok();
 }
 
 void Engine::reap() {
-  // No query of a finishing sequence may reach the CPU selector after its release.
-  if (host_planner_ && std::any_of(running_.begin(), running_.end(), [](const auto& s) { return s->finished; }))
-    host_planner_->flush();
   for (auto& sp : running_) {
     if (!sp->finished) continue;
-    if (selector_) selector_->release(sp->id);
+    // Before the blocks go: no selection work of the sequence may still read them.
+    if (planner_) planner_->release(sp->id);
     kv_.release(&sp->table);
     sp->req->live_samples--;
   }

@@ -1,4 +1,4 @@
-// Engine: owns the backend, model, tokenizer, KV cache and (optionally) the GSA selector, and
+// Engine: owns the backend, model, tokenizer, KV cache and (optionally) the GSA planner, and
 // runs requests through chunked prefill and batched decode steps. One thread drives it; it
 // validates requests at add_request and fails a request (not the process) on KV exhaustion.
 #pragma once
@@ -17,11 +17,14 @@
 #include "gguf/gguf.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
+#include "sparse/plan.h"
 #include "sparse/selector.h"
 #include "sparse/sparse_config.h"
 #include "tokenizer/tokenizer.h"
 
 namespace gsa::engine {
+
+class PlanHook;
 
 struct EngineConfig {
   std::string model_path;       // GGUF file; empty with shape_preset for random weights
@@ -129,8 +132,6 @@ class Engine {
  private:
   struct Seq;
   struct Request;
-  class SparsePlanner;
-  class DevicePlanner;
   Engine() = default;
   Status prefill_step(std::vector<TokenEvent>* events, bool* progressed);
   Status decode_step(std::vector<TokenEvent>* events);
@@ -146,11 +147,9 @@ class Engine {
   std::unique_ptr<tokenizer::Tokenizer> tok_;
   std::unique_ptr<model::Model> model_;
   kv::KvCache kv_;
-  std::unique_ptr<sparse::Selector> selector_;
-  std::unique_ptr<SparsePlanner> planner_;
-  std::unique_ptr<DevicePlanner> device_planner_;  // GSA selection on the CUDA device
-  std::unique_ptr<HostSelectPlanner> host_planner_;  // CPU selection for the CUDA device
-  HostSelectStats host_base_;                        // its counters at the last reset_stats()
+  std::unique_ptr<sparse::Planner> planner_;  // GSA selection (make_planner); null: dense
+  std::unique_ptr<PlanHook> hook_;             // planner_ as the model's per-layer hook
+  sparse::PlannerStats planner_base_;          // planner_'s counters at the last reset_stats()
   bool kv_randomized_ = false;
   bool dense_notice_ = false;  // the "below min_context, decoding densely" line was logged
   int max_context_ = 0;
@@ -162,7 +161,6 @@ class Engine {
   std::vector<float> logits_;
   std::vector<int32_t> sampled_;
   EngineStats stats_;
-  sparse::SelectorStats selector_base_;  // selector counters at the last reset_stats()
 };
 
 }  // namespace gsa::engine

@@ -1,5 +1,6 @@
 // HostSelectPlanner on the CUDA backend: representation mirror, pinned list staging, query
-// slots and the pump thread that feeds the asynchronous CPU selector.
+// slots and the pump thread that feeds the asynchronous CPU selector; and the sparse::Planner
+// the engine drives it through.
 #include "engine/host_select.h"
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "core/timer.h"
+#include "engine/planner.h"
 
 #if GSA_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -341,6 +343,92 @@ Result<std::unique_ptr<HostSelectPlanner>> HostSelectPlanner::create(
   (void)b; (void)kv; (void)sel; (void)h; (void)max_batch;
   return unsupported("host selection for a device backend needs a build with CUDA");
 #endif
+}
+
+namespace {
+
+// The engine's view of host selection: the Selector and the pipeline that feeds it, owned
+// together (the pipeline is destroyed first, so its pump thread stops before the Selector it
+// submits to goes).
+class HostSelectPlan final : public sparse::Planner {
+ public:
+  HostSelectPlan(std::unique_ptr<sparse::Selector> sel, std::unique_ptr<HostSelectPlanner> host,
+                 int n_kv_heads)
+      : sel_(std::move(sel)), host_(std::move(host)), n_kv_heads_(n_kv_heads) {}
+
+  Status check_request(const sparse::SeqInput& in) const override {
+    if (in.oracle) return invalid_argument("oracle selection on cuda needs selector=device");
+    return Status::ok();
+  }
+
+  const std::vector<float>& hash_matrix() const override { return sel_->hash_matrix(); }
+
+  Status begin_step(std::span<const sparse::SeqInput> seqs,
+                    std::span<const int32_t> new_full_blocks) override {
+    step_ = next_step_++;
+    source_.resize(seqs.size());
+    return host_->begin_step(seqs, new_full_blocks);
+  }
+
+  Result<sparse::LayerPlan> plan_layer(int layer, const void* q) override {
+    model::AttentionLists lists;
+    GSA_RETURN_IF_ERROR(host_->plan_layer(layer, q, &lists));
+    for (size_t s = 0; s < source_.size(); ++s) source_[s] = sel_->source(int(s), layer);
+    sparse::LayerPlan p;
+    p.step = step_;
+    p.layer = layer;
+    p.indptr = lists.indptr;
+    p.indices = lists.indices;
+    p.last_len = lists.last_len;
+    p.n_lists = int(source_.size()) * (lists.per_kv_head ? n_kv_heads_ : 1);
+    p.per_kv_head = lists.per_kv_head;
+    p.host = false;  // uploaded from pinned staging: device memory
+    p.source = source_;
+    return p;
+  }
+
+  Status reps_written(std::span<const int32_t> blocks) override {
+    return host_->mirror_reps(blocks);
+  }
+
+  // No query of the sequence may reach the CPU selector after its release: the pump first
+  // submits everything copied so far.
+  void release(int64_t seq_id) override {
+    host_->flush();
+    sel_->release(seq_id);
+  }
+
+  void drain() override {
+    host_->flush();
+    sel_->drain();
+  }
+
+  sparse::PlannerStats stats() const override {
+    sparse::PlannerStats s;
+    s.lists = sel_->stats();
+    s.host = host_->stats();
+    s.select_seconds = s.host.plan_seconds;
+    return s;
+  }
+
+ private:
+  std::unique_ptr<sparse::Selector> sel_;
+  std::unique_ptr<HostSelectPlanner> host_;
+  int n_kv_heads_;
+  int64_t step_ = -1, next_step_ = 0;
+  std::vector<sparse::ListSource> source_;  // [n_seqs] of the last plan_layer
+};
+
+}  // namespace
+
+Result<std::unique_ptr<sparse::Planner>> make_host_select_planner(
+    std::unique_ptr<sparse::Selector> sel, backend::Backend* b, kv::KvCache* kv,
+    const model::HParams& h, int max_batch) {
+  if (sel->config().selection == sparse::Selection::Oracle)
+    return unsupported("on cuda, oracle selection runs with selector=device");
+  GSA_ASSIGN_OR_RETURN(auto host, HostSelectPlanner::create(b, kv, sel.get(), h, max_batch));
+  return std::unique_ptr<sparse::Planner>(
+      std::make_unique<HostSelectPlan>(std::move(sel), std::move(host), h.n_kv_heads));
 }
 
 }  // namespace gsa::engine

@@ -9,7 +9,8 @@
 //    to f32 and submits them to the asynchronous CPU selector, whose results later steps use;
 //  - lag 0: the same copy, but the host waits for it and selects inline (exact, stalls the
 //    pipeline once per layer: the baseline the pipelined mode is measured against).
-// Only the CUDA backend supports it; create() is Unsupported elsewhere.
+// Only the CUDA backend supports it; create() is Unsupported elsewhere. The engine drives it as
+// a sparse::Planner (make_host_select_planner, engine/planner.h), which owns the Selector too.
 #pragma once
 
 #include <cstdint>
@@ -19,18 +20,13 @@
 #include "backend/backend.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
+#include "sparse/plan.h"
 #include "sparse/selector.h"
 
 namespace gsa::engine {
 
-struct HostSelectStats {
-  double plan_seconds = 0;     // host time in plan_layer (lists, uploads, copies queued)
-  double wait_seconds = 0;     // lag 0: host time waiting for queries to land
-  double pump_seconds = 0;     // pump thread: conversion + submission (not waiting)
-  int64_t layers_submitted = 0;
-  int64_t layers_dropped = 0;  // no free query slot: that layer's queries were not submitted
-  int64_t mirrored_rows = 0;   // (layer, block) representation rows copied to the host
-};
+// The pipeline's counters; the planner interface reports them (sparse::PlannerStats::host).
+using HostSelectStats = sparse::HostSelectStats;
 
 class HostSelectPlanner : public model::LayerPlanner {
  public:
