@@ -15,6 +15,8 @@ namespace gsa::backend {
 
 enum class DeviceKind { Cpu, Cuda };
 
+class Transfer;  // transfer.h
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -36,6 +38,11 @@ class Backend {
                          size_t width, size_t rows);
   /// Waits for all queued work.
   virtual Status synchronize() = 0;
+  /// Queues, events, pinned host memory and asynchronous copies (transfer.h), for pipelines that
+  /// overlap copies with the ops; owned by the backend, valid while it lives. The default gives
+  /// a DeviceKind::Cpu backend the synchronous cpu_transfer() (its memory is host memory and its
+  /// ops finish before they return) and any other backend null; CUDA overrides it.
+  virtual Transfer* transfer();
 
   /// True when matmul (and embed) take weights of ggml type `ggml_type` as they are stored in
   /// GGUF files (w_type = DType::Ggml); the model then keeps such weights quantized.

@@ -1,6 +1,7 @@
-// HostSelectPlanner on the CUDA backend: representation mirror, pinned list staging, query
-// slots and the pump thread that feeds the asynchronous CPU selector; and the sparse::Planner
-// the engine drives it through.
+// HostSelectPlanner over a backend's Transfer (backend/transfer.h): representation mirror,
+// pinned list staging, query slots and the pump thread that feeds the asynchronous CPU selector;
+// and the sparse::Planner the engine drives it through. Backend-neutral: Queue::Copy is the
+// side stream on CUDA, and on the CPU every copy is done when it returns.
 #include "engine/host_select.h"
 
 #include <algorithm>
@@ -10,48 +11,45 @@
 #include <thread>
 #include <vector>
 
+#include "backend/transfer.h"
 #include "core/dtype.h"
 #include "core/timer.h"
 #include "engine/planner.h"
 
-#if GSA_HAVE_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
-
 namespace gsa::engine {
 
-#if GSA_HAVE_CUDA
 namespace {
 
-using backend::CudaBackend;
-using backend::CudaEvent;
+using backend::Event;
+using backend::Queue;
 
-class CudaHostSelectPlanner final : public HostSelectPlanner {
+class PipelinedHostSelectPlanner final : public HostSelectPlanner {
  public:
-  CudaHostSelectPlanner(CudaBackend* b, kv::KvCache* kv, sparse::Selector* sel,
-                        const model::HParams& h, int max_batch)
-      : b_(b), kv_(kv), sel_(sel), h_(h), max_batch_(max_batch),
+  PipelinedHostSelectPlanner(backend::Backend* b, backend::Transfer* t, kv::KvCache* kv,
+                             sparse::Selector* sel, const model::HParams& h, int max_batch)
+      : b_(b), t_(t), kv_(kv), sel_(sel), h_(h), max_batch_(max_batch),
         lag_(sel->config().lag), per_(sel->config().scope == sparse::Scope::PerKvHead ? h.n_kv_heads : 1) {}
 
-  ~CudaHostSelectPlanner() override {
+  ~PipelinedHostSelectPlanner() override {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stop_ = true;
     }
     cv_work_.notify_all();
     if (pump_.joinable()) pump_.join();
-    // Copies may still be in flight into pinned memory: wait for both streams first.
+    // Copies may still be in flight into pinned memory: wait for both queues first.
     (void)b_->synchronize();
+    (void)t_->synchronize(Queue::Copy);
     for (Slot& s : slots_) {
       if (s.event) {
-        (void)b_->event_synchronize(s.event);
-        b_->destroy_event(s.event);
+        (void)t_->synchronize(s.event);
+        t_->destroy_event(s.event);
       }
     }
-    for (CudaEvent e : list_events_) b_->destroy_event(e);
-    if (slot_mem_) b_->free_pinned(slot_mem_);
-    if (reps_host_) b_->free_pinned(reps_host_);
-    if (lists_host_) b_->free_pinned(lists_host_);
+    for (Event e : list_events_) t_->destroy_event(e);
+    t_->free_pinned(slot_mem_);
+    t_->free_pinned(reps_host_);
+    t_->free_pinned(lists_host_);
     if (lists_dev_) b_->free(lists_dev_);
   }
 
@@ -60,23 +58,29 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     row_bytes_ = size_t(kc.n_kv_heads) * size_t(kc.rep_bytes);
     layer_bytes_ = row_bytes_ * size_t(kc.n_blocks);
     if (row_bytes_ == 0) return invalid_argument("host selection needs a representation table");
-    GSA_ASSIGN_OR_RETURN(reps_host_, b_->alloc_pinned(layer_bytes_ * size_t(kc.n_layers)));
+    // The queries are read as bf16: the activation type, which the engine also gives the KV
+    // cache (CUDA runs bf16). The CPU backend's f32 activations select in place instead
+    // (make_cpu_planner).
+    if (kc.kv_type != DType::BF16)
+      return unsupported("host selection reads bf16 queries (the CUDA activation and KV type); "
+                         "this KV cache is {}", kc.kv_type == DType::F32 ? "f32" : "not bf16");
+    GSA_ASSIGN_OR_RETURN(reps_host_, t_->alloc_pinned(layer_bytes_ * size_t(kc.n_layers)));
     q_stride_ = size_t(h_.n_heads) * size_t(h_.head_dim);
     slot_bytes_ = size_t(max_batch_) * q_stride_ * 2;
     // Two steps of queries in flight at most, plus headroom; the pump frees a slot when its
     // queries are submitted.
     const int n_slots = lag_ >= 1 ? 4 * h_.n_layers : 1;
-    GSA_ASSIGN_OR_RETURN(slot_mem_, b_->alloc_pinned(slot_bytes_ * size_t(n_slots)));
+    GSA_ASSIGN_OR_RETURN(slot_mem_, t_->alloc_pinned(slot_bytes_ * size_t(n_slots)));
     slots_.resize(size_t(n_slots));
     for (int i = 0; i < n_slots; ++i) {
       slots_[size_t(i)].host = static_cast<uint16_t*>(slot_mem_) + size_t(i) * slot_bytes_ / 2;
       // The pump sleeps on these events rather than spinning on the driver.
-      GSA_ASSIGN_OR_RETURN(slots_[size_t(i)].event, b_->create_event(/*blocking_sync=*/lag_ >= 1));
+      GSA_ASSIGN_OR_RETURN(slots_[size_t(i)].event, t_->create_event(/*blocking_sync=*/lag_ >= 1));
       free_slots_.push_back(i);
     }
     list_events_.resize(size_t(h_.n_layers));
-    for (CudaEvent& e : list_events_) {
-      GSA_ASSIGN_OR_RETURN(e, b_->create_event());
+    for (Event& e : list_events_) {
+      GSA_ASSIGN_OR_RETURN(e, t_->create_event());
     }
     if (lag_ >= 1) pump_ = std::thread([this] { pump_loop(); });
     return Status::ok();
@@ -103,12 +107,12 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
       // The previous step's uploads finished with its forward (logits are read back), but
       // make sure before the buffers go.
       GSA_RETURN_IF_ERROR(b_->synchronize());
-      if (lists_host_) b_->free_pinned(lists_host_);
+      t_->free_pinned(lists_host_);
       if (lists_dev_) b_->free(lists_dev_);
       lists_host_ = nullptr;
       lists_dev_ = nullptr;
       lists_cap_ = 0;
-      GSA_ASSIGN_OR_RETURN(void* hp, b_->alloc_pinned(size_t(words) * 2 * 4));
+      GSA_ASSIGN_OR_RETURN(void* hp, t_->alloc_pinned(size_t(words) * 2 * 4));
       lists_host_ = static_cast<int32_t*>(hp);
       GSA_ASSIGN_OR_RETURN(void* dp, b_->alloc(size_t(words) * 2 * 4));
       lists_dev_ = static_cast<int32_t*>(dp);
@@ -123,16 +127,16 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     Timer t;
     // lag 0 selects from this layer's representations at once: mirror them first. With lag >= 1
     // the lists go up first, so their copy does not queue behind the mirror's wait for the
-    // compute stream (the side stream is in order).
+    // compute queue (the copy queue is in order).
     if (lag_ == 0) GSA_RETURN_IF_ERROR(mirror_layer(layer, new_full_));
     const void* reps_h = reps_host(layer);
     const size_t q_bytes = size_t(n_seqs_) * q_stride_ * 2;
     auto inline_select = [&]() -> Result<sparse::BlockLists> {
       // Inline: wait for this layer's queries (the compute stream runs ahead to this point).
       Slot& s = slots_[0];
-      GSA_RETURN_IF_ERROR(b_->copy_to_host_async(s.host, q, q_bytes, s.event));
+      GSA_RETURN_IF_ERROR(copy_after_compute(s.host, q, q_bytes, s.event));
       Timer w;
-      GSA_RETURN_IF_ERROR(b_->event_synchronize(s.event));
+      GSA_RETURN_IF_ERROR(t_->synchronize(s.event));
       wait_seconds_ += w.seconds();
       qf_.resize(size_t(n_seqs_) * q_stride_);
       for (size_t i = 0; i < qf_.size(); ++i) qf_[i] = bf16_to_f32(s.host[i]);
@@ -157,7 +161,7 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
       }
       if (slot >= 0) {
         Slot& s = slots_[size_t(slot)];
-        Status st = b_->copy_to_host_async(s.host, q, q_bytes, s.event);
+        Status st = copy_after_compute(s.host, q, q_bytes, s.event);
         std::lock_guard<std::mutex> lk(mu_);
         if (!st.is_ok()) {
           free_slots_.push_back(slot);
@@ -203,7 +207,7 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
  private:
   struct Slot {
     uint16_t* host = nullptr;  // [max_batch, n_heads, head_dim] bf16, pinned
-    CudaEvent event = nullptr;
+    Event event = nullptr;
   };
   struct Job {
     int slot = 0;
@@ -214,25 +218,36 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     return static_cast<char*>(reps_host_) + size_t(layer) * layer_bytes_;
   }
 
-  // Copies the rows of `blocks` (sorted ids, merged into runs of consecutive ids) of one layer.
+  // Backend memory to pinned host memory on the copy queue, after the work queued on the
+  // compute queue so far (the query or representations it wrote); `done` may be null, a later
+  // copy's event then also covering this one (the copy queue is in order). The compute queue
+  // does not wait.
+  Status copy_after_compute(void* dst_host, const void* src, size_t bytes, Event done) {
+    GSA_RETURN_IF_ERROR(t_->wait_queue(Queue::Copy, Queue::Compute));
+    return t_->copy_to_host_async(dst_host, src, bytes, Queue::Copy, done);
+  }
+
+  // Copies the rows of `blocks` (sorted ids) of one layer to the same rows of the host mirror:
+  // one gather, which merges runs of consecutive ids into one copy each.
   Status mirror_layer(int layer, const std::vector<int32_t>& blocks) {
     if (blocks.empty()) return Status::ok();
-    const char* src = static_cast<const char*>(kv_->reps(layer));
-    char* dst = static_cast<char*>(reps_host(layer));
-    for (size_t i = 0; i < blocks.size();) {
-      size_t j = i + 1;
-      while (j < blocks.size() && blocks[j] == blocks[j - 1] + 1) ++j;
-      const size_t off = size_t(blocks[i]) * row_bytes_;
-      GSA_RETURN_IF_ERROR(b_->copy_to_host_async(dst + off, src + off, (j - i) * row_bytes_, nullptr));
-      i = j;
-    }
+    backend::BlockCopy c;
+    c.dir = backend::CopyDir::DeviceToHost;
+    c.dst = reps_host(layer);
+    c.src = kv_->reps(layer);
+    c.block_bytes = row_bytes_;
+    c.dst_blocks = c.src_blocks = kv_->config().n_blocks;
+    c.src_index = blocks;
+    c.dst_index = blocks;
+    GSA_RETURN_IF_ERROR(t_->wait_queue(Queue::Copy, Queue::Compute));
+    GSA_RETURN_IF_ERROR(t_->gather_async(c, Queue::Copy, nullptr));
     std::lock_guard<std::mutex> lk(mu_);
     mirrored_rows_ += int64_t(blocks.size());
     return Status::ok();
   }
 
-  // The lists go up on the side stream, and the compute stream waits for that copy only where
-  // the layer's attention reads them: no copy of its own in the compute stream.
+  // The lists go up on the copy queue, and the compute queue waits for that copy only where
+  // the layer's attention reads them: no copy of its own in the compute queue.
   Status upload_lists(int layer, const sparse::BlockLists& bl, model::AttentionLists* out) {
     const int64_t n = bl.n_lists;
     const int64_t n_idx = bl.indptr[n];
@@ -245,9 +260,9 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     std::copy(bl.indices, bl.indices + n_idx, h + n + 1);
     std::copy(bl.last_len, bl.last_len + n, h + n + 1 + n_idx);
     int32_t* d = lists_dev_ + lists_used_;
-    CudaEvent ev = list_events_[size_t(layer)];
-    GSA_RETURN_IF_ERROR(b_->copy_to_device_async(d, h, size_t(words) * 4, ev));
-    GSA_RETURN_IF_ERROR(b_->wait_event(ev));
+    Event ev = list_events_[size_t(layer)];
+    GSA_RETURN_IF_ERROR(t_->copy_to_device_async(d, h, size_t(words) * 4, Queue::Copy, ev));
+    GSA_RETURN_IF_ERROR(t_->wait(Queue::Compute, ev));
     lists_used_ += (words + 15) / 16 * 16;
     out->indptr = d;
     out->indices = d + n + 1;
@@ -269,7 +284,7 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
       }
       // Only this thread pops the queue, so `job` stays valid while the lock is released.
       const Slot& s = slots_[size_t(job->slot)];
-      Status st = b_->event_synchronize(s.event);
+      Status st = t_->synchronize(s.event);
       Timer t;
       if (st.is_ok()) {
         const sparse::DeferredJobs& d = job->jobs;
@@ -294,7 +309,8 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
     cv_idle_.notify_all();
   }
 
-  CudaBackend* b_;
+  backend::Backend* b_;
+  backend::Transfer* t_;  // b_'s
   kv::KvCache* kv_;
   sparse::Selector* sel_;
   model::HParams h_;
@@ -305,7 +321,7 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
   void* reps_host_ = nullptr;
   void* slot_mem_ = nullptr;
   std::vector<Slot> slots_;
-  std::vector<CudaEvent> list_events_;  // [n_layers] a layer's list upload landed
+  std::vector<Event> list_events_;  // [n_layers] a layer's list upload landed
   int32_t* lists_host_ = nullptr;
   int32_t* lists_dev_ = nullptr;
   int64_t lists_cap_ = 0, lists_used_ = 0;
@@ -328,21 +344,17 @@ class CudaHostSelectPlanner final : public HostSelectPlanner {
 };
 
 }  // namespace
-#endif
 
 Result<std::unique_ptr<HostSelectPlanner>> HostSelectPlanner::create(
     backend::Backend* b, kv::KvCache* kv, sparse::Selector* sel, const model::HParams& h,
     int max_batch) {
-#if GSA_HAVE_CUDA
-  auto* cb = dynamic_cast<backend::CudaBackend*>(b);
-  if (!cb) return unsupported("host selection for a device backend needs the CUDA backend");
-  auto p = std::make_unique<CudaHostSelectPlanner>(cb, kv, sel, h, max_batch);
+  backend::Transfer* t = b->transfer();
+  if (!t)
+    return unsupported("host selection needs a backend with asynchronous transfers; {} has none",
+                       b->name());
+  auto p = std::make_unique<PipelinedHostSelectPlanner>(b, t, kv, sel, h, max_batch);
   GSA_RETURN_IF_ERROR(p->init());
   return std::unique_ptr<HostSelectPlanner>(std::move(p));
-#else
-  (void)b; (void)kv; (void)sel; (void)h; (void)max_batch;
-  return unsupported("host selection for a device backend needs a build with CUDA");
-#endif
 }
 
 namespace {

@@ -17,7 +17,76 @@ namespace gsa::backend {
 namespace {
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 constexpr size_t kTuneFlushBytes = size_t(128) << 20;  // > 2x the H200's 60 MB L2
+
+// Event and CudaEvent are both opaque pointers; the Transfer's Event is the cudaEvent_t itself.
+CudaEvent cuda_event(Event e) { return reinterpret_cast<CudaEvent>(e); }
+Event neutral_event(CudaEvent e) { return reinterpret_cast<Event>(e); }
 }  // namespace
+
+// The backend-neutral Transfer (transfer.h) of a CudaBackend: Queue::Compute is its compute
+// stream and Queue::Copy its side stream. Pinned memory, event creation, query and host waits
+// are the backend's own methods, so both views behave (and fail) alike. Arguments come checked
+// (Transfer's public side).
+class CudaTransfer final : public Transfer {
+ public:
+  static Result<std::unique_ptr<CudaTransfer>> create(CudaBackend* b) {
+    std::unique_ptr<CudaTransfer> t(new CudaTransfer(b));
+    for (cudaEvent_t& e : t->queue_ready_)
+      GSA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return t;
+  }
+  ~CudaTransfer() override {
+    for (cudaEvent_t e : queue_ready_)
+      if (e) cudaEventDestroy(e);
+  }
+
+ protected:
+  Result<void*> do_alloc_pinned(size_t bytes) override { return b_->alloc_pinned(bytes); }
+  void do_free_pinned(void* ptr) override { b_->free_pinned(ptr); }
+  Result<Event> do_create_event(bool blocking_sync) override {
+    GSA_ASSIGN_OR_RETURN(CudaEvent e, b_->create_event(blocking_sync));
+    return neutral_event(e);
+  }
+  void do_destroy_event(Event e) override { b_->destroy_event(cuda_event(e)); }
+  Status do_record(Event e, Queue q) override {
+    GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(cuda_event(e), stream(q)));
+    return Status::ok();
+  }
+  Status do_wait(Queue q, Event e) override {
+    GSA_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream(q), cuda_event(e), 0));
+    return Status::ok();
+  }
+  // As copy_to_host_async's side_ready_, but with events of its own: the two views can be used
+  // side by side. Two threads recording the same event at once can only make a waiter wait for
+  // a later point of the target, never an earlier one.
+  Status do_wait_queue(Queue waiter, Queue target) override {
+    cudaEvent_t e = queue_ready_[target == Queue::Compute ? 0 : 1];
+    GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(e, stream(target)));
+    GSA_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream(waiter), e, 0));
+    return Status::ok();
+  }
+  Result<bool> do_query(Event e) override { return b_->event_done(cuda_event(e)); }
+  Status do_synchronize(Event e) override { return b_->event_synchronize(cuda_event(e)); }
+  Status do_synchronize(Queue q) override {
+    GSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream(q)));
+    return Status::ok();
+  }
+  Status do_copy(CopyDir dir, void* dst, const void* src, size_t bytes, Queue q,
+                 Event done) override {
+    const cudaMemcpyKind kind =
+        dir == CopyDir::HostToDevice ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
+    GSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, kind, stream(q)));
+    if (done) GSA_CUDA_RETURN_IF_ERROR(cudaEventRecord(cuda_event(done), stream(q)));
+    return Status::ok();
+  }
+
+ private:
+  explicit CudaTransfer(CudaBackend* b) : b_(b) {}
+  cudaStream_t stream(Queue q) const { return q == Queue::Compute ? b_->stream_ : b_->side_stream_; }
+
+  CudaBackend* b_;
+  cudaEvent_t queue_ready_[2] = {};  // [0: compute, 1: copy] the point wait_queue waits for
+};
 
 Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
   int count = 0;
@@ -40,6 +109,7 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
   cudaEvent_t e = nullptr;
   GSA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   b->side_ready_ = e;
+  GSA_ASSIGN_OR_RETURN(b->transfer_, CudaTransfer::create(b.get()));
   cublasHandle_t h = nullptr;
   const cublasStatus_t cs = cublasCreate(&h);
   if (cs != CUBLAS_STATUS_SUCCESS) return internal_error("cuda: cublasCreate failed: {}", int(cs));
@@ -99,6 +169,7 @@ CudaBackend::~CudaBackend() {
   cudaFree(bias_ws_);
   cudaFree(gemm_ws_);
   cudaFree(gemm_counters_);
+  transfer_.reset();  // its events; the streams it borrows go below
   if (side_ready_) cudaEventDestroy(side_ready_);
   if (side_stream_) cudaStreamDestroy(side_stream_);
   if (stream_) cudaStreamDestroy(stream_);

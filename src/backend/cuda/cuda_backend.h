@@ -1,7 +1,10 @@
 // The CUDA Backend (H200, sm_90): device memory, one compute stream, cuBLAS GEMMs and the gsa
 // kernels, plus what the pipelined CPU selector needs on the GPU path: pinned host memory, a
 // side stream for query/selection copies that never stalls the compute stream, and events.
-// Free of CUDA headers so engine code can hold one; the handles are the CUDA runtime's own types.
+// Code outside src/backend/cuda reaches those through the backend-neutral Backend::transfer()
+// (transfer.h: Queue::Compute is the compute stream, Queue::Copy the side stream); the
+// CUDA-typed methods below remain for the CUDA tests and benchmarks. Free of CUDA headers; the
+// handles are the CUDA runtime's own types.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +12,7 @@
 #include <memory>
 
 #include "backend/backend.h"
+#include "backend/transfer.h"
 
 struct CUevent_st;
 struct CUstream_st;
@@ -20,6 +24,7 @@ using CudaEvent = CUevent_st*;
 using CudaStream = CUstream_st*;
 
 class GemmTuner;
+class CudaTransfer;  // cuda_backend.cpp
 
 class CudaBackend final : public Backend {
  public:
@@ -40,6 +45,9 @@ class CudaBackend final : public Backend {
   Status download(void* dst, const void* src, size_t bytes) override;
   Status copy(void* dst, const void* src, size_t bytes) override;
   Status synchronize() override;
+  /// Queue::Compute is the compute stream, Queue::Copy the side stream of copy_to_host_async and
+  /// friends below; events are cudaEvent_t and pinned memory is alloc_pinned's.
+  Transfer* transfer() override { return transfer_.get(); }
 
   Status matmul(const MatmulParams& p) override;
   Status rmsnorm(const RmsNormParams& p) override;
@@ -141,6 +149,7 @@ class CudaBackend final : public Backend {
   Status event_synchronize(CudaEvent event);
 
  private:
+  friend class CudaTransfer;  // runs on stream_ and side_stream_
   CudaBackend() = default;
   Status ensure_attention_ws(size_t floats_o, size_t floats_lse);
   Status ensure_select_ws(int64_t n_lists);  // scores and tickets for n_lists lists
@@ -155,6 +164,7 @@ class CudaBackend final : public Backend {
   CudaStream stream_ = nullptr;
   CudaStream side_stream_ = nullptr;
   CudaEvent side_ready_ = nullptr;  // compute-stream point the side stream waits for
+  std::unique_ptr<Transfer> transfer_;  // a CudaTransfer over the two streams
   void* cublas_ = nullptr;          // cublasHandle_t
   void* cublas_ws_ = nullptr;
   float* attn_ws_o_ = nullptr;

@@ -1,0 +1,2 @@
+// Allowed: core includes only itself.
+#include "core/status.h"

@@ -1,0 +1,2 @@
+// A sparse file that includes a CUDA header.
+#include <cuda_runtime.h>
