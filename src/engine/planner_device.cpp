@@ -111,7 +111,7 @@ class DevicePlanner final : public sparse::Planner {
       out.source = source_dense_;
       return out;
     }
-    backend::BlockSelectParams p;
+    backend::BlockSelectParams p = sparse::select_params(cfg_, h_.n_heads, h_.n_kv_heads, h_.head_dim);
     p.q = q;
     p.reps = kv_->reps(layer);
     p.block_table_indptr = ws_;
@@ -121,15 +121,6 @@ class DevicePlanner final : public sparse::Planner {
     p.out_indices = ws_ + off_out_;
     p.out_last_len = ws_ + off_last_;
     p.n_seqs = n_seqs_;
-    p.n_heads = h_.n_heads;
-    p.n_kv_heads = h_.n_kv_heads;
-    p.head_dim = h_.head_dim;
-    p.block_size = cfg_.block_size;
-    p.sink_blocks = cfg_.sink_blocks;
-    p.local_blocks = cfg_.local_blocks;
-    p.kind = cfg_.representation;
-    p.sub_block = cfg_.sub_block;
-    p.query_mode = cfg_.query;
     p.per_kv_head = per_ > 1;
     p.hash_w = hash_w_;
     p.act_type = DType::BF16;

@@ -147,7 +147,7 @@ Status AsyncSelector::run_job(const Slot& job, AsyncResult* out,
   bt_indptr[0] = 0;
   bt_indptr[1] = n;
 
-  backend::BlockSelectParams p;
+  backend::BlockSelectParams p = select_params(cfg_, opt_.n_heads, opt_.n_kv_heads, opt_.head_dim);
   p.q = job.q.data();
   p.reps = job.reps;
   p.block_table_indptr = bt_indptr;
@@ -157,16 +157,6 @@ Status AsyncSelector::run_job(const Slot& job, AsyncResult* out,
   p.out_indices = indices;
   p.out_last_len = last_len;
   p.n_seqs = 1;
-  p.n_heads = opt_.n_heads;
-  p.n_kv_heads = opt_.n_kv_heads;
-  p.head_dim = opt_.head_dim;
-  p.block_size = cfg_.block_size;
-  p.sink_blocks = cfg_.sink_blocks;
-  p.local_blocks = cfg_.local_blocks;
-  p.kind = cfg_.representation;
-  p.sub_block = cfg_.sub_block;
-  p.query_mode = cfg_.query;
-  p.per_kv_head = cfg_.scope == Scope::PerKvHead;
   p.hash_w = hash_w_.empty() ? nullptr : hash_w_.data();
   if (job.rank == uint8_t(backend::Rank::Oracle))
     return invalid_argument("async selector: the oracle runs inline only");

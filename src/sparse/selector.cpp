@@ -239,7 +239,7 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     }
     m.sub_out.resize(size_t(m.sub_out_indptr.back()));
     m.sub_last_len.resize(size_t(n_sub) * lists_per_seq);
-    backend::BlockSelectParams p;
+    backend::BlockSelectParams p = select_params(cfg_, dims_.n_heads, dims_.n_kv_heads, dims_.head_dim);
     p.q = m.sub_q.data();
     p.reps = reps;
     p.block_table_indptr = m.sub_bt_indptr.data();
@@ -249,15 +249,7 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     p.out_indices = m.sub_out.data();
     p.out_last_len = m.sub_last_len.data();
     p.n_seqs = n_sub;
-    p.n_heads = dims_.n_heads;
-    p.n_kv_heads = dims_.n_kv_heads;
-    p.head_dim = dims_.head_dim;
     p.block_size = bs;
-    p.sink_blocks = cfg_.sink_blocks;
-    p.local_blocks = cfg_.local_blocks;
-    p.kind = cfg_.representation;
-    p.sub_block = cfg_.sub_block;
-    p.query_mode = cfg_.query;
     p.per_kv_head = lists_per_seq > 1;
     p.hash_w = hash_w_.empty() ? nullptr : hash_w_.data();
     p.rank = m.sub_rank.data();

@@ -144,6 +144,21 @@ int forced_blocks(const SparseConfig& c, int n_blocks) {
   return sink + (n_blocks - local_lo);
 }
 
+backend::BlockSelectParams select_params(const SparseConfig& c, int n_heads, int n_kv_heads, int head_dim) {
+  backend::BlockSelectParams p;
+  p.n_heads = n_heads;
+  p.n_kv_heads = n_kv_heads;
+  p.head_dim = head_dim;
+  p.block_size = c.block_size;
+  p.sink_blocks = c.sink_blocks;
+  p.local_blocks = c.local_blocks;
+  p.kind = c.representation;
+  p.sub_block = c.sub_block;
+  p.query_mode = c.query;
+  p.per_kv_head = c.scope == Scope::PerKvHead;
+  return p;
+}
+
 int budget_blocks(const SparseConfig& c, int n_blocks) {
   if (n_blocks <= 0) return 0;
   int budget;

@@ -84,6 +84,11 @@ int budget_blocks(const SparseConfig& cfg, int n_blocks);
 /// <= 0: the config's own rule).
 int budget_blocks(const SparseConfig& cfg, int n_blocks, int32_t budget_tokens_override);
 
+/// block_select parameters with the config's fields and the model's dimensions set (block size,
+/// forced blocks, representation, sub-block, query mode, per_kv_head from the scope); the caller
+/// sets the buffers, sequence count, hash matrix, ranks and dtypes.
+backend::BlockSelectParams select_params(const SparseConfig& cfg, int n_heads, int n_kv_heads, int head_dim);
+
 /// True when a sequence of seq_len tokens decodes sparsely (enabled and seq_len >= min_context).
 bool sparse_eligible(const SparseConfig& cfg, int64_t seq_len);
 /// The same with a per-request min_context (>= 0 replaces cfg.min_context; < 0 keeps it).
