@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <unistd.h>
 
 #include "backend/backend.h"
 
@@ -158,6 +159,15 @@ Status Transfer::do_gather(const BlockCopy& c, Queue q, Event done) {
 
 namespace {
 
+// The machine's physical memory in bytes; the largest size_t when the system cannot say.
+size_t physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return std::numeric_limits<size_t>::max();
+  const auto p = static_cast<size_t>(pages), q = static_cast<size_t>(page);
+  return p > std::numeric_limits<size_t>::max() / q ? std::numeric_limits<size_t>::max() : p * q;
+}
+
 // The CPU backend's ops have finished when they return, so a copy can run at once: it is
 // ordered after everything queued on any queue, and every event is complete when recorded.
 class CpuTransfer final : public Transfer {
@@ -165,7 +175,9 @@ class CpuTransfer final : public Transfer {
   Result<void*> do_alloc_pinned(size_t bytes) override {
     // Nothing to lock on the host: 64-byte aligned memory, as CpuBackend::alloc gives.
     constexpr size_t kAlign = 64;
-    if (bytes > std::numeric_limits<size_t>::max() - (kAlign - 1))
+    // Pinned memory stays resident, so more than the machine's physical memory is refused
+    // here rather than left to the allocator (which may abort under a sanitizer).
+    if (bytes > std::numeric_limits<size_t>::max() - (kAlign - 1) || bytes > physical_memory_bytes())
       return out_of_memory("cpu: cannot allocate {} bytes of pinned host memory", bytes);
     const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
     void* p = std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded);
