@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Device calls for the RULER-style accuracy suite on a real model (pieces made by
 # scripts/device/pack_ruler.sh). Stages, one per call, back to back while the machine is warm:
-#   tests        unpack the gsa pack, run the CUDA select and engine tests
+#   tests        unpack the gsa pack, run every CUDA test binary in it but the goldens
 #   bench ARGS...  gsa bench --compare on the Qwen2.5-7B shape at 32K x 20 and 120K x 5 (random
 #                weights and KV): defaults, then quant ranked by mass, each with ARGS; tables to $OUT/bench.md
 #   piece NN     keep model piece NN (carried as .device/q.partNN) on the machine's disk
@@ -28,7 +28,8 @@ case $stage in
     tar -C /tmp -xJf .device/ruler.tar.xz
     { echo "commit $(cat /tmp/ruler/COMMIT)"; cat /tmp/ruler/DIFF; date -u
       nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nproc; } | tee "$OUT/device.txt"
-    for t in /tmp/ruler/bin/backend_cuda_test /tmp/ruler/bin/engine_cuda_test; do
+    for t in /tmp/ruler/bin/*_test; do
+      [[ $(basename $t) == model_golden_decode_cuda_test ]] && continue  # the golden stage runs it
       $t --gtest_brief=1 > "$OUT/$(basename $t).log" 2>&1
       echo "$(basename $t) rc $?: $(grep -E '^\[  (PASSED|FAILED) ' $OUT/$(basename $t).log | tr '\n' ' ')"
       grep -B2 -A8 Failure "$OUT/$(basename $t).log" | head -30
@@ -44,9 +45,13 @@ case $stage in
     echo "golden rc $?"; grep -E '^\[ (decode|  PASSED|  FAILED|  SKIPPED)|median|OK \]|FAILED' "$OUT/golden_decode_cuda.log" | head -30 ;;
   bench)
     shift
-    for shape in "32768 20" "122880 5"; do
+    # BENCH_SHAPES / BENCH_QUANT=0 shorten it when device time is short.
+    IFS=, read -ra shapes <<< "${BENCH_SHAPES:-32768 20,122880 5}"
+    for shape in "${shapes[@]}"; do
       set -- $shape "$@"; ctx=$1 batch=$2; shift 2
-      for cfg in "" "--representation quant --rank-by mass"; do
+      cfgs=("")
+      [[ ${BENCH_QUANT:-1} == 1 ]] && cfgs+=("--representation quant --rank-by mass")
+      for cfg in "${cfgs[@]}"; do
         echo "config: ${cfg:-defaults} $* at ${ctx}x${batch}" | tee -a "$OUT/bench.md"
         timeout 90 $gsa bench --device cuda --shape qwen2.5-7b --random-kv --sparse gsa --compare \
           --ctx $ctx --batch $batch --gen 16 $cfg "$@" 2>&1 | grep -E '^\|' | tee -a "$OUT/bench.md"

@@ -1,10 +1,13 @@
-// Engine: owns the backend, model, tokenizer, KV cache and (optionally) the GSA planner, and
-// runs requests through chunked prefill and batched decode steps. One thread drives it; it
-// validates requests at add_request and fails a request (not the process) on KV exhaustion.
+// Engine: the facade a caller drives (submit with add_request, step, cancel; the events of each
+// step are the output stream). It owns the backend, model, tokenizer, KV cache and (optionally)
+// the GSA planner; the Scheduler (scheduler.h) decides what each step runs, the batch builder
+// (batch.h) turns that into a forward, and the OutputProcessor (output.h) turns sampled tokens
+// into text and finish events. One thread drives it. Requests are validated at add_request; a
+// request that does not fit the KV cache now waits, and an error confined to one request
+// finishes that request, not the process.
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <span>
 #include <string>
@@ -25,6 +28,9 @@
 namespace gsa::engine {
 
 class PlanHook;
+class Scheduler;
+class OutputProcessor;
+struct StepPlan;
 
 struct EngineConfig {
   std::string model_path;       // GGUF file; empty with shape_preset for random weights
@@ -45,7 +51,7 @@ struct EngineConfig {
   Status validate() const;
 };
 
-enum class FinishReason { None, Eos, Length, Stop, Error };
+enum class FinishReason { None, Eos, Length, Stop, Error, Cancelled };
 const char* finish_reason_name(FinishReason r);
 
 struct RequestInput {
@@ -86,6 +92,7 @@ class AttentionObserver {
 struct EngineStats {
   int64_t prefill_tokens = 0;
   int64_t prefix_hit_tokens = 0;  // prompt tokens taken from the prefix cache
+  int64_t preemptions = 0;        // samples that gave up their KV blocks to others and resumed
   double prefill_seconds = 0;
   int64_t decode_tokens = 0;
   int64_t decode_steps = 0;
@@ -124,20 +131,18 @@ class Engine {
   /// means the engine itself failed.
   Status step(std::vector<TokenEvent>* events);
   bool has_work() const;
+  /// Ends a queued or running request: the next step emits FinishReason::Cancelled for each of
+  /// its unfinished samples and frees its blocks. NotFound for an unknown or finished id.
+  Status cancel(int64_t request_id);
   const EngineStats& stats() const { return stats_; }
   /// Installs (or with null removes) an observer of GSA decode decisions; borrowed.
   void set_attention_observer(AttentionObserver* obs);
   void reset_stats();
 
  private:
-  struct Seq;
-  struct Request;
   Engine() = default;
-  Status prefill_step(std::vector<TokenEvent>* events, bool* progressed);
-  Status decode_step(std::vector<TokenEvent>* events);
-  void accept_token(Seq& s, int32_t token, std::vector<TokenEvent>* events);
-  void finish(Seq& s, FinishReason r, std::vector<TokenEvent>* events, std::string error = {});
-  void reap();
+  Status run_prefill(const StepPlan& plan, std::vector<TokenEvent>* events);
+  Status run_decode(const StepPlan& plan, std::vector<TokenEvent>* events);
   backend::RepUpdateParams rep_params() const;
 
   EngineConfig cfg_;
@@ -150,14 +155,12 @@ class Engine {
   std::unique_ptr<sparse::Planner> planner_;  // GSA selection (make_planner); null: dense
   std::unique_ptr<PlanHook> hook_;             // planner_ as the model's per-layer hook
   sparse::PlannerStats planner_base_;          // planner_'s counters at the last reset_stats()
+  void* hash_w_ = nullptr;  // the Hash projection matrix in backend memory, for rep_update
   bool kv_randomized_ = false;
   bool dense_notice_ = false;  // the "below min_context, decoding densely" line was logged
   int max_context_ = 0;
-  int64_t next_request_ = 0;
-  int64_t next_seq_ = 0;
-  std::deque<std::unique_ptr<Request>> prefilling_;
-  std::vector<std::unique_ptr<Seq>> running_;
-  std::vector<std::unique_ptr<Request>> done_requests_;  // prompt done, samples still running
+  std::unique_ptr<Scheduler> sched_;
+  std::unique_ptr<OutputProcessor> output_;
   std::vector<float> logits_;
   std::vector<int32_t> sampled_;
   EngineStats stats_;

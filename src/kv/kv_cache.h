@@ -73,6 +73,8 @@ class KvCache {
   /// `tokens` are the sequence's tokens, at least table->n_tokens of them.
   void index_full_blocks(BlockTable* table, std::span<const int32_t> tokens);
   const PrefixCache& prefix_cache() const { return prefix_; }
+  /// Blocks a reserve could take now: free ones and cached ones no sequence references.
+  int32_t n_available() const { return pool_.n_free() + prefix_.n_evictable(pool_); }
 
  private:
   backend::Backend* backend_ = nullptr;

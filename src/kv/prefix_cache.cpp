@@ -63,6 +63,12 @@ int32_t PrefixCache::evict(BlockPool& pool, int32_t n) {
   return freed;
 }
 
+int32_t PrefixCache::n_evictable(const BlockPool& pool) const {
+  int32_t n = 0;
+  for (const auto& [h, e] : entries_) n += pool.ref_count(e.block) == 1;
+  return n;
+}
+
 void PrefixCache::clear(BlockPool& pool) {
   for (auto& [h, e] : entries_) pool.release(e.block);
   entries_.clear();

@@ -33,6 +33,9 @@ class PrefixCache {
   /// Drops every entry (and the cache's references).
   void clear(BlockPool& pool);
 
+  /// Blocks that evict() could free now: cached blocks no sequence references.
+  int32_t n_evictable(const BlockPool& pool) const;
+
   int32_t size() const { return int32_t(entries_.size()); }
   int64_t hits() const { return hits_; }
 

@@ -172,6 +172,29 @@ TEST_F(EngineCudaTest, OracleAndDenseLayersOnTheDevice) {
   EXPECT_GT(sd.selector.blocks_attended, so.selector.blocks_attended);
 }
 
+TEST_F(EngineCudaTest, HashRepresentationIsWrittenAndScoredOnTheDevice) {
+  // The Hash representation's projection matrix must be in device memory for the rep writes of
+  // prefill and decode: the device selection and the inline host selection (on the mirrored
+  // tables) pick the same lists, and a budget over every block gives full attention's tokens.
+  const std::vector<std::vector<int32_t>> prompts = {prompt(600, 12), prompt(660, 13)};
+  const std::vector<int> max_tokens = {20, 20};
+  EngineConfig dev = config(true);
+  dev.sparse_cfg.representation = backend::RepKind::Hash;
+  EngineConfig host = dev;
+  host.sparse_cfg.selector = sparse::SelectorKind::Cpu;
+  host.sparse_cfg.lag = 0;
+  EngineStats sd, sh;
+  const auto a = run(dev, prompts, max_tokens, &sd);
+  const auto b = run(host, prompts, max_tokens, &sh);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(sh.selector.blocks_attended, sd.selector.blocks_attended);
+  EXPECT_LT(double(sd.selector.blocks_attended), 0.5 * double(sd.selector.blocks_total));
+  EngineConfig wide = dev;
+  wide.sparse_cfg.budget_tokens = 4096;
+  EXPECT_EQ(run(wide, prompts, max_tokens), run(config(false), prompts, max_tokens));
+}
+
 TEST_F(EngineCudaTest, PipelinedSelectionWithAFullBudgetEqualsFullAttention) {
   // A budget above every context: each asynchronous list holds every block, so the pipeline's
   // lists (results of earlier steps extended with the blocks added since) must give exactly

@@ -211,6 +211,84 @@ TEST_F(EngineTest, KvExhaustionFailsOneRequestAndTheOthersFinish) {
   expect_all_free(*e);
 }
 
+TEST_F(EngineTest, RequestsThatDoNotFitTogetherArePreemptedAndResumeWithTheSameTokens) {
+  // 20 blocks of 4 tokens; four requests of 24-token prompts and 20 new tokens each need 11
+  // blocks at the end, 44 together. They are admitted as their prompts fit, and when decoding
+  // runs out of blocks the most recently started one gives its blocks up and resumes later.
+  // Every request finishes with the tokens it has when run alone.
+  std::vector<std::vector<int32_t>> alone;
+  for (int i = 0; i < 4; ++i) {
+    auto e = make(4);
+    ASSERT_TRUE(e->add_request(req(prompt(24, 20 + i), 20)).is_ok());
+    alone.push_back(run(*e)[key(0, 0)].tokens);
+    ASSERT_EQ(alone.back().size(), 20u);
+  }
+  for (bool prefix_cache : {true, false}) {
+    auto e = make(4, 8, 80, prefix_cache);
+    for (int i = 0; i < 4; ++i) ASSERT_TRUE(e->add_request(req(prompt(24, 20 + i), 20)).is_ok());
+    auto out = run(*e);
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(out[key(i, 0)].finish, FinishReason::Length) << i << ": " << out[key(i, 0)].error;
+      EXPECT_EQ(out[key(i, 0)].tokens, alone[size_t(i)]) << "request " << i;
+    }
+    EXPECT_GT(e->stats().preemptions, 0);
+    EXPECT_FALSE(e->has_work());
+    expect_all_free(*e);
+  }
+}
+
+TEST_F(EngineTest, LongPromptsWaitForTheCacheInsteadOfFailing) {
+  // 16 blocks of 4 tokens and prompts of 40 tokens (10 blocks, 11 with the first decoded
+  // token): the two cannot be in the cache together, so the second is not admitted (though the
+  // 48-token chunk has room for it) until the first has finished; both give their lone tokens.
+  std::vector<std::vector<int32_t>> alone;
+  for (int i = 0; i < 2; ++i) {
+    auto e = make(4);
+    ASSERT_TRUE(e->add_request(req(prompt(40, 30 + i), 4)).is_ok());
+    alone.push_back(run(*e)[key(0, 0)].tokens);
+  }
+  auto e = make(4, 48, 64);
+  ASSERT_TRUE(e->add_request(req(prompt(40, 30), 4)).is_ok());
+  ASSERT_TRUE(e->add_request(req(prompt(40, 31), 4)).is_ok());
+  std::vector<TokenEvent> ev;
+  ASSERT_TRUE(e->step(&ev).is_ok());
+  EXPECT_EQ(e->stats().prefill_tokens, 40);  // the first prompt only
+  auto out = run(*e, ev);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(out[key(i, 0)].finish, FinishReason::Length) << out[key(i, 0)].error;
+    EXPECT_EQ(out[key(i, 0)].tokens, alone[size_t(i)]);
+  }
+  EXPECT_EQ(e->stats().preemptions, 0);
+  expect_all_free(*e);
+}
+
+TEST_F(EngineTest, CancelEndsQueuedAndRunningRequestsAndFreesTheirBlocks) {
+  auto e = make(4, 512, 4096);
+  const int64_t a = e->add_request(req(prompt(20, 40), 30)).value();
+  const int64_t b = e->add_request(req(prompt(20, 41), 30, 2)).value();
+  std::vector<TokenEvent> ev;
+  ASSERT_TRUE(e->step(&ev).is_ok());  // both prompts prefill in one step
+  ASSERT_TRUE(e->step(&ev).is_ok());  // one decode step
+  ASSERT_TRUE(e->cancel(b).is_ok());
+  EXPECT_EQ(e->cancel(b).code(), StatusCode::NotFound);  // already cancelled
+  const int64_t c = e->add_request(req(prompt(20, 42), 5)).value();
+  ASSERT_TRUE(e->cancel(c).is_ok());  // still queued
+  auto out = run(*e, ev);
+  EXPECT_EQ(out[key(a, 0)].finish, FinishReason::Length);
+  EXPECT_EQ(out[key(a, 0)].tokens.size(), 30u);
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_EQ(out[key(b, k)].finish, FinishReason::Cancelled);
+    EXPECT_EQ(out[key(b, k)].tokens.size(), 2u);  // prefill's token and one decode step's
+  }
+  EXPECT_EQ(out[key(c, 0)].finish, FinishReason::Cancelled);
+  EXPECT_TRUE(out[key(c, 0)].tokens.empty());
+  EXPECT_EQ(e->cancel(a).code(), StatusCode::NotFound);  // finished
+  EXPECT_EQ(e->cancel(99).code(), StatusCode::NotFound);
+  EXPECT_STREQ(finish_reason_name(FinishReason::Cancelled), "cancelled");
+  EXPECT_FALSE(e->has_work());
+  expect_all_free(*e);
+}
+
 TEST_F(EngineTest, PrefixCacheReusesPromptBlocksWithTheSameOutput) {
   auto e = make(4);
   const std::vector<int32_t> p = prompt(30, 4);
@@ -437,6 +515,33 @@ TEST_F(EngineTest, LaggedSelectionNeverFallsBackToForcedBlocksOnly) {
   EXPECT_EQ(first.blocks_attended, first.blocks_total);
   EXPECT_EQ(first.lists_stale, 0);
   EXPECT_EQ(first.lists_async, 0);
+}
+
+TEST_F(EngineTest, PreemptedSparseSequencesResumeWithTheirSelectionState) {
+  // GSA decode with the inline and the pipelined (lag 2) CPU selectors in a cache too small for
+  // all requests at once: preempted samples leave the planner (release) before their blocks go
+  // and come back as new sequences; every request finishes with the tokens it has alone (inline)
+  // or with its full length (pipelined, where timing decides which lists are fresh).
+  for (int lag : {0, 2}) {
+    const auto small = [](EngineConfig& c) { c.kv_tokens = 4 * 100; c.prefill_chunk = 64; };
+    std::vector<std::vector<int32_t>> alone;
+    for (int i = 0; i < 3; ++i) {
+      auto e = make_sparse(*path_, 0, lag);
+      ASSERT_TRUE(e->add_request(req(prompt(120, 50 + i), 40)).is_ok());
+      alone.push_back(run(*e)[key(0, 0)].tokens);
+    }
+    auto e = make_sparse(*path_, 0, lag, small);
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(e->add_request(req(prompt(120, 50 + i), 40)).is_ok());
+    auto out = run(*e);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(out[key(i, 0)].finish, FinishReason::Length) << out[key(i, 0)].error;
+      EXPECT_EQ(out[key(i, 0)].tokens.size(), 40u);
+      if (lag == 0) EXPECT_EQ(out[key(i, 0)].tokens, alone[size_t(i)]) << "request " << i;
+    }
+    EXPECT_GT(e->stats().preemptions, 0) << "lag " << lag;
+    EXPECT_GT(e->stats().selector.lists_selected + e->stats().selector.lists_async, 0);
+    expect_all_free(*e);
+  }
 }
 
 TEST(EngineConfig, RejectsBadValues) {
