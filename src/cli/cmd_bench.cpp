@@ -145,7 +145,7 @@ int run(BenchFlags b) {
                                  : int64_t(b.ctx) + int64_t(b.batch) * per_seq + cfg->block_size;
   }
   Timer load_timer;
-  auto eng = engine::Engine::create(*cfg);
+  auto eng = create_engine(b.engine, *cfg);
   if (!eng) return fail(eng.status());
   engine::Engine& e = **eng;
   const double load_s = load_timer.seconds();

@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/timer.h"
+#include "sparse/knobs.h"
 
 namespace gsa::cli {
 
@@ -77,7 +78,7 @@ int run(EvalFlags f) {
   auto hay = read_haystack(f.haystack_dir);
   if (!hay) return fail(hay.status());
   if (Status st = set_model(f.engine, &*cfg); !st.is_ok()) return fail(st);
-  auto eng = engine::Engine::create(*cfg);
+  auto eng = create_engine(f.engine, *cfg);
   if (!eng) return fail(eng.status());
   engine::Engine& e = **eng;
   if (!e.tokenizer()) return fail(invalid_argument("eval needs a model with a tokenizer"));
@@ -203,10 +204,12 @@ Command add_eval(CLI::App& root) {
   app->add_option("--question", f->question, "the question");
   app->add_option("--answer", f->answer, "text the answer must contain");
   app->add_option("-n,--n-predict", f->n_predict, "tokens to generate")->transform(int_in(0, 1 << 24));
+  // A budget is a per-request sparse_budget_tokens: the range of the budget_tokens knob.
+  const sparse::KnobSpec& budget_knob = *sparse::find_sparse_knob("budget_tokens");
   app->add_option("--budgets", f->budgets,
                   "with --sparse gsa: run each prompt at these budgets in tokens (0: full attention)")
       ->delimiter(',')
-      ->transform(int_in(0, INT32_MAX))
+      ->transform(int_in(int64_t(budget_knob.lo), int64_t(budget_knob.hi)))
       ->default_str("");
   app->add_flag("--mass", f->mass, "measure the softmax mass inside the selected blocks, per layer");
   app->add_option("--label", f->label, "label written into each result line");

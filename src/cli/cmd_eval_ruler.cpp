@@ -18,6 +18,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <variant>
 
 #include <nlohmann/json.hpp>
 
@@ -25,6 +26,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/timer.h"
+#include "sparse/knobs.h"
 
 namespace gsa::cli {
 
@@ -85,15 +87,20 @@ Result<Variant> parse_variant(const std::string& s) {
     return invalid_argument("unknown variant '{}' (known: full, gsa, score, mass, oracle, each "
                             "but full with @B for a budget of B tokens)", s);
   v.oracle = base == "oracle";
-  if (base == "score") v.rank_by = int8_t(sparse::RankBy::Score);
-  if (base == "mass") v.rank_by = int8_t(sparse::RankBy::Mass);
+  // score and mass are the rank_by knob's names; @B is a sparse_budget_tokens override, in the
+  // budget_tokens knob's range (0 would mean "the engine's budget": not a budget to name).
+  const sparse::KnobSpec& rank_by = *sparse::find_sparse_knob("rank_by");
+  if (base != "gsa" && base != "oracle") {
+    auto value = sparse::parse_value(rank_by, base);
+    if (!value) return internal_error("variant '{}': {}", s, value.status().message());
+    v.rank_by = int8_t(std::get<int64_t>(*value));
+  }
   if (at != std::string::npos) {
-    const std::string b = s.substr(at + 1);
-    char* end = nullptr;
-    const long n = std::strtol(b.c_str(), &end, 10);
-    if (b.empty() || *end != '\0' || n <= 0 || n > INT32_MAX)
+    const sparse::KnobSpec& budget = *sparse::find_sparse_knob("budget_tokens");
+    auto n = sparse::parse_value(budget, s.substr(at + 1));
+    if (!n || std::get<int64_t>(*n) <= 0 || !sparse::in_range(budget, *n))
       return invalid_argument("variant '{}': budget must be a positive token count", s);
-    v.budget = int(n);
+    v.budget = int(std::get<int64_t>(*n));
   }
   return v;
 }
@@ -304,12 +311,18 @@ int run(RulerFlags f, bool variants_given) {
   if (!cfg) return fail_flags(cfg.status());
   auto cases = read_cases(f);
   if (!cases) return fail(cases.status());
-  for (const Variant& v : variants)
+  for (const Variant& v : variants) {
     if (!v.full && !cfg->sparse)
       return usage(invalid_argument("{} {} needs --sparse gsa{}", variants_given ? "--variants" : "the default variant",
                                     v.name, variants_given ? "" : " (or pass --variants full)"));
+    // The request overrides a variant sets, checked against the knobs they share before any
+    // model loads (mass with --representation hash, say).
+    if (!v.full)
+      if (Status st = sparse::check_request_overrides(cfg->sparse_cfg, v.budget, -1, v.rank_by); !st.is_ok())
+        return usage(invalid_argument("--variants {}: {}", v.name, with_flag_names(st.message())));
+  }
   if (Status st = set_model(f.engine, &*cfg); !st.is_ok()) return fail(st);
-  auto eng = engine::Engine::create(*cfg);
+  auto eng = create_engine(f.engine, *cfg);
   if (!eng) return fail(eng.status());
   engine::Engine& e = **eng;
   if (!e.tokenizer()) return fail(invalid_argument("eval needs a model with a tokenizer"));

@@ -1,15 +1,21 @@
 // `gsa generate`: one or several prompts through the engine, streaming tokens as they come,
-// then prefill/decode speed and peak memory on stderr.
+// then prefill/decode speed and peak memory on stderr. With -v also the model load, the
+// attention configuration, the seed of a sampled run and the prefill progress of long prompts.
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <random>
+#include <set>
 #include <sstream>
 
 #include "cli/common.h"
+#include "cli/progress.h"
+#include "cli/sampling_knobs.h"
 #include "core/log.h"
 #include "core/timer.h"
 
@@ -22,13 +28,8 @@ struct GenerateFlags {
   std::vector<std::string> prompts;
   std::string prompt_file;
   std::string batch_file;
-  int n_predict = 128;
-  float temp = 0.0f;
-  int top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  float repeat_penalty = 1.0f;
-  uint64_t seed = 0;
+  engine::SamplingParams sampling;       // the values of the sampling knobs (sampling_knobs())
+  std::set<std::string> sampling_given;  // keys of the sampling knobs given on the command line
   int n_samples = 1;
   bool chat = false;
   std::string system;
@@ -37,6 +38,16 @@ struct GenerateFlags {
   bool ignore_eos = false;
   bool no_stream = false;
 };
+
+// A seed for a run without --seed: from the OS's entropy source, or the clock if it has none.
+uint64_t random_seed() {
+  try {
+    std::random_device rd;
+    return (uint64_t(rd()) << 32) ^ uint64_t(rd());
+  } catch (const std::exception&) {
+    return uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()) * 0x9E3779B97F4A7C15ull;
+  }
+}
 
 // The text of a file, or of stdin for "-"; `flag` names the option in messages.
 Result<std::string> read_file(const std::string& path, const char* flag) {
@@ -72,17 +83,18 @@ int run(const GenerateFlags& g) {
   if (Status st = check(g); !st.is_ok()) return usage(st);
   auto cfg = engine_config(g.engine);
   if (!cfg) return fail_flags(cfg.status());
-  engine::SamplingParams sp;
-  sp.temperature = g.temp;
-  sp.top_k = g.top_k;
-  sp.top_p = g.top_p;
-  sp.min_p = g.min_p;
-  sp.repetition_penalty = g.repeat_penalty;
-  sp.seed = g.seed;
-  sp.max_tokens = g.n_predict;
+  engine::SamplingParams sp = g.sampling;
   sp.stop = g.stop;
   sp.ignore_eos = g.ignore_eos;
   if (Status st = sp.validate(); !st.is_ok()) return usage(st);  // the flags' checks cover it
+  if (sp.temperature > 0.0f) {
+    // Sampling without --seed: a fresh seed each run, shown so that a run can be repeated.
+    const bool given = g.sampling_given.contains("seed");
+    if (!given) sp.seed = random_seed();
+    if (g.engine.verbose)
+      std::fprintf(stderr, "gsa: seed %llu%s\n", (unsigned long long)sp.seed,
+                   given ? "" : " (random; --seed repeats this run)");
+  }
   std::vector<std::string> texts = g.prompts;
   if (!g.prompt_file.empty()) {
     auto t = read_file(g.prompt_file, "-f");
@@ -106,7 +118,7 @@ int run(const GenerateFlags& g) {
   }
   if (Status st = set_model(g.engine, &*cfg); !st.is_ok()) return fail(st);
   Timer load_timer;
-  auto eng = engine::Engine::create(*cfg);
+  auto eng = create_engine(g.engine, *cfg);
   if (!eng) return fail(eng.status());
   engine::Engine& e = **eng;
   const tokenizer::Tokenizer& tok = *e.tokenizer();
@@ -140,10 +152,12 @@ int run(const GenerateFlags& g) {
   std::vector<std::vector<std::string>> reasons(texts.size(), std::vector<std::string>(size_t(g.n_samples)));
   std::vector<engine::TokenEvent> events;
   int errors = 0;
+  PrefillProgress progress(prompt_tokens, e.stats(), g.engine.verbose);
   while (e.has_work()) {
     events.clear();
     Status st = e.step(&events);
     if (!st.is_ok()) return fail(st);
+    progress.update(e.stats());
     for (const auto& ev : events) {
       outputs[size_t(ev.request_id)][size_t(ev.sample)] += ev.text;
       if (stream && !ev.text.empty()) {
@@ -199,13 +213,14 @@ Command add_generate(CLI::App& root) {
       ->default_str("");
   app->add_option("-f,--file", g->prompt_file, "read the prompt from a file (-: stdin)");
   app->add_option("--batch", g->batch_file, "a file with one prompt per line, run together (-: stdin)");
-  app->add_option("-n,--n-predict", g->n_predict, "tokens to generate")->transform(int_in(0, 1 << 24));
-  app->add_option("--temp", g->temp, "temperature (0: greedy)")->check(real_in(0, 100));
-  app->add_option("--top-k", g->top_k, "top-k (0: off)")->transform(int_in(0, INT32_MAX));
-  app->add_option("--top-p", g->top_p, "top-p (1: off)")->check(real_in(0, 1, true));
-  app->add_option("--min-p", g->min_p, "min-p (0: off)")->check(real_in(0, 1, false, true));
-  app->add_option("--repeat-penalty", g->repeat_penalty, "repetition penalty (1: off)")->check(real_in(0, 10, true));
-  app->add_option("--seed", g->seed, "sampling seed")->transform(uint64_value());
+  // The sampling knobs: CLI11 checks each value against the table's range, naming the flag.
+  for (const SamplingKnob& k : sampling_knobs())
+    add_knob_flag(app, k, sparse::default_text(k), std::string(k.help), true, [g, &k](const std::string& v) {
+      auto value = sparse::parse_value(k, v);
+      if (!value) throw CLI::ValidationError(std::string(k.long_flag()), value.status().message());
+      k.set(g->sampling, *value);
+      g->sampling_given.insert(std::string(k.key));
+    });
   app->add_option("--samples", g->n_samples, "parallel samples per prompt (share the prompt's KV)")
       ->transform(int_in(1, 4096));
   app->add_flag("--chat", g->chat, "wrap the prompt in the model's chat template");

@@ -1,12 +1,63 @@
-// `gsa info [MODEL]`: architecture, hyperparameters, tokenizer and a tensor summary.
+// `gsa info [MODEL]`: architecture, hyperparameters, tokenizer and a tensor summary. Metadata
+// strings are shown with non-printable bytes escaped (\xNN), saying so.
 #include <cstdio>
 #include <map>
+#include <string>
+#include <string_view>
 
 #include "cli/common.h"
 #include "model/hparams.h"
 #include "tokenizer/tokenizer.h"
 
 namespace gsa::cli {
+
+namespace {
+
+// Length of the valid UTF-8 sequence at s[i] that prints as text, or 0: C1 controls
+// (U+0080-U+009F) and the bidirectional overrides (U+202A-U+202E, U+2066-U+2069), which can
+// reorder or hide what a terminal shows, count as non-printable.
+size_t printable_utf8(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const auto cont = [&](size_t k) { return i + k < s.size() && (b(k) & 0xC0) == 0x80; };
+  const unsigned char c = b(0);
+  if (c >= 0xC2 && c <= 0xDF && cont(1)) return (c == 0xC2 && b(1) < 0xA0) ? 0 : 2;
+  if (c >= 0xE0 && c <= 0xEF && cont(1) && cont(2)) {
+    if ((c == 0xE0 && b(1) < 0xA0) || (c == 0xED && b(1) >= 0xA0)) return 0;  // overlong, surrogate
+    if (c == 0xE2 && b(1) == 0x80 && b(2) >= 0xAA && b(2) <= 0xAE) return 0;
+    if (c == 0xE2 && b(1) == 0x81 && b(2) >= 0xA6 && b(2) <= 0xA9) return 0;
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4 && cont(1) && cont(2) && cont(3)) {
+    if ((c == 0xF0 && b(1) < 0x90) || (c == 0xF4 && b(1) >= 0x90)) return 0;  // overlong, > U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+// s for a terminal: printable ASCII and printable UTF-8 as they are, every other byte as \xNN
+// (then with a note of why, and backslashes doubled so the escapes read unambiguously).
+std::string printable(std::string_view s) {
+  std::string out;
+  bool escaped = false;
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7F) {
+      out += c == '\\' ? "\\\\" : std::string(1, char(c));
+      ++i;
+    } else if (const size_t n = c >= 0x80 ? printable_utf8(s, i) : 0; n > 0) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+      escaped = true;
+      ++i;
+    }
+  }
+  if (!escaped) return std::string(s);
+  return out + " (non-printable bytes shown escaped)";
+}
+
+}  // namespace
 
 int run_info(CLI::App*, const std::string& model) {
   auto path = resolve_model(model);
@@ -16,8 +67,9 @@ int run_info(CLI::App*, const std::string& model) {
   std::printf("file:          %s\n", path->c_str());
   std::printf("gguf version:  %u, %llu bytes, %zu metadata keys, %zu tensors\n", f->version(),
               (unsigned long long)f->file_size(), f->metadata().size(), f->tensors().size());
-  if (auto name = f->get_string("general.name")) std::printf("name:          %s\n", name->c_str());
-  if (auto lic = f->get_string("general.license")) std::printf("license:       %s\n", lic->c_str());
+  // Metadata strings are untrusted bytes: control characters would reach the terminal.
+  if (auto name = f->get_string("general.name")) std::printf("name:          %s\n", printable(*name).c_str());
+  if (auto lic = f->get_string("general.license")) std::printf("license:       %s\n", printable(*lic).c_str());
   auto hp = model::hparams_from_gguf(*f);
   if (!hp) return fail(hp.status());
   const model::HParams& h = *hp;
@@ -37,10 +89,10 @@ int run_info(CLI::App*, const std::string& model) {
   std::printf("parameters:    %.1f M\n", double(h.n_params()) / 1e6);
   auto tok = tokenizer::Tokenizer::from_gguf(*f);
   if (!tok) {
-    std::printf("tokenizer:     unsupported (%s)\n", tok.status().message().c_str());
+    std::printf("tokenizer:     unsupported (%s)\n", printable(tok.status().message()).c_str());
   } else {
     std::printf("tokenizer:     byte-level BPE, pre '%s', %d tokens, bos %d, eos %d, add bos %s\n",
-                tok->pre().c_str(), tok->n_vocab(), tok->bos_id(), tok->eos_id(),
+                printable(tok->pre()).c_str(), tok->n_vocab(), tok->bos_id(), tok->eos_id(),
                 tok->add_bos() ? "yes" : "no");
     std::printf("chat template: %s\n", tok->chat_template().empty() ? "none" : "present");
   }

@@ -11,11 +11,12 @@
 #include <fstream>
 #include <sstream>
 #include <string_view>
-#include <type_traits>
 #include <utility>
 
 #include "core/paths.h"
+#include "core/timer.h"
 #include "model/hparams.h"
+#include "sparse/knobs.h"
 #include "sparse/sparse_config.h"
 
 namespace gsa::cli {
@@ -34,96 +35,11 @@ constexpr KnownModel kKnownModels[] = {
 };
 constexpr const char* kDefaultModel = "smollm2-135m";
 
-// SparseConfig fields and the flags that set them: sparse::validate's messages name fields,
-// the user typed flags.
-constexpr std::pair<const char*, const char*> kKnobFlags[] = {
-    {"block_size", "--block-size"},
-    {"representation", "--representation"},
-    {"query", "--query"},
-    {"scope", "--scope"},
-    {"sink_blocks", "--sink-blocks"},
-    {"local_blocks", "--local-blocks"},
-    {"budget_ratio", "--budget-ratio"},
-    {"budget_min_tokens", "--budget-min-tokens"},
-    {"budget_max_tokens", "--budget-max-tokens"},
-    {"budget_tokens", "--budget-tokens"},
-    {"min_context", "--min-context"},
-    {"select_every", "--select-every"},
-    {"lag", "--lag"},
-    {"selector", "--selector"},
-    {"cpu_workers", "--cpu-workers"},
-    {"selection", "--selection"},
-    {"dense_layers", "--dense-layers"},
-    {"sub_block", "--sub-block"},
-    {"rank_by", "--rank-by"},
-};
-
-// A sparse::validate message with the first mention of each field replaced by its flag.
-std::string with_flag_names(std::string m) {
-  constexpr std::string_view kPrefix = "sparse config: ";
-  if (m.starts_with(kPrefix)) m.erase(0, kPrefix.size());
-  auto word = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-'; };
-  for (const auto& [key, flag] : kKnobFlags) {
-    const std::string_view k = key;
-    for (size_t at = m.find(k); at != std::string::npos; at = m.find(k, at + 1)) {
-      if ((at == 0 || !word(m[at - 1])) && (at + k.size() == m.size() || !word(m[at + k.size()]))) {
-        m.replace(at, k.size(), flag);
-        break;
-      }
-    }
-  }
-  return m;
-}
-
-// Every name the enum's name function knows (it answers "unknown" for the other values), so the
-// flags accept what the --sparse-config parser accepts.
-template <typename E>
-std::vector<std::string> enum_names(const char* (*name)(E)) {
-  std::vector<std::string> names;
-  for (int i = 0; i < 256; ++i)
-    if (std::string_view n = name(E(i)); n != "unknown") names.emplace_back(n);
-  return names;
-}
-
-template <typename E>
-Status set_enum(const std::optional<std::string>& v, const char* flag, const char* (*name)(E), E* out) {
-  if (!v) return Status::ok();
-  for (int i = 0; i < 256; ++i) {
-    if (*v == name(E(i)) && *v != "unknown") {
-      *out = E(i);
-      return Status::ok();
-    }
-  }
-  std::string known;
-  for (const std::string& n : enum_names(name)) known += (known.empty() ? "" : ", ") + n;
-  return invalid_argument("{}: '{}' is not one of {}", flag, *v, known);
-}
-
-// The first GSA flag given, or nullptr.
+// The first GSA flag given (--sparse-config, then the knobs in table order), or nullptr.
 const char* first_gsa_flag(const EngineFlags& f) {
-  const std::pair<const char*, bool> given[] = {
-      {"--sparse-config", f.sparse_config.has_value()},
-      {"--representation", f.representation.has_value()},
-      {"--query", f.query.has_value()},
-      {"--scope", f.scope.has_value()},
-      {"--selector", f.selector.has_value()},
-      {"--selection", f.selection.has_value()},
-      {"--rank-by", f.rank_by.has_value()},
-      {"--dense-layers", f.dense_layers.has_value()},
-      {"--sub-block", f.sub_block.has_value()},
-      {"--sink-blocks", f.sink_blocks.has_value()},
-      {"--local-blocks", f.local_blocks.has_value()},
-      {"--budget-ratio", f.budget_ratio.has_value()},
-      {"--budget-min-tokens", f.budget_min_tokens.has_value()},
-      {"--budget-max-tokens", f.budget_max_tokens.has_value()},
-      {"--budget-tokens", f.budget_tokens.has_value()},
-      {"--min-context", f.min_context.has_value()},
-      {"--select-every", f.select_every.has_value()},
-      {"--lag", f.lag.has_value()},
-      {"--cpu-workers", f.cpu_workers.has_value()},
-  };
-  for (const auto& [flag, set] : given)
-    if (set) return flag;
+  if (f.sparse_config) return "--sparse-config";
+  for (const auto& k : sparse::sparse_knobs())  // the table's flags are string literals
+    if (!k.flag.empty() && !k.engine_flag && f.gsa_knobs.contains(k.key)) return k.flag.data();
   return nullptr;
 }
 
@@ -149,6 +65,23 @@ std::string range_text(double lo, double hi, bool lo_open, bool hi_open) {
 }
 
 }  // namespace
+
+std::string with_flag_names(std::string m) {
+  constexpr std::string_view kPrefix = "sparse config: ";
+  if (m.starts_with(kPrefix)) m.erase(0, kPrefix.size());
+  auto word = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-'; };
+  for (const auto& knob : sparse::sparse_knobs()) {
+    if (knob.flag.empty()) continue;
+    const std::string_view k = knob.key;
+    for (size_t at = m.find(k); at != std::string::npos; at = m.find(k, at + 1)) {
+      if ((at == 0 || !word(m[at - 1])) && (at + k.size() == m.size() || !word(m[at + k.size()]))) {
+        m.replace(at, k.size(), knob.long_flag());
+        break;
+      }
+    }
+  }
+  return m;
+}
 
 int fail(const Status& s) {
   std::fprintf(stderr, "gsa: %s\n", s.message().c_str());
@@ -258,6 +191,41 @@ CLI::Validator non_empty() {
                         std::string());
 }
 
+CLI::Option* add_knob_flag(CLI::App* app, const sparse::KnobSpec& k, const std::string& default_text,
+                           const std::string& help, bool check_range,
+                           std::function<void(const std::string&)> on_value) {
+  CLI::Option* o = app->add_option_function<std::string>(std::string(k.flag), std::move(on_value), help);
+  o->default_str(default_text);
+  switch (k.type) {
+    case sparse::KnobType::Int:
+      o->type_name("INT");
+      if (!check_range) o->transform(int_in(INT32_MIN, INT32_MAX));  // the field's type; the range later
+      else if (k.pow2 && k.lo > 0) o->transform(power_of_two(int64_t(k.hi)));
+      else o->transform(int_in(int64_t(k.lo), int64_t(k.hi)));
+      break;
+    case sparse::KnobType::Real:
+      o->type_name("FLOAT");
+      o->check(check_range ? real_in(k.lo, k.hi, k.lo_open, k.hi_open) : real_in(-HUGE_VAL, HUGE_VAL));
+      break;
+    case sparse::KnobType::Uint64:
+      o->type_name("UINT");
+      o->transform(uint64_value());
+      break;
+    case sparse::KnobType::Enum: {
+      o->type_name("TEXT");
+      std::vector<std::string> names;
+      for (const sparse::KnobEnumName& n : k.names) names.emplace_back(n.name);
+      o->check(one_of(std::move(names)));
+      break;
+    }
+    case sparse::KnobType::Bool:
+      o->type_name("BOOL");
+      o->check(one_of({"true", "false"}));
+      break;
+  }
+  return o;
+}
+
 Result<std::string> resolve_model(const std::string& arg) {
   const std::string name = arg.empty() ? kDefaultModel : arg;
   for (const auto& m : kKnownModels) {
@@ -275,7 +243,6 @@ Result<std::string> resolve_model(const std::string& arg) {
 }
 
 void add_engine_flags(CLI::App* app, EngineFlags* f, bool with_shape, bool with_ctx) {
-  const sparse::SparseConfig d;  // the defaults --help shows for unset GSA knobs
   app->add_option("-m,--model", f->model, "GGUF file or model name")->default_str(kDefaultModel);
   if (with_shape)
     app->add_option("--shape", f->shape,
@@ -289,9 +256,11 @@ void add_engine_flags(CLI::App* app, EngineFlags* f, bool with_shape, bool with_
             std::string()));
   app->add_option("--device", f->device, "cpu or cuda")->check(one_of({"cpu", "cuda"}));
   app->add_option("-t,--threads", f->threads, "CPU threads (0: all cores)")->transform(int_in(0, 1024));
-  app->add_option("--block-size", f->block_size, "tokens per KV block, a power of two <= 1024")
+  const auto* block_size = sparse::find_sparse_knob("block_size");
+  app->add_option("--block-size", f->block_size,
+                  fmt::format("{}, a power of two <= 1024", block_size->help))
       ->transform(power_of_two(1024))
-      ->default_str("128");
+      ->default_str(sparse::default_text(*block_size));
   app->add_option("--kv-tokens", f->kv_tokens, "KV cache capacity in tokens (0: 2 x the context limit)")
       ->transform(int_in(0, INT32_MAX));
   if (with_ctx)
@@ -305,47 +274,17 @@ void add_engine_flags(CLI::App* app, EngineFlags* f, bool with_shape, bool with_
   app->add_flag("--no-prefix-cache", f->no_prefix_cache, "do not reuse KV blocks across prompts");
   app->add_option("--sparse", f->sparse, "decode attention: none (full) or gsa")->check(one_of({"none", "gsa"}));
   app->add_option("--sparse-config", f->sparse_config, "GSA knobs as a JSON file (flags override it)");
-  // The GSA knobs: names and numbers are checked against each other once parsed
-  // (engine_config), so a message can name every flag involved.
-  auto knob = [&](const char* name, auto* value, const std::string& def, const std::string& desc) {
-    CLI::Option* o = app->add_option(name, *value, desc)->default_str(def);
-    if constexpr (std::is_same_v<std::decay_t<decltype(**value)>, int>) o->transform(int_in(INT32_MIN, INT32_MAX));
-    return o;
-  };
-  knob("--representation", &f->representation, sparse::rep_kind_name(d.representation),
-       "block representation: mean, minmax, hash, quant (2-bit keys inside the minmax box)")
-      ->check(one_of(enum_names(sparse::rep_kind_name)));
-  knob("--query", &f->query, sparse::query_mode_name(d.query), "GQA query: group_mean or group_max")
-      ->check(one_of(enum_names(sparse::query_mode_name)));
-  knob("--scope", &f->scope, sparse::scope_name(d.scope), "per_layer or per_kv_head")
-      ->check(one_of(enum_names(sparse::scope_name)));
-  knob("--selector", &f->selector, sparse::selector_kind_name(d.selector),
-       "device or cpu (asynchronous CPU selector)")
-      ->check(one_of(enum_names(sparse::selector_kind_name)));
-  knob("--selection", &f->selection, sparse::selection_name(d.selection),
-       "gsa (representation scores) or oracle (true attention mass; diagnostic)")
-      ->check(one_of(enum_names(sparse::selection_name)));
-  knob("--rank-by", &f->rank_by, sparse::rank_by_name(d.rank_by),
-       "rank blocks by their representation score, or by the attention mass it estimates: score or mass")
-      ->check(one_of(enum_names(sparse::rank_by_name)));
-  knob("--dense-layers", &f->dense_layers, std::to_string(d.dense_layers), "the first N layers decode densely");
-  knob("--sub-block", &f->sub_block, std::to_string(d.sub_block),
-       "mean/minmax per run of N tokens inside each block; a block scores its best run (0: off)");
-  knob("--sink-blocks", &f->sink_blocks, std::to_string(d.sink_blocks), "first blocks always kept");
-  knob("--local-blocks", &f->local_blocks, std::to_string(d.local_blocks), "last blocks always kept");
-  knob("--budget-ratio", &f->budget_ratio, fmt::format("{}", d.budget_ratio),
-       "blocks attended as a ratio of the context")
-      ->check(real_in(-HUGE_VAL, HUGE_VAL));
-  knob("--budget-min-tokens", &f->budget_min_tokens, std::to_string(d.budget_min_tokens),
-       "lower clamp of the ratio budget");
-  knob("--budget-max-tokens", &f->budget_max_tokens, std::to_string(d.budget_max_tokens),
-       "upper clamp of the ratio budget");
-  knob("--budget-tokens", &f->budget_tokens, std::to_string(d.budget_tokens),
-       "fixed budget in tokens, overrides the ratio (0: off)");
-  knob("--min-context", &f->min_context, std::to_string(d.min_context), "shorter sequences decode densely");
-  knob("--select-every", &f->select_every, std::to_string(d.select_every), "recompute the selection every N steps");
-  knob("--lag", &f->lag, std::to_string(d.lag), "0: inline selection; >= 1: asynchronous, N steps behind");
-  knob("--cpu-workers", &f->cpu_workers, std::to_string(d.cpu_workers), "threads of the asynchronous CPU selector");
+  // The GSA knobs of the table. A value is checked against its range and the other knobs once
+  // parsed (engine_config), so a message can name every flag involved; enum names and number
+  // syntax are checked here.
+  for (const auto& k : sparse::sparse_knobs()) {
+    if (k.flag.empty() || k.engine_flag) continue;
+    const std::string help = k.type == sparse::KnobType::Enum
+                                 ? std::string(k.help)  // the names show beside the flag
+                                 : fmt::format("{} (valid: {})", k.help, sparse::range_text(k));
+    add_knob_flag(app, k, sparse::default_text(k), help, false,
+                  [f, key = std::string(k.key)](const std::string& v) { f->gsa_knobs[key] = v; });
+  }
   app->add_flag("-v,--verbose", f->verbose, "log progress to stderr");
 }
 
@@ -384,27 +323,17 @@ Result<engine::EngineConfig> engine_config(const EngineFlags& f) {
       s = *parsed;
     }
     if (f.block_size) s.block_size = *f.block_size;
-    GSA_RETURN_IF_ERROR(set_enum(f.representation, "--representation", sparse::rep_kind_name, &s.representation));
-    GSA_RETURN_IF_ERROR(set_enum(f.query, "--query", sparse::query_mode_name, &s.query));
-    GSA_RETURN_IF_ERROR(set_enum(f.scope, "--scope", sparse::scope_name, &s.scope));
-    GSA_RETURN_IF_ERROR(set_enum(f.selector, "--selector", sparse::selector_kind_name, &s.selector));
-    GSA_RETURN_IF_ERROR(set_enum(f.selection, "--selection", sparse::selection_name, &s.selection));
-    GSA_RETURN_IF_ERROR(set_enum(f.rank_by, "--rank-by", sparse::rank_by_name, &s.rank_by));
-    s.dense_layers = f.dense_layers.value_or(s.dense_layers);
-    s.sub_block = f.sub_block.value_or(s.sub_block);
-    s.sink_blocks = f.sink_blocks.value_or(s.sink_blocks);
-    s.local_blocks = f.local_blocks.value_or(s.local_blocks);
-    s.budget_ratio = f.budget_ratio.value_or(s.budget_ratio);
-    s.budget_min_tokens = f.budget_min_tokens.value_or(s.budget_min_tokens);
-    s.budget_max_tokens = f.budget_max_tokens.value_or(s.budget_max_tokens);
-    s.budget_tokens = f.budget_tokens.value_or(s.budget_tokens);
-    s.min_context = f.min_context.value_or(s.min_context);
-    s.select_every = f.select_every.value_or(s.select_every);
-    s.lag = f.lag.value_or(s.lag);
-    s.cpu_workers = f.cpu_workers.value_or(s.cpu_workers);
+    // The flags given, through the knob table (CLI11 has checked their syntax).
+    for (const auto& [key, text] : f.gsa_knobs) {
+      const auto* k = sparse::find_sparse_knob(key);
+      if (!k) return internal_error("no GSA knob '{}'", key);
+      auto v = sparse::parse_value(*k, text);
+      if (!v) return invalid_argument("{}: {}", k->long_flag(), v.status().message());
+      k->set(s, *v);
+    }
     const std::string from_file =
         f.sparse_config ? fmt::format(" (flags over --sparse-config {})", *f.sparse_config) : "";
-    // sparse::validate adds the two in an int; no budget (an int of blocks) holds a larger sum.
+    // No budget (an int of blocks) holds a larger sum; said here, the message names both flags.
     if (s.sink_blocks >= 0 && s.local_blocks >= 0 && int64_t(s.sink_blocks) + s.local_blocks > INT32_MAX)
       return invalid_argument("--sink-blocks {} + --local-blocks {} = {} blocks: more than any budget{}",
                               s.sink_blocks, s.local_blocks, int64_t(s.sink_blocks) + s.local_blocks, from_file);
@@ -433,6 +362,52 @@ void warn_context(const EngineFlags& f, const engine::Engine& e) {
   if (f.max_context > trained)
     std::fprintf(stderr, "gsa: warning: --ctx %d is above the model's trained context of %d tokens; "
                  "output past it may degrade\n", f.max_context, trained);
+}
+
+std::string describe_attention(const engine::EngineConfig& c) {
+  if (!c.sparse) return "dense: full attention (--sparse none)";
+  const sparse::SparseConfig& s = c.sparse_cfg;
+  if (!s.enabled) return "dense: the sparse config says \"enabled\": false";
+  std::string what = s.selection == sparse::Selection::Oracle
+                         ? std::string("oracle (true attention mass)")
+                         : fmt::format("gsa {}", sparse::rep_kind_name(s.representation));
+  std::string budget = s.budget_tokens > 0
+                           ? fmt::format("budget {} tokens", s.budget_tokens)
+                           : fmt::format("budget {}-{} tokens ({} of the context)", s.budget_min_tokens,
+                                         s.budget_max_tokens, s.budget_ratio);
+  std::string extra;
+  if (s.rank_by != sparse::RankBy::Score) extra += fmt::format(", rank by {}", sparse::rank_by_name(s.rank_by));
+  if (s.selector == sparse::SelectorKind::Cpu)
+    extra += fmt::format(", cpu selector ({} workers, lag {})", s.cpu_workers, s.lag);
+  if (s.select_every > 1) extra += fmt::format(", select every {} steps", s.select_every);
+  if (s.dense_layers > 0) extra += fmt::format(", first {} layers dense", s.dense_layers);
+  return fmt::format("sparse: {}, {}, {} sink + {} local blocks{}, min_context {}: prompts below it "
+                     "decode densely", what, budget, s.sink_blocks, s.local_blocks, extra, s.min_context);
+}
+
+Result<std::unique_ptr<engine::Engine>> create_engine(const EngineFlags& f, const engine::EngineConfig& c) {
+  if (f.verbose) {
+    if (!c.shape_preset.empty()) {
+      std::fprintf(stderr, "gsa: model: synthetic weights, shape %s (seed %llu)\n", c.shape_preset.c_str(),
+                   (unsigned long long)c.seed);
+    } else {
+      std::error_code ec;
+      const auto bytes = std::filesystem::file_size(c.model_path, ec);
+      std::fprintf(stderr, "gsa: loading model %s (%.1f MiB) on %s\n", c.model_path.c_str(),
+                   ec ? 0.0 : double(bytes) / (1 << 20), c.device.c_str());
+    }
+  }
+  Timer timer;
+  auto e = engine::Engine::create(c);
+  if (!e) return e.status();
+  if (f.verbose) {
+    const model::HParams& h = (*e)->hparams();
+    std::fprintf(stderr, "gsa: model loaded in %.2f s: %s, %d layers, %.1f M parameters, %.1f MiB of weights\n",
+                 timer.seconds(), model::arch_name(h.arch), h.n_layers, double(h.n_params()) / 1e6,
+                 double((*e)->weight_bytes()) / (1 << 20));
+    std::fprintf(stderr, "gsa: %s\n", describe_attention(c).c_str());
+  }
+  return e;
 }
 
 }  // namespace gsa::cli

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +15,7 @@
 
 #include "core/status.h"
 #include "engine/engine.h"
+#include "sparse/knobs.h"
 
 namespace gsa::cli {
 
@@ -33,10 +36,9 @@ struct EngineFlags {
   // given one (any value) goes into the config, where a bad value is a usage error naming it.
   std::string sparse = "none";  // none | gsa
   std::optional<std::string> sparse_config;  // JSON file
-  std::optional<std::string> representation, query, scope, selector, selection, rank_by;
-  std::optional<int> sink_blocks, local_blocks, budget_tokens, min_context, select_every, lag;
-  std::optional<int> budget_min_tokens, budget_max_tokens, cpu_workers, dense_layers, sub_block;
-  std::optional<double> budget_ratio;
+  /// The GSA knob flags given (sparse::sparse_knobs()), by JSON key: the value as typed, in
+  /// CLI11's canonical form (decimal integers), checked against the knob's range later.
+  std::map<std::string, std::string, std::less<>> gsa_knobs;
   bool verbose = false;
 };
 
@@ -51,6 +53,17 @@ Result<engine::EngineConfig> engine_config(const EngineFlags& f);
 Status set_model(const EngineFlags& f, engine::EngineConfig* c);
 /// One line on stderr when --ctx is above the model's trained context.
 void warn_context(const EngineFlags& f, const engine::Engine& e);
+/// Engine::create; with -v, lines on stderr: the model (path and size, or the synthetic shape)
+/// before it loads, the load time after, and the attention configuration (describe_attention).
+Result<std::unique_ptr<engine::Engine>> create_engine(const EngineFlags& f, const engine::EngineConfig& c);
+/// Dense or sparse and why, in one line without the "gsa: " prefix: "dense: full attention
+/// (--sparse none)", "sparse: gsa minmax, budget 4096-6144 tokens (0.3 of the context),
+/// min_context 8400: prompts below it decode densely".
+std::string describe_attention(const engine::EngineConfig& c);
+
+/// A sparse::validate (or sparse config) message with the first mention of each knob's key
+/// replaced by its flag, "sparse config: " dropped: what a user of the flags reads.
+std::string with_flag_names(std::string message);
 
 /// A path, or a known model name ("smollm2-135m", ...) resolved inside model_dir(); empty
 /// means the default model. NotFound names the fetch command to run.
@@ -85,6 +98,14 @@ CLI::Validator one_of(std::vector<std::string> names);
 /// A non-empty string.
 CLI::Validator non_empty();
 
+/// Binds a knob's flag (k.flag) to app: the CLI11 type name (INT, FLOAT, TEXT, UINT), a check of
+/// the value's syntax (with check_range also of the knob's range, as CLI11 reports it: "--temp:
+/// must be in [0, 100], got -1"), `default_text` and `help`. on_value gets each value given, in
+/// canonical form.
+CLI::Option* add_knob_flag(CLI::App* app, const sparse::KnobSpec& k, const std::string& default_text,
+                           const std::string& help, bool check_range,
+                           std::function<void(const std::string&)> on_value);
+
 /// A subcommand and what runs it once the command line is parsed.
 struct Command {
   CLI::App* app = nullptr;
@@ -92,6 +113,7 @@ struct Command {
 };
 
 int run_info(CLI::App* app, const std::string& model);
+Command add_help(CLI::App& root);      // cmd_help.cpp
 Command add_generate(CLI::App& root);  // cmd_generate.cpp
 Command add_bench(CLI::App& root);     // cmd_bench.cpp
 Command add_eval(CLI::App& root);      // cmd_eval.cpp

@@ -1,5 +1,5 @@
-// The `gsa` command: info, generate, bench, eval, version. Usage errors exit 2, other errors
-// exit 1, each with one line on stderr.
+// The `gsa` command: info, generate, bench, eval, version, help. Usage errors exit 2, other
+// errors exit 1, each with one line on stderr.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
   gsa::cli::Command bench = gsa::cli::add_bench(app);
   gsa::cli::Command eval = gsa::cli::add_eval(app);
   auto* version = app.add_subcommand("version", "print the version");
+  gsa::cli::Command help = gsa::cli::add_help(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -126,6 +127,7 @@ int main(int argc, char** argv) {
     if (bench.app->parsed()) return finish(bench.run());
     if (eval.app->parsed()) return finish(eval.run());
     if (version->parsed()) return print(std::string(kVersion) + "\n");
+    if (help.app->parsed()) return finish(help.run());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gsa: %s\n", e.what());
     return 1;

@@ -1,6 +1,9 @@
 // SparseConfig validation, JSON round trip, the budget rule, min_context gating and the seeded
-// orthogonal Hash matrix. JSON exceptions are caught here and become InvalidArgument.
+// orthogonal Hash matrix. Knob names, types and ranges come from the knob table (knobs.cpp);
+// JSON exceptions are caught here and become InvalidArgument.
 #include "sparse/sparse_config.h"
+
+#include "sparse/knobs.h"
 
 #include <algorithm>
 #include <cmath>
@@ -61,11 +64,6 @@ const char* rank_by_name(RankBy rank_by) {
 
 namespace {
 
-constexpr int kMaxBlockSize = 4096;
-constexpr int kMaxWorkers = 64;
-
-bool is_pow2(int v) { return v > 0 && (v & (v - 1)) == 0; }
-
 // Budget bounds in blocks for the ratio rule (at least 1 block each).
 int min_budget(const SparseConfig& c) { return std::max(1, c.budget_min_tokens / c.block_size); }
 int max_budget(const SparseConfig& c) { return std::max(1, c.budget_max_tokens / c.block_size); }
@@ -73,67 +71,38 @@ int max_budget(const SparseConfig& c) { return std::max(1, c.budget_max_tokens /
 }  // namespace
 
 Status validate(const SparseConfig& c) {
-  if (!is_pow2(c.block_size) || c.block_size > kMaxBlockSize)
-    return invalid_argument("sparse config: block_size {} must be a power of two in [1, {}]",
-                            c.block_size, kMaxBlockSize);
-  if (c.representation != RepKind::Mean && c.representation != RepKind::MinMax &&
-      c.representation != RepKind::Hash && c.representation != RepKind::Quant)
-    return invalid_argument("sparse config: unknown representation {}", int(c.representation));
-  if (c.query != QueryMode::GroupMean && c.query != QueryMode::GroupMax)
-    return invalid_argument("sparse config: unknown query mode {}", int(c.query));
-  if (c.scope != Scope::PerLayer && c.scope != Scope::PerKvHead)
-    return invalid_argument("sparse config: unknown scope {}", int(c.scope));
-  if (c.selector != SelectorKind::Device && c.selector != SelectorKind::Cpu)
-    return invalid_argument("sparse config: unknown selector {}", int(c.selector));
-  if (c.sink_blocks < 0) return invalid_argument("sparse config: sink_blocks {} < 0", c.sink_blocks);
-  if (c.local_blocks < 1)
-    return invalid_argument("sparse config: local_blocks {} < 1 (the last block is always kept)",
-                            c.local_blocks);
-  if (!(c.budget_ratio > 0.0 && c.budget_ratio <= 1.0))
-    return invalid_argument("sparse config: budget_ratio {} outside (0, 1]", c.budget_ratio);
+  // Each knob's own range comes from the knob table; the rules between knobs follow.
+  if (Status st = check_ranges(sparse_knobs(), c); !st.is_ok())
+    return invalid_argument("sparse config: {}", st.message());
   if (c.budget_min_tokens < c.block_size)
     return invalid_argument("sparse config: budget_min_tokens {} < block_size {}",
                             c.budget_min_tokens, c.block_size);
   if (c.budget_max_tokens < c.budget_min_tokens)
     return invalid_argument("sparse config: budget_max_tokens {} < budget_min_tokens {}",
                             c.budget_max_tokens, c.budget_min_tokens);
-  if (c.budget_tokens < 0)
-    return invalid_argument("sparse config: budget_tokens {} < 0", c.budget_tokens);
   if (c.budget_tokens % c.block_size != 0)
     return invalid_argument("sparse config: budget_tokens {} is not a multiple of block_size {}",
                             c.budget_tokens, c.block_size);
-  const int forced = c.sink_blocks + c.local_blocks;
+  // In int64: sink_blocks and local_blocks may each be up to INT32_MAX.
+  const int64_t forced = int64_t(c.sink_blocks) + c.local_blocks;
   const int smallest = c.budget_tokens > 0 ? c.budget_tokens / c.block_size : min_budget(c);
   if (smallest < forced)
     return invalid_argument("sparse config: a budget of {} blocks is smaller than sink_blocks + "
                             "local_blocks = {}", smallest, forced);
-  if (c.min_context < 0) return invalid_argument("sparse config: min_context {} < 0", c.min_context);
-  if (c.select_every < 1)
-    return invalid_argument("sparse config: select_every {} < 1", c.select_every);
-  if (c.lag < 0) return invalid_argument("sparse config: lag {} < 0", c.lag);
   if (c.lag > 0 && c.selector != SelectorKind::Cpu)
     return invalid_argument("sparse config: lag {} needs selector \"cpu\" (the asynchronous "
                             "selector)", c.lag);
-  if (c.selection != Selection::Gsa && c.selection != Selection::Oracle)
-    return invalid_argument("sparse config: unknown selection {}", int(c.selection));
   if (c.selection == Selection::Oracle && c.lag != 0)
     return invalid_argument("sparse config: selection \"oracle\" runs inline (lag 0), got lag {}",
                             c.lag);
-  if (c.sub_block != 0 && (!is_pow2(c.sub_block) || c.sub_block > c.block_size))
+  if (c.sub_block > c.block_size)
     return invalid_argument("sparse config: sub_block {} must be 0 or a power of two <= block_size {}",
                             c.sub_block, c.block_size);
   if (c.sub_block != 0 && (c.representation == RepKind::Hash || c.representation == RepKind::Quant))
     return invalid_argument("sparse config: sub_block needs representation mean or minmax ({} is "
                             "per token already)", rep_kind_name(c.representation));
-  if (c.rank_by != RankBy::Score && c.rank_by != RankBy::Mass)
-    return invalid_argument("sparse config: unknown rank_by {}", int(c.rank_by));
   if (c.rank_by == RankBy::Mass && c.representation == RepKind::Hash)
     return invalid_argument("sparse config: rank_by \"mass\" needs representation mean, minmax or quant");
-  if (c.dense_layers < 0 || c.dense_layers > 4096)
-    return invalid_argument("sparse config: dense_layers {} outside [0, 4096]", c.dense_layers);
-  if (c.cpu_workers < 1 || c.cpu_workers > kMaxWorkers)
-    return invalid_argument("sparse config: cpu_workers {} outside [1, {}]", c.cpu_workers,
-                            kMaxWorkers);
   return Status::ok();
 }
 
@@ -227,87 +196,46 @@ namespace {
 
 using nlohmann::json;
 
-template <typename E>
-Status parse_enum(const json& v, const char* key, std::initializer_list<std::pair<const char*, E>> names,
-                  E* out) {
-  if (!v.is_string()) return invalid_argument("sparse config: \"{}\" must be a string", key);
-  const std::string s = v.get<std::string>();
-  std::string allowed;
-  for (const auto& [name, value] : names) {
-    if (s == name) {
-      *out = value;
+// One JSON value into the knob with that key; the JSON type must match the knob's.
+Status apply_key(const std::string& key, const json& v, SparseConfig* c) {
+  const Knob<SparseConfig>* k = find_sparse_knob(key);
+  if (!k) return invalid_argument("sparse config: unknown key \"{}\"", key);
+  switch (k->type) {
+    case KnobType::Bool:
+      if (!v.is_boolean()) return invalid_argument("sparse config: \"{}\" must be a boolean", key);
+      k->set(*c, int64_t(v.get<bool>() ? 1 : 0));
+      return Status::ok();
+    case KnobType::Int: {
+      if (!v.is_number_integer()) return invalid_argument("sparse config: \"{}\" must be an integer", key);
+      const int64_t x = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)
+                            ? INT64_MAX
+                            : v.get<int64_t>();
+      // The field is an int: wider values never reach it (validate checks the knob's range).
+      if (x < INT32_MIN || x > INT32_MAX)
+        return invalid_argument("sparse config: \"{}\" = {} out of range", key, x);
+      k->set(*c, x);
       return Status::ok();
     }
-    allowed += allowed.empty() ? name : std::string(", ") + name;
+    case KnobType::Real:
+      if (!v.is_number()) return invalid_argument("sparse config: \"{}\" must be a number", key);
+      k->set(*c, v.get<double>());
+      return Status::ok();
+    case KnobType::Uint64:
+      if (!v.is_number_unsigned())
+        return invalid_argument("sparse config: \"{}\" must be a non-negative integer", key);
+      k->set(*c, v.get<uint64_t>());
+      return Status::ok();
+    case KnobType::Enum: {
+      if (!v.is_string()) return invalid_argument("sparse config: \"{}\" must be a string", key);
+      const std::string s = v.get<std::string>();
+      auto value = parse_value(*k, s);
+      if (!value)
+        return invalid_argument("sparse config: \"{}\" = \"{}\" is not one of {}", key, s, names_text(*k));
+      k->set(*c, *value);
+      return Status::ok();
+    }
   }
-  return invalid_argument("sparse config: \"{}\" = \"{}\" is not one of {}", key, s, allowed);
-}
-
-Status parse_int(const json& v, const char* key, int* out) {
-  if (!v.is_number_integer())
-    return invalid_argument("sparse config: \"{}\" must be an integer", key);
-  const int64_t x = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)
-                        ? INT64_MAX
-                        : v.get<int64_t>();
-  if (x < INT32_MIN || x > INT32_MAX)
-    return invalid_argument("sparse config: \"{}\" = {} out of range", key, x);
-  *out = int(x);
-  return Status::ok();
-}
-
-Status apply_key(const std::string& key, const json& v, SparseConfig* c) {
-  if (key == "enabled") {
-    if (!v.is_boolean()) return invalid_argument("sparse config: \"enabled\" must be a boolean");
-    c->enabled = v.get<bool>();
-    return Status::ok();
-  }
-  if (key == "block_size") return parse_int(v, "block_size", &c->block_size);
-  if (key == "sink_blocks") return parse_int(v, "sink_blocks", &c->sink_blocks);
-  if (key == "local_blocks") return parse_int(v, "local_blocks", &c->local_blocks);
-  if (key == "budget_min_tokens") return parse_int(v, "budget_min_tokens", &c->budget_min_tokens);
-  if (key == "budget_max_tokens") return parse_int(v, "budget_max_tokens", &c->budget_max_tokens);
-  if (key == "budget_tokens") return parse_int(v, "budget_tokens", &c->budget_tokens);
-  if (key == "min_context") return parse_int(v, "min_context", &c->min_context);
-  if (key == "select_every") return parse_int(v, "select_every", &c->select_every);
-  if (key == "lag") return parse_int(v, "lag", &c->lag);
-  if (key == "cpu_workers") return parse_int(v, "cpu_workers", &c->cpu_workers);
-  if (key == "dense_layers") return parse_int(v, "dense_layers", &c->dense_layers);
-  if (key == "sub_block") return parse_int(v, "sub_block", &c->sub_block);
-  if (key == "budget_ratio") {
-    if (!v.is_number()) return invalid_argument("sparse config: \"budget_ratio\" must be a number");
-    c->budget_ratio = v.get<double>();
-    return Status::ok();
-  }
-  if (key == "hash_seed") {
-    if (!v.is_number_unsigned())
-      return invalid_argument("sparse config: \"hash_seed\" must be a non-negative integer");
-    c->hash_seed = v.get<uint64_t>();
-    return Status::ok();
-  }
-  if (key == "representation")
-    return parse_enum<RepKind>(v, "representation",
-                               {{"mean", RepKind::Mean}, {"minmax", RepKind::MinMax},
-                                {"hash", RepKind::Hash}, {"quant", RepKind::Quant}},
-                               &c->representation);
-  if (key == "query")
-    return parse_enum<QueryMode>(
-        v, "query", {{"group_mean", QueryMode::GroupMean}, {"group_max", QueryMode::GroupMax}},
-        &c->query);
-  if (key == "scope")
-    return parse_enum<Scope>(v, "scope",
-                             {{"per_layer", Scope::PerLayer}, {"per_kv_head", Scope::PerKvHead}},
-                             &c->scope);
-  if (key == "selector")
-    return parse_enum<SelectorKind>(
-        v, "selector", {{"device", SelectorKind::Device}, {"cpu", SelectorKind::Cpu}},
-        &c->selector);
-  if (key == "selection")
-    return parse_enum<Selection>(
-        v, "selection", {{"gsa", Selection::Gsa}, {"oracle", Selection::Oracle}}, &c->selection);
-  if (key == "rank_by")
-    return parse_enum<RankBy>(v, "rank_by", {{"score", RankBy::Score}, {"mass", RankBy::Mass}},
-                              &c->rank_by);
-  return invalid_argument("sparse config: unknown key \"{}\"", key);
+  return internal_error("sparse config: knob \"{}\" has no JSON type", key);
 }
 
 }  // namespace
@@ -331,29 +259,17 @@ Result<SparseConfig> parse_sparse_config_json(std::string_view text) {
 }
 
 std::string to_json(const SparseConfig& c) {
-  json j = {
-      {"enabled", c.enabled},
-      {"block_size", c.block_size},
-      {"representation", rep_kind_name(c.representation)},
-      {"query", query_mode_name(c.query)},
-      {"scope", scope_name(c.scope)},
-      {"sink_blocks", c.sink_blocks},
-      {"local_blocks", c.local_blocks},
-      {"budget_ratio", c.budget_ratio},
-      {"budget_min_tokens", c.budget_min_tokens},
-      {"budget_max_tokens", c.budget_max_tokens},
-      {"budget_tokens", c.budget_tokens},
-      {"min_context", c.min_context},
-      {"select_every", c.select_every},
-      {"lag", c.lag},
-      {"selector", selector_kind_name(c.selector)},
-      {"cpu_workers", c.cpu_workers},
-      {"selection", selection_name(c.selection)},
-      {"dense_layers", c.dense_layers},
-      {"sub_block", c.sub_block},
-      {"rank_by", rank_by_name(c.rank_by)},
-      {"hash_seed", c.hash_seed},
-  };
+  json j = json::object();
+  for (const Knob<SparseConfig>& k : sparse_knobs()) {
+    const KnobValue v = k.get(c);
+    switch (k.type) {
+      case KnobType::Bool: j[std::string(k.key)] = std::get<int64_t>(v) != 0; break;
+      case KnobType::Int: j[std::string(k.key)] = std::get<int64_t>(v); break;
+      case KnobType::Real: j[std::string(k.key)] = std::get<double>(v); break;
+      case KnobType::Uint64: j[std::string(k.key)] = std::get<uint64_t>(v); break;
+      case KnobType::Enum: j[std::string(k.key)] = format_value(k, v); break;
+    }
+  }
   return j.dump();
 }
 

@@ -1,5 +1,7 @@
 // SparseConfig: every GSA knob of DESIGN.md section 4 with its default, JSON parsing and
 // validation, the budget rule and min_context gating. Pure policy: no kernels, no threads.
+// Each knob's key, flag, range and help are declared once, in the table of sparse/knobs.h;
+// a new knob is a field here and a line there.
 #pragma once
 
 #include <cstdint>

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # gsa command checks that need more than one command line's exit status and stderr: help and
-# version output, stdin prompts, write errors on stdout, the --ctx warning. Cases marked
-# "model" run SmolLM2-135M and exit 77 (CTest: skipped) when it is missing.
-# Usage: cli_cases.sh GSA_BINARY CASE
+# version output, stdin prompts, write errors on stdout, the --ctx warning, docs/KNOBS.md, the
+# seed of sampled runs, -v progress, escaped metadata. Cases marked "model" run SmolLM2-135M and
+# exit 77 (CTest: skipped) when it is missing.
+# Usage: cli_cases.sh GSA_BINARY CASE [ARG]   (ARG: knobs_doc: docs/KNOBS.md;
+#        info_escapes_metadata: the odd_metadata_gguf helper)
 set -uo pipefail
 gsa=$1
 case_name=$2
+arg=${3:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 model=${GSA_MODEL_DIR:-$HOME/.cache/gsa/models}/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -126,6 +129,82 @@ case "$case_name" in
     run generate -p hi -n 1 --ctx 4096
     expect_rc 0
     grep -q warning "$tmp/err" && fail "warning at --ctx 4096"
+    ;;
+  knobs_doc)
+    # docs/KNOBS.md is generated; a knob table change must regenerate it.
+    run help knobs --markdown
+    expect_rc 0
+    expect_err_lines 0
+    diff -u "$arg" "$tmp/out" >"$tmp/diff" ||
+      { cat "$tmp/diff"; fail "$arg differs from 'gsa help knobs --markdown' (regenerate it: gsa help knobs --markdown > docs/KNOBS.md)"; }
+    run help knobs
+    expect_rc 0
+    expect_out '^  --budget-tokens +budget_tokens +int +default 0 +>= 0$'
+    run help
+    expect_rc 0
+    expect_out '^Usage: gsa '
+    ;;
+  info_escapes_metadata)
+    # general.name is "ok", ESC "[1m", U+00E9, BEL, 0xff: escaped but for the text and the
+    # UTF-8 letter, with the reason; no raw control byte reaches stdout.
+    "$arg" "$tmp/odd.gguf" || fail "cannot write the test GGUF"
+    run info "$tmp/odd.gguf"
+    expect_rc 0
+    expect_out '^name: +ok\\x1b\[1m'$'\xc3\xa9''\\x07\\xff \(non-printable bytes shown escaped\)$'
+    LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f\xff]' "$tmp/out" && fail "a control byte reached stdout"
+    expect_out '^architecture: +llama$'
+    ;;
+  seed)
+    need_model
+    # Sampling without --seed: a new random seed each run, printed with -v; given back with
+    # --seed it repeats the run. Greedy decoding prints no seed.
+    gen=(generate -p "Once upon a time" -n 6 --temp 0.9)
+    run "${gen[@]}" -v
+    expect_rc 0
+    expect_err '^gsa: seed [0-9]+ \(random; --seed repeats this run\)$'
+    seed1=$(sed -n 's/^gsa: seed \([0-9]*\) .*/\1/p' "$tmp/err")
+    cp "$tmp/out" "$tmp/out1"
+    run "${gen[@]}" -v
+    seed2=$(sed -n 's/^gsa: seed \([0-9]*\) .*/\1/p' "$tmp/err")
+    [ -n "$seed1" ] && [ "$seed1" != "$seed2" ] || fail "two runs without --seed used seeds '$seed1' and '$seed2'"
+    run "${gen[@]}" -v --seed "$seed1"
+    expect_rc 0
+    expect_err "^gsa: seed $seed1\$"
+    cmp -s "$tmp/out" "$tmp/out1" || fail "--seed $seed1 did not repeat the run"
+    run "${gen[@]}"
+    grep -q 'seed' "$tmp/err" && fail "a seed line without -v"
+    run generate -p "Once upon a time" -n 2 -v
+    expect_rc 0
+    grep -q 'seed' "$tmp/err" && fail "a seed line for greedy decoding"
+    ;;
+  verbose_progress)
+    need_model
+    # -v: the model load, the attention configuration, and prefill progress for a long prompt
+    # (stderr is not a terminal here: one line per quarter).
+    for i in $(seq 220); do printf 'The quick brown fox jumps over the lazy dog. '; done >"$tmp/long.txt"
+    run generate -f "$tmp/long.txt" -n 1 -v --prefill-chunk 256
+    expect_rc 0
+    expect_err '^gsa: loading model .*SmolLM2-135M-Instruct\.Q4_1\.gguf \([0-9.]+ MiB\) on cpu$'
+    expect_err '^gsa: model loaded in [0-9.]+ s: llama, 30 layers, [0-9.]+ M parameters'
+    expect_err '^gsa: dense: full attention \(--sparse none\)$'
+    # With 256-token chunks every quarter gets its line, the first once 25% is passed.
+    [ "$(grep -cE '^gsa: prefill [0-9]+/[0-9]+ tokens \([0-9]+%, [0-9.]+ s\)$' "$tmp/err")" -eq 4 ] ||
+      fail "expected 4 prefill lines"
+    grep '^gsa: prefill' "$tmp/err" | head -1 | grep -qE '\((2[5-9]|3[0-9])%' || fail "first prefill line not at 25%"
+    grep '^gsa: prefill' "$tmp/err" | tail -1 | grep -qE ' ([0-9]+)/\1 tokens \(100%' || fail "last prefill line not at 100%"
+    # On a terminal (util-linux script gives one): a bar redrawn with \r, ending at 100%.
+    if script -qec true /dev/null >/dev/null 2>&1; then
+      script -qec "'$gsa' generate -f '$tmp/long.txt' -n 1 -v >/dev/null" "$tmp/tty.log" >/dev/null 2>&1 </dev/null ||
+        fail "generate on a terminal failed"
+      grep -q $'\rgsa: prefill \\[#*\\.*\\] [0-9]*/[0-9]* tokens' "$tmp/tty.log" || fail "no progress bar on a terminal"
+      grep -qE '\] ([0-9]+)/\1 tokens 100%, [0-9.]+ s' "$tmp/tty.log" || fail "the bar does not end at 100%"
+    fi
+    run generate -p hi -n 1 -v --sparse gsa --budget-tokens 1024
+    expect_rc 0
+    expect_err '^gsa: sparse: gsa minmax, budget 1024 tokens, 1 sink \+ 2 local blocks, min_context 8400: prompts below it decode densely$'
+    grep -q '^gsa: prefill' "$tmp/err" && fail "prefill progress for a short prompt"
+    run generate -f "$tmp/long.txt" -n 1
+    grep -q '^gsa: prefill\|^gsa: loading' "$tmp/err" && fail "progress without -v"
     ;;
   *)
     echo "unknown case $case_name"

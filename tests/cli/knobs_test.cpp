@@ -1,0 +1,73 @@
+// The sampling knob table of the CLI (src/cli/sampling_knobs.cpp) against the engine's own
+// check, SamplingParams::validate: every value the table allows the engine takes, the value
+// just past each bound of the table's range the engine refuses too, and the defaults agree.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "cli/sampling_knobs.h"
+
+namespace gsa::cli {
+namespace {
+
+using engine::SamplingParams;
+using sparse::KnobType;
+using sparse::KnobValue;
+
+// v past a bound of the knob's range: the bound itself when open, else one step beyond.
+KnobValue past(const SamplingKnob& k, bool low) {
+  if (k.type == KnobType::Int) return int64_t(low ? k.lo - 1 : k.hi + 1);
+  const double b = low ? k.lo : k.hi;
+  if (low ? k.lo_open : k.hi_open) return b;
+  return std::nextafter(float(b), low ? -INFINITY : INFINITY) * 1.0;
+}
+
+TEST(SamplingKnobs, RangesMatchTheEngineCheck) {
+  ASSERT_FALSE(sampling_knobs().empty());
+  for (const SamplingKnob& k : sampling_knobs()) {
+    SCOPED_TRACE(std::string(k.key));
+    SamplingParams p;
+    EXPECT_TRUE(sparse::in_range(k, k.get(p)));
+    if (k.type == KnobType::Uint64) continue;  // any value
+    ASSERT_TRUE(k.type == KnobType::Int || k.type == KnobType::Real);
+    // Inside: both bounds when closed, a value next to them when open.
+    for (bool low : {true, false}) {
+      p = {};
+      const double b = low ? k.lo : k.hi;
+      const bool open = low ? k.lo_open : k.hi_open;
+      if (k.type == KnobType::Int)
+        k.set(p, int64_t(b));
+      else
+        k.set(p, open ? double(std::nextafter(float(b), low ? INFINITY : -INFINITY)) : b);
+      EXPECT_TRUE(p.validate().is_ok())
+          << (low ? "low" : "high") << " bound: " << p.validate().message();
+      // Outside: the engine refuses it as well, except above the CLI's sanity limits on top_k
+      // and max_tokens, where the engine has no bound of its own.
+      if (!low && (k.key == "top_k" || k.key == "max_tokens")) continue;
+      p = {};
+      k.set(p, past(k, low));
+      EXPECT_FALSE(sparse::in_range(k, k.get(p)));
+      EXPECT_FALSE(p.validate().is_ok()) << (low ? "below" : "above") << " the range";
+    }
+  }
+}
+
+TEST(SamplingKnobs, FlagsAndDefaults) {
+  for (const SamplingKnob& k : sampling_knobs()) {
+    EXPECT_TRUE(k.long_flag().starts_with("--")) << k.key;
+    EXPECT_FALSE(k.help.empty()) << k.key;
+  }
+  const SamplingKnob* temp = sparse::find_knob(sampling_knobs(), "temperature");
+  const SamplingKnob* n = sparse::find_knob(sampling_knobs(), "max_tokens");
+  const SamplingKnob* seed = sparse::find_knob(sampling_knobs(), "seed");
+  ASSERT_TRUE(temp && n && seed);
+  EXPECT_EQ(temp->flag, "--temp");
+  EXPECT_EQ(n->long_flag(), "--n-predict");
+  EXPECT_EQ(sparse::default_text(*temp), "0");
+  EXPECT_EQ(sparse::default_text(*n), "128");
+  EXPECT_EQ(sparse::default_text(*seed), "random");  // chosen per run unless --seed is given
+}
+
+}  // namespace
+}  // namespace gsa::cli
