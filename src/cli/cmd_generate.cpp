@@ -15,7 +15,7 @@
 
 #include "cli/common.h"
 #include "cli/progress.h"
-#include "cli/sampling_knobs.h"
+#include "engine/sampling_knobs.h"
 #include "core/log.h"
 #include "core/timer.h"
 
@@ -214,7 +214,7 @@ Command add_generate(CLI::App& root) {
   app->add_option("-f,--file", g->prompt_file, "read the prompt from a file (-: stdin)");
   app->add_option("--batch", g->batch_file, "a file with one prompt per line, run together (-: stdin)");
   // The sampling knobs: CLI11 checks each value against the table's range, naming the flag.
-  for (const SamplingKnob& k : sampling_knobs())
+  for (const engine::SamplingKnob& k : engine::sampling_knobs())
     add_knob_flag(app, k, sparse::default_text(k), std::string(k.help), true, [g, &k](const std::string& v) {
       auto value = sparse::parse_value(k, v);
       if (!value) throw CLI::ValidationError(std::string(k.long_flag()), value.status().message());

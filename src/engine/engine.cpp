@@ -10,6 +10,7 @@
 #include "engine/output.h"
 #include "engine/planner.h"
 #include "engine/scheduler.h"
+#include "sparse/knobs.h"
 
 namespace gsa::engine {
 
@@ -154,16 +155,11 @@ Result<int64_t> Engine::add_request(RequestInput in) {
     return invalid_argument("the prompt and its first tokens need {} KV blocks; the KV cache holds {} "
                             "(raise --kv-tokens)", blocks, kv_.pool().n_blocks());
   GSA_RETURN_IF_ERROR(in.sampling.validate());
-  if (in.sparse_budget_tokens < 0)
-    return invalid_argument("sparse budget must be >= 0 tokens, got {}", in.sparse_budget_tokens);
-  if ((in.sparse_budget_tokens > 0 || in.sparse_min_context >= 0 || in.sparse_oracle ||
-       in.sparse_rank_by >= 0) && !planner_)
+  if ((in.sparse_budget_tokens != 0 || in.sparse_min_context != -1 || in.sparse_oracle ||
+       in.sparse_rank_by != -1) && !planner_)
     return invalid_argument("per-request sparse settings need an engine started with --sparse gsa");
-  if (in.sparse_rank_by > int8_t(sparse::RankBy::Mass))
-    return invalid_argument("unknown sparse rank_by {}", int(in.sparse_rank_by));
-  if (in.sparse_rank_by == int8_t(sparse::RankBy::Mass) &&
-      cfg_.sparse_cfg.representation == backend::RepKind::Hash)
-    return invalid_argument("ranking by mass needs representation mean, minmax or quant, not hash");
+  GSA_RETURN_IF_ERROR(sparse::check_request_overrides(cfg_.sparse_cfg, in.sparse_budget_tokens,
+                                                      in.sparse_min_context, in.sparse_rank_by));
   if (planner_) {
     sparse::SeqInput overrides;
     overrides.budget_tokens = in.sparse_budget_tokens;

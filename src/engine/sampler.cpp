@@ -5,17 +5,12 @@
 #include <cmath>
 #include <unordered_set>
 
+#include "engine/sampling_knobs.h"
+
 namespace gsa::engine {
 
 Status SamplingParams::validate() const {
-  if (!(temperature >= 0.0f) || temperature > 100.0f)
-    return invalid_argument("temperature must be in [0, 100], got {}", temperature);
-  if (top_k < 0) return invalid_argument("top_k must be >= 0, got {}", top_k);
-  if (!(top_p > 0.0f && top_p <= 1.0f)) return invalid_argument("top_p must be in (0, 1], got {}", top_p);
-  if (!(min_p >= 0.0f && min_p < 1.0f)) return invalid_argument("min_p must be in [0, 1), got {}", min_p);
-  if (!(repetition_penalty > 0.0f) || repetition_penalty > 10.0f)
-    return invalid_argument("repetition_penalty must be in (0, 10], got {}", repetition_penalty);
-  if (max_tokens < 0) return invalid_argument("max_tokens must be >= 0, got {}", max_tokens);
+  GSA_RETURN_IF_ERROR(sparse::check_ranges(sampling_knobs(), *this));
   for (const auto& s : stop)
     if (s.empty()) return invalid_argument("stop strings must not be empty");
   return Status::ok();

@@ -1,13 +1,13 @@
-// The sampling knob table. Ranges match SamplingParams::validate (tests/cli/knobs_test.cpp).
-#include "cli/sampling_knobs.h"
+// The sampling knob table; SamplingParams::validate checks its ranges.
+#include "engine/sampling_knobs.h"
 
 #include <vector>
 
-namespace gsa::cli {
+namespace gsa::engine {
 
 namespace {
 
-using P = engine::SamplingParams;
+using P = SamplingParams;
 using sparse::int_knob;
 using sparse::real_knob;
 
@@ -36,4 +36,4 @@ std::span<const SamplingKnob> sampling_knobs() {
   return table;
 }
 
-}  // namespace gsa::cli
+}  // namespace gsa::engine
