@@ -14,7 +14,7 @@ stage=${1:-tests}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" /tmp/gsa-model
 export LD_LIBRARY_PATH=/tmp/ruler/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-gsa=/tmp/ruler/bin/gsa
+gsa=${GSA_BIN:-/tmp/ruler/bin/gsa}  # GSA_BIN: another build of gsa in the pack, for a side-by-side baseline
 join_model() {
   m=/tmp/gsa-model/$(cat /tmp/ruler/MODEL_NAME)
   if [[ ! -f $m ]]; then

@@ -114,6 +114,13 @@ constexpr int kRepQuant = 3;  // backend::RepKind::Quant
 /// on the CPU; the lanes own dims lane + 32 i for a and base, and take tokens for the codes,
 /// the a_d they need broadcast by shuffles (once per kQuantTokens * 32 tokens). All 32 lanes
 /// call it.
+///
+/// A code becomes a float without a conversion instruction (conversions issue at an eighth of
+/// the FMA rate and bounded this loop): code k of a 16-code word, masked in place in the word's
+/// low half (k < 8) or high half (k >= 8) and OR-ed into the mantissa of 2^23 (whose unit is 1),
+/// is the float 2^23 + c 4^m exactly, m = k mod 8; subtracting 2^23 leaves c 4^m, and a_d comes
+/// pre-scaled by 4^-m (a power of two, so a_d c is the same float as with a conversion). One
+/// LOP3, one FADD and one FFMA per code.
 constexpr int kQuantTokens = 4;
 template <typename F>
 __device__ __forceinline__ void select_quant_scores(const SelectArgs& a, const SelectQueries& sm,
@@ -121,7 +128,10 @@ __device__ __forceinline__ void select_quant_scores(const SelectArgs& a, const S
   const int D = a.head_dim;  // a multiple of 32, at most kMaxSelectHeadDim (checked by the host)
   const float* mn = rep;
   const float* mx = rep + D;
-  const uint32_t* codes = reinterpret_cast<const uint32_t*>(rep + 2 * D);
+  // Two 16-code words per token at a time: D / 16 words per token is even, and the codes start
+  // 8 D bytes into the rep, so the uint2 loads are aligned.
+  const uint2* codes = reinterpret_cast<const uint2*>(rep + 2 * D);
+  const float pre = __uint_as_float(uint32_t(127 - 2 * (lane & 7)) << 23);  // 4^-(lane mod 8)
   float av[kMaxSelectHeadDim / 32];
   float part = 0.0f;
 #pragma unroll
@@ -131,30 +141,45 @@ __device__ __forceinline__ void select_quant_scores(const SelectArgs& a, const S
     if (d < D) {
       const float qd = sm.q[row][d];
       const float step = (mx[d] - mn[d]) * 0.25f;
-      av[i] = qd * step;
+      av[i] = qd * step * pre;  // the lane of dim d serves code m = d mod 8 of its word
       part += qd * (mn[d] + 0.5f * step);
     }
   }
   const float base = warp_sum(part);
-  const int words = D / 16;
+  const int pairs = D / 32;  // uint2 per token
+  constexpr float kTwo23 = 8388608.0f;
   for (int t0 = 0; t0 < a.block_size; t0 += 32 * kQuantTokens) {
     float acc[kQuantTokens];
 #pragma unroll
     for (int j = 0; j < kQuantTokens; ++j) acc[j] = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kMaxSelectHeadDim / 16; ++w) {
-      if (w >= words) break;  // uniform
-      uint32_t bits[kQuantTokens];
+    for (int w2 = 0; w2 < kMaxSelectHeadDim / 32; ++w2) {
+      if (w2 >= pairs) break;  // uniform
+      uint2 v[kQuantTokens];
 #pragma unroll
       for (int j = 0; j < kQuantTokens; ++j) {
         const int t = t0 + 32 * j + lane;
-        bits[j] = t < a.block_size ? codes[int64_t(t) * words + w] : 0u;
+        v[j] = t < a.block_size ? codes[int64_t(t) * pairs + w2] : make_uint2(0u, 0u);
       }
 #pragma unroll
-      for (int k = 0; k < 16; ++k) {
-        const float ad = __shfl_sync(0xffffffffu, av[w >> 1], (w & 1) * 16 + k);
+      for (int half = 0; half < 4; ++half) {  // the word's low then high half, of v.x then v.y
+        uint32_t src[kQuantTokens];
 #pragma unroll
-        for (int j = 0; j < kQuantTokens; ++j) acc[j] += ad * float((bits[j] >> (2 * k)) & 3u);
+        for (int j = 0; j < kQuantTokens; ++j) {
+          const uint32_t word = half < 2 ? v[j].x : v[j].y;
+          src[j] = (half & 1) ? word >> 16 : word;
+        }
+        // Dims of this half: 32 w2 + 16 (half >> 1) + 8 (half & 1) + m, held by the lane
+        // (half >> 1) * 16 + (half & 1) * 8 + m of av[w2].
+#pragma unroll
+        for (int m = 0; m < 8; ++m) {
+          const float ad = __shfl_sync(0xffffffffu, av[w2], (half >> 1) * 16 + (half & 1) * 8 + m);
+#pragma unroll
+          for (int j = 0; j < kQuantTokens; ++j) {
+            const float c = __uint_as_float((src[j] & (3u << (2 * m))) | 0x4B000000u) - kTwo23;
+            acc[j] = fmaf(ad, c, acc[j]);
+          }
+        }
       }
     }
 #pragma unroll
