@@ -3,7 +3,8 @@
 # command and the CUDA tests (built without -march=native in build-devpack) with the shared
 # libraries the device image lacks, the RULER-style cases and their haystacks (PG essays and the
 # King James Bible from ~/.cache/gsa/data), and MODEL (default qwen2.5-coder-1.5b) split into
-# pieces of PIECE_MB (default 58) MiB, each carried by one device call. Run from the repo root.
+# pieces of PIECE_MB (default 50) MiB, each carried by one device call (a call carries the
+# working tree too, about 9 MiB, within its 64 MiB). Run from the repo root.
 set -euo pipefail
 build=${BUILD:-build-devpack}
 model=${MODEL:-$HOME/.cache/gsa/models/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf}
@@ -23,5 +24,5 @@ git diff --stat HEAD > .device/ruler/DIFF  # uncommitted changes the binaries we
 sha256sum "$model" | cut -d' ' -f1 > .device/ruler/MODEL_SHA256
 basename "$model" > .device/ruler/MODEL_NAME
 tar -C .device -cJf .device/ruler.tar.xz ruler
-split -b "${PIECE_MB:-58}M" -d "$model" .device/q.part
+split -b "${PIECE_MB:-50}M" -d "$model" .device/q.part
 ls -la .device/ruler.tar.xz .device/q.part* | awk '{print $5, $9}'
