@@ -86,6 +86,19 @@ class EngineCudaTest : public ::testing::Test {
     return out;
   }
 
+  using Outputs = std::map<int64_t, std::vector<int32_t>>;
+  // The same requests decoded with dev's device selection and with inline host selection (the
+  // CPU selector at lag 0, on the mirrored tables): each run's tokens into a/b, stats into sd/sh.
+  void run_device_and_host(const EngineConfig& dev, const std::vector<std::vector<int32_t>>& prompts,
+                                  const std::vector<int>& max_tokens, Outputs* a, Outputs* b,
+                                  EngineStats* sd, EngineStats* sh) {
+    EngineConfig host = dev;
+    host.sparse_cfg.selector = sparse::SelectorKind::Cpu;
+    host.sparse_cfg.lag = 0;
+    *a = run(dev, prompts, max_tokens, sd);
+    *b = run(host, prompts, max_tokens, sh);
+  }
+
   static std::string* path_;
 };
 std::string* EngineCudaTest::path_ = nullptr;
@@ -118,12 +131,9 @@ TEST_F(EngineCudaTest, SubBlockRepresentationsSameListsOnDeviceAndHost) {
   const std::vector<int> max_tokens = {20, 20};
   EngineConfig dev = config(true);
   dev.sparse_cfg.sub_block = 4;
-  EngineConfig host = dev;
-  host.sparse_cfg.selector = sparse::SelectorKind::Cpu;
-  host.sparse_cfg.lag = 0;
+  Outputs a, b;
   EngineStats sd, sh;
-  const auto a = run(dev, prompts, max_tokens, &sd);
-  const auto b = run(host, prompts, max_tokens, &sh);
+  run_device_and_host(dev, prompts, max_tokens, &a, &b, &sd, &sh);
   ASSERT_EQ(a.size(), 2u);
   EXPECT_EQ(a, b);
   EXPECT_EQ(sh.selector.blocks_attended, sd.selector.blocks_attended);
@@ -140,12 +150,9 @@ TEST_F(EngineCudaTest, RankByMassSameListsOnDeviceAndHost) {
   dev.sparse_cfg.rank_by = sparse::RankBy::Mass;
   dev.sparse_cfg.query = backend::QueryMode::GroupMax;
   dev.sparse_cfg.sub_block = 4;
-  EngineConfig host = dev;
-  host.sparse_cfg.selector = sparse::SelectorKind::Cpu;
-  host.sparse_cfg.lag = 0;
+  Outputs a, b;
   EngineStats sd, sh;
-  const auto a = run(dev, prompts, max_tokens, &sd);
-  const auto b = run(host, prompts, max_tokens, &sh);
+  run_device_and_host(dev, prompts, max_tokens, &a, &b, &sd, &sh);
   ASSERT_EQ(a.size(), 2u);
   EXPECT_EQ(a, b);
   EXPECT_EQ(sh.selector.blocks_attended, sd.selector.blocks_attended);
@@ -180,12 +187,9 @@ TEST_F(EngineCudaTest, HashRepresentationIsWrittenAndScoredOnTheDevice) {
   const std::vector<int> max_tokens = {20, 20};
   EngineConfig dev = config(true);
   dev.sparse_cfg.representation = backend::RepKind::Hash;
-  EngineConfig host = dev;
-  host.sparse_cfg.selector = sparse::SelectorKind::Cpu;
-  host.sparse_cfg.lag = 0;
+  Outputs a, b;
   EngineStats sd, sh;
-  const auto a = run(dev, prompts, max_tokens, &sd);
-  const auto b = run(host, prompts, max_tokens, &sh);
+  run_device_and_host(dev, prompts, max_tokens, &a, &b, &sd, &sh);
   ASSERT_EQ(a.size(), 2u);
   EXPECT_EQ(a, b);
   EXPECT_EQ(sh.selector.blocks_attended, sd.selector.blocks_attended);
