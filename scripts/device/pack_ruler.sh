@@ -13,6 +13,8 @@ targets=${TARGETS:-gsa backend_cuda_test engine_cuda_test model_golden_decode_cu
 cmake --build "$build" --target $targets -j"${JOBS:-2}"
 rm -rf .device/ruler .device/q.part* && mkdir -p .device/ruler/bin .device/ruler/lib .device/ruler/data
 for t in $targets; do cp "$build/bin/$t" .device/ruler/bin/; done
+# BASE_BIN: another build of gsa, packed as bin/gsa_base for side-by-side benchmarks.
+[[ -n ${BASE_BIN:-} ]] && cp "$BASE_BIN" .device/ruler/bin/gsa_base
 ldd .device/ruler/bin/* | awk '/=>/ {print $3}' | sort -u |
   grep -vE 'libc\.so|libm\.so|libdl|libpthread|librt|ld-linux|libstdc|libgcc_s|libcuda|libcublas' |
   xargs -r -I{} cp -L {} .device/ruler/lib/

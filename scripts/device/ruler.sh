@@ -3,7 +3,8 @@
 # scripts/device/pack_ruler.sh). Stages, one per call, back to back while the machine is warm:
 #   tests        unpack the gsa pack, run every CUDA test binary in it but the goldens
 #   bench ARGS...  gsa bench --compare on the Qwen2.5-7B shape at 32K x 20 and 120K x 5 (random
-#                weights and KV): defaults, then quant ranked by mass, each with ARGS; tables to $OUT/bench.md
+#                weights and KV): defaults, then quant ranked by mass (BENCH_CFGS), each with ARGS,
+#                for each build in BENCH_BINS; tables to $OUT/bench.md
 #   piece NN     keep model piece NN (carried as .device/q.partNN) on the machine's disk
 #   golden       llama.cpp's decode goldens for the carried model on CUDA (native weights, f32
 #                weights, GSA with a full budget)
@@ -45,16 +46,21 @@ case $stage in
     echo "golden rc $?"; grep -E '^\[ (decode|  PASSED|  FAILED|  SKIPPED)|median|OK \]|FAILED' "$OUT/golden_decode_cuda.log" | head -30 ;;
   bench)
     shift
-    # BENCH_SHAPES / BENCH_QUANT=0 shorten it when device time is short.
+    # BENCH_SHAPES, BENCH_CFGS (';'-separated flag sets, "" = the defaults) and BENCH_BINS
+    # (gsa builds in the pack, each run in turn on every shape and config: a side-by-side
+    # baseline) choose what runs.
     IFS=, read -ra shapes <<< "${BENCH_SHAPES:-32768 20,122880 5}"
+    IFS=';' read -ra cfgs <<< "${BENCH_CFGS:-;--representation quant --rank-by mass}"
+    [[ ${#cfgs[@]} == 0 ]] && cfgs=("")
+    read -ra bins <<< "${BENCH_BINS:-gsa}"
     for shape in "${shapes[@]}"; do
-      set -- $shape "$@"; ctx=$1 batch=$2; shift 2
-      cfgs=("")
-      [[ ${BENCH_QUANT:-1} == 1 ]] && cfgs+=("--representation quant --rank-by mass")
+      read -r ctx batch <<< "$shape"
       for cfg in "${cfgs[@]}"; do
-        echo "config: ${cfg:-defaults} $* at ${ctx}x${batch}" | tee -a "$OUT/bench.md"
-        timeout 90 $gsa bench --device cuda --shape qwen2.5-7b --random-kv --sparse gsa --compare \
-          --ctx $ctx --batch $batch --gen 16 $cfg "$@" 2>&1 | grep -E '^\|' | tee -a "$OUT/bench.md"
+        for bin in "${bins[@]}"; do
+          echo "config: ${cfg:-defaults} $* at ${ctx}x${batch} ($bin)" | tee -a "$OUT/bench.md"
+          timeout 90 /tmp/ruler/bin/$bin bench --device cuda --shape qwen2.5-7b --random-kv --sparse gsa --compare \
+            --ctx $ctx --batch $batch --gen 16 $cfg "$@" 2>&1 | grep -E '^\|' | tee -a "$OUT/bench.md"
+        done
       done
     done ;;
   piece)

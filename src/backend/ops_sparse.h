@@ -22,6 +22,10 @@ namespace gsa::backend {
 ///          with range r = mx - mn is min(3, floor(4 * (k - mn) / r)) (0 when r = 0); it stands
 ///          for the key value mn + (c + 0.5) * r / 4 (the centre of its bin), at most r / 8
 ///          from the true one. A block is then scored token by token: about 8% of its K/V bytes in bf16.
+///          q.k' = base + sum_d a_d c_d with base = sum_d q_d (mn_d + r_d / 8) and a_d = q_d r_d / 4;
+///          every backend scores with a_d rounded to 8 bits per (query, block, kv head):
+///          quant_query_scale and quant_query_code below, so q.k' = base + s * sum_d a8_d c_d
+///          with an exact integer sum.
 /// Mean and MinMax may be kept per sub-block (sub_block tokens, a divisor of block_size; 0: the
 /// whole block): the block's representation is then [block_size / sub_block] of them, one per
 /// run of sub_block tokens, and a block scores the best of its sub-blocks. The block stays the
@@ -35,6 +39,12 @@ inline int quant_key_code(float k, float mn, float mx) {
   const float t = ((k - mn) / r) * 4.0f;
   return t >= 3.0f ? 3 : t > 0.0f ? int(t) : 0;
 }
+
+/// Quant scoring: the scale s of a query's factors a_d over one (block, kv head), max |a_d| / 127
+/// (0 when every a_d is 0), and a_d's 8-bit factor, round(a_d * 127 / max |a_d|) in [-127, 127]
+/// (round half to even; 0 when s = 0). The same float operations on every backend.
+inline float quant_query_scale(float max_abs) { return max_abs / 127.0f; }
+inline float quant_query_inv(float max_abs) { return max_abs > 0.0f ? 127.0f / max_abs : 0.0f; }
 
 /// Representations per block: block_size / sub_block for Mean and MinMax, else 1.
 inline int rep_boxes(RepKind kind, int block_size, int sub_block) {

@@ -87,11 +87,32 @@ inline double brute_dequant(const Batch& b, int32_t phys, int h, int t, int d) {
   return mn + (c + 0.5) * r / 4.0;
 }
 
-/// Quant: q.k' for token t of (phys, h) in double.
+/// Quant: q.k' for token t of (phys, h) in double, as the backends score it (ops_sparse.h):
+/// base + s * sum_d a8_d c_d, with a_d = q_d r_d / 4 rounded to 8 bits of max |a_d| over the
+/// block's dims.
 inline double brute_quant_dot(const Batch& b, const float* q, int32_t phys, int h, int t) {
-  double s = 0.0;
-  for (int d = 0; d < b.head_dim; ++d) s += double(q[d]) * brute_dequant(b, phys, h, t, d);
-  return s;
+  const int hd = b.head_dim;
+  std::vector<double> mn(static_cast<size_t>(hd)), r(static_cast<size_t>(hd));
+  double max_abs = 0.0;
+  for (int d = 0; d < hd; ++d) {
+    double lo = key(b, phys, h, 0)[d], hi = lo;
+    for (int u = 1; u < b.block_size; ++u) {
+      lo = std::min(lo, double(key(b, phys, h, u)[d]));
+      hi = std::max(hi, double(key(b, phys, h, u)[d]));
+    }
+    mn[size_t(d)] = lo;
+    r[size_t(d)] = hi - lo;
+    max_abs = std::max(max_abs, std::fabs(double(q[d]) * r[size_t(d)] / 4.0));
+  }
+  double base = 0.0, codes = 0.0;
+  for (int d = 0; d < hd; ++d) {
+    base += double(q[d]) * (mn[size_t(d)] + r[size_t(d)] / 8.0);
+    if (max_abs == 0.0) continue;
+    const double a8 = std::nearbyint(double(q[d]) * r[size_t(d)] / 4.0 * 127.0 / max_abs);
+    const double c = (brute_dequant(b, phys, h, t, d) - mn[size_t(d)]) / (r[size_t(d)] / 4.0) - 0.5;
+    codes += a8 * (r[size_t(d)] > 0.0 ? std::nearbyint(c) : 0.0);
+  }
+  return base + max_abs / 127.0 * codes;
 }
 
 inline double brute_score(const Batch& b, backend::RepKind kind, const float* q, int32_t phys,

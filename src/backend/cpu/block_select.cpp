@@ -92,23 +92,28 @@ inline float hash_best(const uint32_t* qbits, const uint32_t* rep, int block_siz
 }
 
 // Quant: q.k' for every token of a block (k' the dequantized key, ops_sparse.h), into out
-// [block_size]. q.k' = sum_d q_d (mn_d + (c_d + 1/2) r_d / 4) = base + sum_d a_d c_d with
-// a_d = q_d r_d / 4. One 32-bit word of codes (16 dims) of every token is gathered into x, then
-// each of its dims adds a_d c_d to all tokens at once: the inner loops run over tokens with one
-// shift and one broadcast factor, so they vectorize. a [head_dim] and x [block_size] are scratch.
+// [block_size]. q.k' = base + s * sum_d a8_d c_d with a_d = q_d r_d / 4 rounded to 8 bits
+// (quant_query_inv): the products and their sums are integers below 2^24, so the float sums
+// are exact and equal the CUDA kernel's integer ones. One 32-bit word of codes (16 dims) of
+// every token is gathered into x, then each of its dims adds a8_d c_d to all tokens at once:
+// the inner loops run over tokens with one shift and one broadcast factor, so they vectorize.
+// a [head_dim] and x [block_size] are scratch.
 GSA_SCORE_CLONES void quant_token_scores(const float* __restrict q, const uint8_t* rep, int block_size,
                                          int head_dim, float* __restrict a, uint32_t* __restrict x,
                                          float* __restrict out) {
   const float* mn = reinterpret_cast<const float*>(rep);
   const float* mx = mn + head_dim;
   const uint32_t* codes = reinterpret_cast<const uint32_t*>(mx + head_dim);
-  float base = 0.0f;
+  float base = 0.0f, max_abs = 0.0f;
   for (int d = 0; d < head_dim; ++d) {
     const float step = (mx[d] - mn[d]) * 0.25f;
     a[d] = q[d] * step;
+    max_abs = std::max(max_abs, std::fabs(a[d]));
     base += q[d] * (mn[d] + 0.5f * step);
   }
-  for (int t = 0; t < block_size; ++t) out[t] = base;
+  const float inv = backend::quant_query_inv(max_abs);
+  for (int d = 0; d < head_dim; ++d) a[d] = std::clamp(std::nearbyint(a[d] * inv), -127.0f, 127.0f);
+  for (int t = 0; t < block_size; ++t) out[t] = 0.0f;
   const int words = head_dim / 16;
   for (int w = 0; w < words; ++w) {
     for (int t = 0; t < block_size; ++t) x[t] = codes[int64_t(t) * words + w];
@@ -118,6 +123,8 @@ GSA_SCORE_CLONES void quant_token_scores(const float* __restrict q, const uint8_
       for (int t = 0; t < block_size; ++t) out[t] += aj * float((x[t] >> shift) & 3u);
     }
   }
+  const float s = backend::quant_query_scale(max_abs);
+  for (int t = 0; t < block_size; ++t) out[t] = base + s * out[t];
 }
 
 // exp(x) for x <= 0 (clamped at -87, where it is about 1.6e-38): 2^(x log2 e) split into 2^n,

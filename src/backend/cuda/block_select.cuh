@@ -110,48 +110,65 @@ constexpr int kRepQuant = 3;  // backend::RepKind::Quant
 
 /// Quant: q.k' of scoring-query row `row` for the tokens of one (block, kv head) representation
 /// (rep: box then codes, ops_sparse.h) that are lane + 32 j + 32 kQuantTokens i of the block,
-/// handed to f(token, score) by each lane. q.k' = base + sum_d a_d c_d with a_d = q_d r_d / 4 as
-/// on the CPU; the lanes own dims lane + 32 i for a and base, and take tokens for the codes,
-/// the a_d they need broadcast by shuffles (once per kQuantTokens * 32 tokens). All 32 lanes
-/// call it.
+/// handed to f(token, score) by each lane. q.k' = base + s * sum_d a8_d c_d as on the CPU
+/// (quant_query_scale): the integer sum is exact, so both backends get it bit for bit.
 ///
-/// A code becomes a float without a conversion instruction (conversions issue at an eighth of
-/// the FMA rate and bounded this loop): code k of a 16-code word, masked in place in the word's
-/// low half (k < 8) or high half (k >= 8) and OR-ed into the mantissa of 2^23 (whose unit is 1),
-/// is the float 2^23 + c 4^m exactly, m = k mod 8; subtracting 2^23 leaves c 4^m, and a_d comes
-/// pre-scaled by 4^-m (a power of two, so a_d c is the same float as with a conversion). One
-/// LOP3, one FADD and one FFMA per code.
+/// Lane L (< head_dim / 4) owns the dims 16 w + i + 4 b (w = L / 4, i = L % 4, b = 0..3): it
+/// computes their a_d, and after the warp's max |a_d| their 8-bit factors as the bytes of one
+/// word A_L. Every lane then holds all the A_L (one shuffle each). The codes of dims
+/// 16 w + 4 b + i of a token sit in byte b of its code word w at bits 2 i, so
+/// word & (0x03030303 << 2 i) holds them as 4^i c, and one dp4a with A_{4 w + i} adds
+/// 4^i sum_b a8 c; the four accumulators of i are shifted back by 2 i at the end (exact: each
+/// is a multiple of 4^i). One LOP3 and one dp4a per four codes.
 constexpr int kQuantTokens = 4;
+__device__ __forceinline__ int quant_dp4a(uint32_t codes, int factors, int acc) {
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(codes), "r"(factors), "r"(acc));
+  return d;
+}
 template <typename F>
 __device__ __forceinline__ void select_quant_scores(const SelectArgs& a, const SelectQueries& sm,
                                                     const float* rep, int row, int lane, F&& f) {
   const int D = a.head_dim;  // a multiple of 32, at most kMaxSelectHeadDim (checked by the host)
+  const int quads = D / 4;   // <= 32
   const float* mn = rep;
   const float* mx = rep + D;
-  // Two 16-code words per token at a time: D / 16 words per token is even, and the codes start
-  // 8 D bytes into the rep, so the uint2 loads are aligned.
-  const uint2* codes = reinterpret_cast<const uint2*>(rep + 2 * D);
-  const float pre = __uint_as_float(uint32_t(127 - 2 * (lane & 7)) << 23);  // 4^-(lane mod 8)
-  float av[kMaxSelectHeadDim / 32];
-  float part = 0.0f;
+  float av[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float part = 0.0f, max_abs = 0.0f;
+  if (lane < quads) {
 #pragma unroll
-  for (int i = 0; i < kMaxSelectHeadDim / 32; ++i) {
-    const int d = lane + 32 * i;
-    av[i] = 0.0f;
-    if (d < D) {
+    for (int bb = 0; bb < 4; ++bb) {
+      const int d = 16 * (lane >> 2) + (lane & 3) + 4 * bb;
       const float qd = sm.q[row][d];
       const float step = (mx[d] - mn[d]) * 0.25f;
-      av[i] = qd * step * pre;  // the lane of dim d serves code m = d mod 8 of its word
+      av[bb] = qd * step;
+      max_abs = fmaxf(max_abs, fabsf(av[bb]));
       part += qd * (mn[d] + 0.5f * step);
     }
   }
   const float base = warp_sum(part);
-  const int pairs = D / 32;  // uint2 per token
-  constexpr float kTwo23 = 8388608.0f;
-  for (int t0 = 0; t0 < a.block_size; t0 += 32 * kQuantTokens) {
-    float acc[kQuantTokens];
+  max_abs = warp_max(max_abs);
+  const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
+  const float scale = max_abs / 127.0f;
+  uint32_t mine = 0u;
 #pragma unroll
-    for (int j = 0; j < kQuantTokens; ++j) acc[j] = 0.0f;
+  for (int bb = 0; bb < 4; ++bb) {
+    const int v = max(-127, min(127, __float2int_rn(av[bb] * inv)));
+    mine |= (uint32_t(v) & 0xffu) << (8 * bb);
+  }
+  int fac[kMaxSelectHeadDim / 4];
+#pragma unroll
+  for (int k = 0; k < kMaxSelectHeadDim / 4; ++k) fac[k] = __shfl_sync(0xffffffffu, int(mine), k);
+  // Two code words per token at a time: D / 16 words per token is even, and the codes start
+  // 8 D bytes into the rep, so the uint2 loads are aligned.
+  const uint2* codes = reinterpret_cast<const uint2*>(rep + 2 * D);
+  const int pairs = D / 32;  // uint2 per token
+  for (int t0 = 0; t0 < a.block_size; t0 += 32 * kQuantTokens) {
+    int acc[kQuantTokens][4];
+#pragma unroll
+    for (int j = 0; j < kQuantTokens; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[j][i] = 0;
 #pragma unroll
     for (int w2 = 0; w2 < kMaxSelectHeadDim / 32; ++w2) {
       if (w2 >= pairs) break;  // uniform
@@ -162,30 +179,20 @@ __device__ __forceinline__ void select_quant_scores(const SelectArgs& a, const S
         v[j] = t < a.block_size ? codes[int64_t(t) * pairs + w2] : make_uint2(0u, 0u);
       }
 #pragma unroll
-      for (int half = 0; half < 4; ++half) {  // the word's low then high half, of v.x then v.y
-        uint32_t src[kQuantTokens];
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t m = 0x03030303u << (2 * i);
 #pragma unroll
         for (int j = 0; j < kQuantTokens; ++j) {
-          const uint32_t word = half < 2 ? v[j].x : v[j].y;
-          src[j] = (half & 1) ? word >> 16 : word;
-        }
-        // Dims of this half: 32 w2 + 16 (half >> 1) + 8 (half & 1) + m, held by the lane
-        // (half >> 1) * 16 + (half & 1) * 8 + m of av[w2].
-#pragma unroll
-        for (int m = 0; m < 8; ++m) {
-          const float ad = __shfl_sync(0xffffffffu, av[w2], (half >> 1) * 16 + (half & 1) * 8 + m);
-#pragma unroll
-          for (int j = 0; j < kQuantTokens; ++j) {
-            const float c = __uint_as_float((src[j] & (3u << (2 * m))) | 0x4B000000u) - kTwo23;
-            acc[j] = fmaf(ad, c, acc[j]);
-          }
+          acc[j][i] = quant_dp4a(v[j].x & m, fac[4 * (2 * w2) + i], acc[j][i]);
+          acc[j][i] = quant_dp4a(v[j].y & m, fac[4 * (2 * w2 + 1) + i], acc[j][i]);
         }
       }
     }
 #pragma unroll
     for (int j = 0; j < kQuantTokens; ++j) {
       const int t = t0 + 32 * j + lane;
-      if (t < a.block_size) f(t, base + acc[j]);
+      const int sum = acc[j][0] + (acc[j][1] >> 2) + (acc[j][2] >> 4) + (acc[j][3] >> 6);
+      if (t < a.block_size) f(t, __fadd_rn(base, __fmul_rn(scale, float(sum))));  // as on the CPU: no FMA
     }
   }
 }
