@@ -1,5 +1,5 @@
 // GSA selection benchmarks on the CPU: cpu::block_select per representation (Mean, MinMax,
-// Hash) at SmolLM2-135M head shapes over long contexts, cpu::rep_update per block, and the
+// Hash, Quant) at SmolLM2-135M head shapes over long contexts, cpu::rep_update per block, and the
 // forward-side cost of handing a layer's queries to the AsyncSelector (submit; never waits).
 // Reports blocks/s and representation bytes read per second; asserts nothing.
 #include <benchmark/benchmark.h>
@@ -122,6 +122,9 @@ void select_args(benchmark::internal::Benchmark* b) {
     for (int ctx : {32768, 131072})
       for (int threaded : {0, 1}) b->Args({8, ctx, kind, threaded});
   b->Args({1, 131072, 0, 0});
+  const int quant = static_cast<int>(RepKind::Quant);
+  for (int threaded : {0, 1}) b->Args({8, 32768, quant, threaded});
+  b->Args({1, 32768, quant, 0});
 }
 BENCHMARK(BM_BlockSelect)->Apply(select_args)->Unit(benchmark::kMicrosecond);
 

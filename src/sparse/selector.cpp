@@ -82,8 +82,8 @@ Result<std::unique_ptr<Selector>> Selector::create(const SparseConfig& cfg,
     return invalid_argument("selector: hash representation needs head_dim % 32 == 0, got {}",
                             dims.head_dim);
   if (cfg.representation == backend::RepKind::Quant && dims.head_dim % 16 != 0)
-    return invalid_argument("selector: quant representation needs head_dim % 16 == 0, got {}",
-                            dims.head_dim);
+    return invalid_argument("selector: quant representation needs head_dim % 16 == 0, got {} "
+                            "(--representation minmax works with any head_dim)", dims.head_dim);
   std::unique_ptr<Selector> self(new Selector(cfg, dims, pool));
   if (cfg.representation == backend::RepKind::Hash)
     self->hash_w_ = make_hash_matrix(dims.head_dim, cfg.hash_seed);

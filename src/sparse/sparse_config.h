@@ -32,7 +32,7 @@ enum class RankBy : uint8_t { Score, Mass };
 struct SparseConfig {
   bool enabled = true;             // false: every sequence decodes densely
   int block_size = 128;            // tokens per KV page and selection granularity (power of 2)
-  backend::RepKind representation = backend::RepKind::MinMax;  // keeps answers mean loses (docs/ACCURACY.md)
+  backend::RepKind representation = backend::RepKind::Quant;  // keeps answers minmax loses (docs/ACCURACY.md)
   backend::QueryMode query = backend::QueryMode::GroupMean;
   Scope scope = Scope::PerLayer;
   int sink_blocks = 1;             // first blocks always kept

@@ -64,7 +64,7 @@ case "$case_name" in
     run generate --help
     for re in '--temp FLOAT.*=0( |$)' '--top-p FLOAT.*=1( |$)' '-n,--n-predict INT.*=128( |$)' \
               '--block-size INT=128( |$)' '--sink-blocks INT=1( |$)' '--local-blocks INT=2( |$)' \
-              '--representation TEXT.*=minmax( |$)' '--budget-ratio FLOAT=0.3( |$)' '-m,--model TEXT=smollm2-135m'; do
+              '--representation TEXT.*=quant( |$)' '--budget-ratio FLOAT=0.3( |$)' '-m,--model TEXT=smollm2-135m'; do
       expect_out "$re"
     done
     run bench --help
@@ -201,7 +201,7 @@ case "$case_name" in
     fi
     run generate -p hi -n 1 -v --sparse gsa --budget-tokens 1024
     expect_rc 0
-    expect_err '^gsa: sparse: gsa minmax, budget 1024 tokens, 1 sink \+ 2 local blocks, min_context 8400: prompts below it decode densely$'
+    expect_err '^gsa: sparse: gsa quant, budget 1024 tokens, 1 sink \+ 2 local blocks, min_context 8400: prompts below it decode densely$'
     grep -q '^gsa: prefill' "$tmp/err" && fail "prefill progress for a short prompt"
     run generate -f "$tmp/long.txt" -n 1
     grep -q '^gsa: prefill\|^gsa: loading' "$tmp/err" && fail "progress without -v"

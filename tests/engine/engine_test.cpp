@@ -365,6 +365,8 @@ std::unique_ptr<Engine> make_sparse(const std::string& path, int dense_layers = 
   c.sparse_cfg.budget_tokens = 32;
   c.sparse_cfg.min_context = 64;
   c.sparse_cfg.dense_layers = dense_layers;
+  // The suite's tiny model has head_dim 8, below the default quant's 16.
+  c.sparse_cfg.representation = backend::RepKind::MinMax;
   if (lag > 0) {
     c.sparse_cfg.selector = sparse::SelectorKind::Cpu;
     c.sparse_cfg.lag = lag;

@@ -3,11 +3,23 @@
 // index past the end, a budget covering every block selects every block); parameter errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
 #include <set>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "sparse/sparse_config.h"
 #include "sparse_test_util.h"
+
+namespace gsa::cpu {
+// block_select.cpp's test hook: the Quant scores of one representation's tokens for one query.
+void quant_token_scores_for_test(const float* q, const uint8_t* rep, int block_size, int head_dim,
+                                 float* out);
+}  // namespace gsa::cpu
 
 namespace gsa::sparse::test {
 namespace {
@@ -346,6 +358,84 @@ TEST(BlockSelectMass, AHeadsSharpMatchIsNotDrownedByAnotherHeadsLargeScores) {
   ASSERT_TRUE(by_mass.status.is_ok());
   EXPECT_TRUE(has(by_mass));
   EXPECT_FALSE(has(by_score)) << "the case no longer separates the two rankings";
+}
+
+// The Quant token scores, straightforwardly: factors rounded as ops_sparse.h says, then per
+// token a float sum over dimensions (exact: integers below 2^24), then s * sum rounded and
+// added to base.
+std::vector<float> quant_reference(const float* q, const uint8_t* rep, int bs, int hd) {
+  const float* mn = reinterpret_cast<const float*>(rep);
+  const float* mx = mn + hd;
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(mx + hd);
+  std::vector<float> a(size_t(hd), 0.0f), out(size_t(bs), 0.0f);
+  float base = 0.0f, max_abs = 0.0f;
+  for (int d = 0; d < hd; ++d) {
+    const float step = (mx[d] - mn[d]) * 0.25f;
+    a[size_t(d)] = q[d] * step;
+    max_abs = std::max(max_abs, std::fabs(a[size_t(d)]));
+    base += q[d] * (mn[d] + 0.5f * step);
+  }
+  const float inv = backend::quant_query_inv(max_abs);
+  for (auto& v : a) v = std::clamp(std::nearbyint(v * inv), -127.0f, 127.0f);
+  const float s = backend::quant_query_scale(max_abs);
+  for (int t = 0; t < bs; ++t) {
+    float sum = 0.0f;
+    for (int d = 0; d < hd; ++d)
+      sum += a[size_t(d)] * float((codes[int64_t(t) * (hd / 16) + d / 16] >> (2 * (d % 16))) & 3u);
+    volatile float prod = s * sum;  // rounded on its own: no FMA, as on CUDA
+    out[size_t(t)] = base + prod;
+  }
+  return out;
+}
+
+// Every backend path (integer SIMD, scalar tail, float fallback) gives the reference's floats
+// bit for bit, at the extremes too: factors +-127 on every dimension against all-3 codes.
+TEST(BlockSelectQuant, TokenScoresMatchTheScalarReferenceBitForBit) {
+  std::mt19937 rng(91);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  int checked = 0;
+  for (int hd : {16, 32, 48, 64, 128, 256, 1024})
+    for (int bs : {8, 16, 24, 32, 128})
+      for (int variant = 0; variant < 6; ++variant) {
+        const int words = hd / 16;
+        std::vector<uint8_t> rep(size_t(backend::rep_bytes(RepKind::Quant, hd, bs)));
+        ASSERT_EQ(rep.size(), size_t(hd) * 8 + size_t(bs) * words * 4);
+        std::vector<float> box(static_cast<size_t>(2 * hd)), q(static_cast<size_t>(hd));
+        std::vector<uint32_t> codes(size_t(bs) * words);
+        for (int d = 0; d < hd; ++d) {
+          float lo = u(rng), hi = u(rng);
+          if (lo > hi) std::swap(lo, hi);
+          if (variant == 1 && d % 5 == 0) hi = lo;  // zero range
+          if (variant >= 3) lo = -1.0f, hi = 1.0f;  // equal ranges: |a8| = 127 where |q| is max
+          box[size_t(d)] = lo;
+          box[size_t(hd + d)] = hi;
+          q[size_t(d)] = u(rng);
+          if (variant >= 3) q[size_t(d)] = (rng() & 1) ? 1.5f : -1.5f;
+        }
+        if (variant == 2) std::fill(q.begin(), q.end(), 0.0f);  // s = 0
+        if (variant == 5) q[size_t(hd / 2)] = std::numeric_limits<float>::quiet_NaN();
+        for (auto& w : codes) w = variant == 3 ? 0xFFFFFFFFu : uint32_t(rng());
+        if (variant == 4)  // every other token all 3s, the rest all 0s
+          for (int t = 0; t < bs; ++t)
+            for (int w = 0; w < words; ++w) codes[size_t(t) * words + w] = t % 2 ? 0xFFFFFFFFu : 0u;
+        std::memcpy(rep.data(), box.data(), box.size() * 4);
+        std::memcpy(rep.data() + box.size() * 4, codes.data(), codes.size() * 4);
+        const std::vector<float> want = quant_reference(q.data(), rep.data(), bs, hd);
+        std::vector<float> got(size_t(bs), -1.0f);
+        cpu::quant_token_scores_for_test(q.data(), rep.data(), bs, hd, got.data());
+        for (int t = 0; t < bs; ++t) {
+          const float w = want[size_t(t)], g = got[size_t(t)];
+          if (w != w) {
+            EXPECT_NE(g, g) << "hd " << hd << " bs " << bs << " variant " << variant << " t " << t;
+          } else {
+            EXPECT_EQ(std::bit_cast<uint32_t>(w), std::bit_cast<uint32_t>(g))
+                << "hd " << hd << " bs " << bs << " variant " << variant << " t " << t << ": "
+                << w << " vs " << g;
+          }
+          ++checked;
+        }
+      }
+  EXPECT_GT(checked, 0);
 }
 
 TEST(BlockSelectQuant, FindsOneMatchingTokenAmongWideBoxes) {

@@ -89,7 +89,7 @@ TEST(Knobs, RangeMessagesAndTexts) {
   EXPECT_EQ(range_text(*sub), "0 or a power of two <= 4096");
   EXPECT_EQ(range_text(*rep), "mean, minmax, hash, quant");
   EXPECT_EQ(default_text(*ratio), "0.3");
-  EXPECT_EQ(default_text(*rep), "minmax");
+  EXPECT_EQ(default_text(*rep), "quant");
   EXPECT_EQ(find_sparse_knob("local_blocks")->why, "the last block is always kept");
 }
 

@@ -13,7 +13,7 @@ TEST(SparseConfig, DefaultsFollowTheSpecification) {
   SparseConfig c;
   EXPECT_TRUE(validate(c).is_ok());
   EXPECT_EQ(c.block_size, 128);
-  EXPECT_EQ(c.representation, backend::RepKind::MinMax);
+  EXPECT_EQ(c.representation, backend::RepKind::Quant);
   EXPECT_EQ(c.query, backend::QueryMode::GroupMean);
   EXPECT_EQ(c.scope, Scope::PerLayer);
   EXPECT_EQ(c.sink_blocks, 1);
