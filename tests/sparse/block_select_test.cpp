@@ -12,14 +12,9 @@
 #include <set>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/quant_score.h"
 #include "sparse/sparse_config.h"
 #include "sparse_test_util.h"
-
-namespace gsa::cpu {
-// block_select.cpp's test hook: the Quant scores of one representation's tokens for one query.
-void quant_token_scores_for_test(const float* q, const uint8_t* rep, int block_size, int head_dim,
-                                 float* out);
-}  // namespace gsa::cpu
 
 namespace gsa::sparse::test {
 namespace {
@@ -422,7 +417,9 @@ TEST(BlockSelectQuant, TokenScoresMatchTheScalarReferenceBitForBit) {
         std::memcpy(rep.data() + box.size() * 4, codes.data(), codes.size() * 4);
         const std::vector<float> want = quant_reference(q.data(), rep.data(), bs, hd);
         std::vector<float> got(size_t(bs), -1.0f);
-        cpu::quant_token_scores_for_test(q.data(), rep.data(), bs, hd, got.data());
+        std::vector<float> a(static_cast<size_t>(hd));
+        std::vector<uint32_t> x(static_cast<size_t>(bs));
+        cpu::quant_token_scores(q.data(), rep.data(), bs, hd, a.data(), x.data(), got.data());
         for (int t = 0; t < bs; ++t) {
           const float w = want[size_t(t)], g = got[size_t(t)];
           if (w != w) {
