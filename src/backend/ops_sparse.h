@@ -156,7 +156,7 @@ enum class QueryMode : uint8_t {
 };
 
 /// How block_select ranks a sequence's blocks (BlockSelectParams::rank).
-enum class Rank : uint8_t { Score = 0, Mass = 1, Oracle = 2 };
+enum class Rank : uint8_t { Score = 0, Mass = 1, Oracle = 2, Rerank = 3 };
 
 /// Block selection for a batch of decode queries (one query token per sequence).
 /// Sequence s has n_blocks_s = block_table_indptr[s+1] - block_table_indptr[s] blocks in logical
@@ -183,7 +183,13 @@ enum class Rank : uint8_t { Score = 0, Mass = 1, Oracle = 2 };
 ///          the head's softmax over every token of the sequence summed over the block's tokens;
 ///          a list scores a block by the sum of those masses over its query heads. Reads the K
 ///          cache, so it costs a dense pass.
-/// Forced blocks, budget and output are the same for all three.
+///  Rerank: the rerank_factor * (list size - forced) best non-forced full blocks by Score (ties
+///          to the lower logical index, as in the top-k) are candidates; the candidates' and
+///          the forced blocks' keys (the K cache) give each query head a softmax over their
+///          tokens, and a candidate scores the sum of its masses over the list's query heads, as
+///          Oracle does over every block; blocks outside the candidates score 0. Reads the keys
+///          of the candidates only.
+/// Forced blocks, budget and output are the same for all four.
 /// The host presets out_indptr (list i has size min(budget_i, n_blocks_s), at least the forced
 /// count) so the op needs no host synchronization; it writes out_indices sorted by logical
 /// index (as physical ids) and out_last_len (tokens in the list's last block).
@@ -210,7 +216,8 @@ struct BlockSelectParams {
   // host-side (no read-back) and must be set when some sequence has that rank.
   const uint8_t* rank = nullptr;              // [n_seqs] Rank values (backend memory), or null
   bool any_mass = false;
-  bool any_oracle = false;                    // Oracle needs k_cache
+  bool any_oracle = false;                    // some sequence is Oracle or Rerank: needs k_cache
+  int rerank_factor = 4;                      // Rerank: candidates per free slot, >= 1
   const void* k_cache = nullptr;              // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
   DType kv_type = DType::F32;
 };

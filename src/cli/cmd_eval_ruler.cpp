@@ -83,11 +83,11 @@ Result<Variant> parse_variant(const std::string& s) {
     v.full = true;
     return v;
   }
-  if (base != "gsa" && base != "oracle" && base != "score" && base != "mass")
-    return invalid_argument("unknown variant '{}' (known: full, gsa, score, mass, oracle, each "
-                            "but full with @B for a budget of B tokens)", s);
+  if (base != "gsa" && base != "oracle" && base != "score" && base != "mass" && base != "rerank")
+    return invalid_argument("unknown variant '{}' (known: full, gsa, score, mass, rerank, oracle, "
+                            "each but full with @B for a budget of B tokens)", s);
   v.oracle = base == "oracle";
-  // score and mass are the rank_by knob's names; @B is a sparse_budget_tokens override, in the
+  // score, mass and rerank are the rank_by knob's names; @B is a sparse_budget_tokens override, in the
   // budget_tokens knob's range (0 would mean "the engine's budget": not a budget to name).
   const sparse::KnobSpec& rank_by = *sparse::find_sparse_knob("rank_by");
   if (base != "gsa" && base != "oracle") {

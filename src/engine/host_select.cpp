@@ -370,6 +370,8 @@ class HostSelectPlan final : public sparse::Planner {
 
   Status check_request(const sparse::SeqInput& in) const override {
     if (in.oracle) return invalid_argument("oracle selection on cuda needs selector=device");
+    if (sparse::rank_of(sel_->config(), in) == backend::Rank::Rerank)
+      return invalid_argument("rank_by rerank on cuda needs selector=device");
     return Status::ok();
   }
 
@@ -438,6 +440,8 @@ Result<std::unique_ptr<sparse::Planner>> make_host_select_planner(
     const model::HParams& h, int max_batch) {
   if (sel->config().selection == sparse::Selection::Oracle)
     return unsupported("on cuda, oracle selection runs with selector=device");
+  if (sel->config().rank_by == sparse::RankBy::Rerank)
+    return unsupported("on cuda, rank_by rerank runs with selector=device");
   GSA_ASSIGN_OR_RETURN(auto host, HostSelectPlanner::create(b, kv, sel.get(), h, max_batch));
   return std::unique_ptr<sparse::Planner>(
       std::make_unique<HostSelectPlan>(std::move(sel), std::move(host), h.n_kv_heads));

@@ -15,8 +15,10 @@ class CpuPlanner final : public sparse::Planner {
       : sel_(std::move(sel)), kv_(kv) {}
 
   Status check_request(const sparse::SeqInput& in) const override {
-    if (in.oracle && sel_->config().lag != 0)
-      return invalid_argument("oracle selection runs inline: it needs an engine with lag 0, not lag {}",
+    const backend::Rank rank = sparse::rank_of(sel_->config(), in);
+    if ((rank == backend::Rank::Oracle || rank == backend::Rank::Rerank) && sel_->config().lag != 0)
+      return invalid_argument("{} reads the keys inline: it needs an engine with lag 0, not lag {}",
+                              rank == backend::Rank::Oracle ? "oracle selection" : "rank_by rerank",
                               sel_->config().lag);
     return Status::ok();
   }

@@ -29,7 +29,8 @@ class DevicePlanner final : public sparse::Planner {
     return b_->upload(hash_w_, hash_w.data(), hash_w.size() * 4);
   }
 
-  // Every step selects from its own query (lag 0), so the oracle is always possible here.
+  // Every step selects from its own query (lag 0), so the oracle and rerank are always possible
+  // here.
   Status check_request(const sparse::SeqInput&) const override { return Status::ok(); }
 
   const std::vector<float>& hash_matrix() const override { return sel_->hash_matrix(); }
@@ -56,7 +57,7 @@ class DevicePlanner final : public sparse::Planner {
                                      ? sparse::rank_of(cfg_, in)
                                      : backend::Rank::Score;
       reinterpret_cast<uint8_t*>(host_.data() + flags_at)[i] = uint8_t(rank);
-      any_oracle_ |= rank == backend::Rank::Oracle;
+      any_oracle_ |= rank == backend::Rank::Oracle || rank == backend::Rank::Rerank;
       any_mass_ |= rank == backend::Rank::Mass;
     }
     host_.push_back(0);

@@ -158,8 +158,8 @@ Status AsyncSelector::run_job(const Slot& job, AsyncResult* out,
   p.out_last_len = last_len;
   p.n_seqs = 1;
   p.hash_w = hash_w_.empty() ? nullptr : hash_w_.data();
-  if (job.rank == uint8_t(backend::Rank::Oracle))
-    return invalid_argument("async selector: the oracle runs inline only");
+  if (job.rank == uint8_t(backend::Rank::Oracle) || job.rank == uint8_t(backend::Rank::Rerank))
+    return invalid_argument("async selector: the oracle and rerank read the keys: they run inline only");
   p.rank = &job.rank;
   p.any_mass = job.rank == uint8_t(backend::Rank::Mass);
   GSA_RETURN_IF_ERROR(cpu::block_select(p, nullptr));

@@ -217,8 +217,11 @@ std::vector<Knob<C>> make_sparse_knobs() {
                        "mean/minmax per run of N tokens inside each block, at most block_size; a "
                        "block scores its best run (0: off)")),
       enum_knob<C>("rank_by", "--rank-by", &C::rank_by, rank_by_name,
-                   "rank blocks by their representation score, or by the attention mass it "
-                   "estimates (mass: not with hash)"),
+                   "rank blocks by their representation score, by the attention mass it "
+                   "estimates (mass: not with hash), or rerank: the best blocks by score "
+                   "re-ranked by their true attention mass from the keys (lag 0)"),
+      int_knob<C>("rerank_factor", "--rerank-factor", &C::rerank_factor, 1, 64,
+                  "rank_by rerank: candidates per free slot of a list, the best by score"),
       uint64_knob<C>("hash_seed", "", &C::hash_seed,
                      "seed of the hash representation's projection "
                      "matrix (JSON only)"),
@@ -242,7 +245,7 @@ constexpr std::string_view kRules[] = {
     "`budget_tokens` is a multiple of `block_size`",
     "the smallest budget (`budget_tokens`, else `budget_min_tokens`, in blocks) holds "
     "`sink_blocks` + `local_blocks`",
-    "`lag` > 0 needs `selector` cpu; `selection` oracle needs `lag` 0",
+    "`lag` > 0 needs `selector` cpu; `selection` oracle and `rank_by` rerank need `lag` 0",
     "`sub_block` <= `block_size`, and only with `representation` mean or minmax",
     "`rank_by` mass needs `representation` mean, minmax or quant",
 };
@@ -274,6 +277,9 @@ Status check_request_overrides(const SparseConfig& cfg, int32_t budget_tokens, i
   if (rank_by != -1) {
     GSA_RETURN_IF_ERROR(
         check_value(*find_sparse_knob("rank_by"), int64_t(rank_by), "sparse_rank_by"));
+    if (RankBy(rank_by) == RankBy::Rerank && cfg.lag != 0)
+      return invalid_argument("sparse_rank_by rerank reads the keys inline: it needs an engine "
+                              "with lag 0, not lag {}", cfg.lag);
     if (RankBy(rank_by) == RankBy::Mass && cfg.representation == backend::RepKind::Hash)
       return invalid_argument(
           "sparse_rank_by mass needs representation mean, minmax or quant, not hash");

@@ -45,7 +45,9 @@ struct LayerOut {
 backend::Rank rank_of(const SparseConfig& cfg, const SeqInput& in) {
   if (in.oracle || cfg.selection == Selection::Oracle) return backend::Rank::Oracle;
   const RankBy by = in.rank_by >= 0 ? RankBy(in.rank_by) : cfg.rank_by;
-  return by == RankBy::Mass ? backend::Rank::Mass : backend::Rank::Score;
+  return by == RankBy::Mass     ? backend::Rank::Mass
+         : by == RankBy::Rerank ? backend::Rank::Rerank
+                                : backend::Rank::Score;
 }
 
 struct Selector::Impl {
@@ -255,7 +257,7 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
     p.rank = m.sub_rank.data();
     for (uint8_t r : m.sub_rank) {
       p.any_mass |= r == uint8_t(backend::Rank::Mass);
-      p.any_oracle |= r == uint8_t(backend::Rank::Oracle);
+      p.any_oracle |= r == uint8_t(backend::Rank::Oracle) || r == uint8_t(backend::Rank::Rerank);
     }
     if (p.any_oracle) {
       if (!k_cache)

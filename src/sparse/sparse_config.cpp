@@ -58,6 +58,7 @@ const char* rank_by_name(RankBy rank_by) {
   switch (rank_by) {
     case RankBy::Score: return "score";
     case RankBy::Mass: return "mass";
+    case RankBy::Rerank: return "rerank";
   }
   return "unknown";
 }
@@ -101,6 +102,9 @@ Status validate(const SparseConfig& c) {
   if (c.sub_block != 0 && (c.representation == RepKind::Hash || c.representation == RepKind::Quant))
     return invalid_argument("sparse config: sub_block needs representation mean or minmax ({} is "
                             "per token already)", rep_kind_name(c.representation));
+  if (c.rank_by == RankBy::Rerank && c.lag != 0)
+    return invalid_argument("sparse config: rank_by \"rerank\" reads the keys inline (lag 0), got lag {}",
+                            c.lag);
   if (c.rank_by == RankBy::Mass && c.representation == RepKind::Hash)
     return invalid_argument("sparse config: rank_by \"mass\" needs representation mean, minmax or quant");
   return Status::ok();
@@ -125,6 +129,7 @@ backend::BlockSelectParams select_params(const SparseConfig& c, int n_heads, int
   p.sub_block = c.sub_block;
   p.query_mode = c.query;
   p.per_kv_head = c.scope == Scope::PerKvHead;
+  p.rerank_factor = c.rerank_factor;
   return p;
 }
 

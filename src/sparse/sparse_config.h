@@ -27,7 +27,11 @@ enum class Selection : uint8_t { Gsa, Oracle };
 /// kv heads for per_layer), or by the attention mass they estimate (each scoring query's scores
 /// turned into a softmax over the sequence's blocks, summed over the list's queries: the
 /// quantity the oracle ranks by exactly). Mass needs representation mean, minmax or quant.
-enum class RankBy : uint8_t { Score, Mass };
+/// Rerank: the rerank_factor x (free slots) best blocks by score become candidates, ranked by
+/// their true attention mass from the K cache (a softmax over the candidates' and the forced
+/// blocks' tokens): it reads the keys of the candidates, so it runs inline (lag 0), on the
+/// model's device.
+enum class RankBy : uint8_t { Score, Mass, Rerank };
 
 struct SparseConfig {
   bool enabled = true;             // false: every sequence decodes densely
@@ -50,6 +54,7 @@ struct SparseConfig {
   int dense_layers = 0;            // layers [0, dense_layers) always decode densely
   int sub_block = 0;               // mean/minmax kept per run of sub_block tokens (0: per block)
   RankBy rank_by = RankBy::Score;
+  int rerank_factor = 4;           // rank_by rerank: candidates per free slot of a list
   uint64_t hash_seed = 0x6773612d68617368ull;  // seed of the Hash projection matrix
 };
 
@@ -58,7 +63,7 @@ Status validate(const SparseConfig& cfg);
 
 /// Parses a JSON object whose keys are SparseConfig field names (enums as strings:
 /// representation "mean"|"minmax"|"hash"|"quant", query "group_mean"|"group_max", scope
-/// "per_layer"|"per_kv_head", selector "device"|"cpu", selection "gsa"|"oracle", rank_by "score"|"mass"). Missing keys keep their defaults;
+/// "per_layer"|"per_kv_head", selector "device"|"cpu", selection "gsa"|"oracle", rank_by "score"|"mass"|"rerank"). Missing keys keep their defaults;
 /// unknown keys, wrong types and invalid values are InvalidArgument naming the key. The result
 /// is validated.
 Result<SparseConfig> parse_sparse_config_json(std::string_view json);

@@ -177,6 +177,15 @@ TEST_F(EngineCudaTest, OracleAndDenseLayersOnTheDevice) {
   dense1.sparse_cfg.dense_layers = 1;
   run(dense1, prompts, max_tokens, &sd);
   EXPECT_GT(sd.selector.blocks_attended, so.selector.blocks_attended);
+  // rank_by rerank with every block a candidate re-ranks them all by the same true masses.
+  EngineConfig rerank = config(true);
+  rerank.sparse_cfg.rank_by = sparse::RankBy::Rerank;
+  rerank.sparse_cfg.rerank_factor = 64;
+  EXPECT_EQ(run(rerank, prompts, max_tokens), a);
+  rerank.sparse_cfg.rerank_factor = 2;
+  EngineStats sr;
+  EXPECT_EQ(run(rerank, prompts, max_tokens, &sr).size(), 2u);
+  EXPECT_EQ(sr.selector.blocks_attended, so.selector.blocks_attended);
 }
 
 TEST_F(EngineCudaTest, HashRepresentationIsWrittenAndScoredOnTheDevice) {

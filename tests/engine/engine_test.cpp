@@ -399,6 +399,32 @@ TEST_F(EngineTest, OracleRequestsDecodeSparselyBesideRepresentationRequests) {
   EXPECT_EQ(lagged->add_request(std::move(bad)).status().code(), StatusCode::InvalidArgument);
 }
 
+TEST_F(EngineTest, RerankOverEveryBlockDecodesAsTheOracle) {
+  // rank_by rerank with a factor covering every block re-ranks all of them by their true mass:
+  // the oracle's tokens. The rerank reads keys inline, so a lagged engine refuses it.
+  auto oracle_engine = make_sparse(*path_);
+  RequestInput oracle = req(prompt(170, 4), 10);
+  oracle.sparse_oracle = true;
+  ASSERT_TRUE(oracle_engine->add_request(std::move(oracle)).is_ok());
+  const auto want = run(*oracle_engine);
+  EngineConfig c = oracle_engine->config();
+  c.sparse_cfg.rerank_factor = 64;
+  auto e = Engine::create(c);
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  RequestInput rerank = req(prompt(170, 4), 10);
+  rerank.sparse_rank_by = int8_t(sparse::RankBy::Rerank);
+  ASSERT_TRUE((*e)->add_request(std::move(rerank)).is_ok());
+  const auto got = run(**e);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(want.size(), 1u);
+  EXPECT_EQ(got.begin()->second.tokens, want.begin()->second.tokens);
+  EXPECT_GT((*e)->stats().selector.lists_selected, 0);
+  auto lagged = make_sparse(*path_, 0, 1);
+  RequestInput bad = req(prompt(160, 1), 8);
+  bad.sparse_rank_by = int8_t(sparse::RankBy::Rerank);
+  EXPECT_EQ(lagged->add_request(std::move(bad)).status().code(), StatusCode::InvalidArgument);
+}
+
 TEST_F(EngineTest, RankByMassPerRequestEqualsTheEngineSetting) {
   // A request asking for rank_by mass on an engine ranking by score gets the tokens of an engine
   // ranking every request by mass, beside a score request in the same batch; with lag 1 too.

@@ -37,6 +37,7 @@ struct Case {
   std::vector<uint8_t> oracle; // per sequence, or empty: no oracle sequence
   int sub_block = 0;
   bool mass = false;           // rank_by mass
+  int rerank = 0;              // > 0: every sequence ranks by Rerank with this factor
 
   int lists_per_seq() const { return per_kv_head ? batch.n_kv_heads : 1; }
 };
@@ -114,14 +115,16 @@ Output run(const Case& c, ThreadPool* pool) {
   p.per_kv_head = c.per_kv_head;
   p.hash_w = c.hash_w.empty() ? nullptr : c.hash_w.data();
   p.sub_block = c.sub_block;
-  if (!c.oracle.empty() || c.mass) {
+  if (!c.oracle.empty() || c.mass || c.rerank > 0) {
     for (int s = 0; s < c.batch.n_seqs(); ++s)
       o.rank.push_back(uint8_t(!c.oracle.empty() && c.oracle[size_t(s)] ? backend::Rank::Oracle
+                               : c.rerank > 0                            ? backend::Rank::Rerank
                                : c.mass                                  ? backend::Rank::Mass
                                                                          : backend::Rank::Score));
     p.rank = o.rank.data();
     p.any_mass = c.mass;
-    p.any_oracle = !c.oracle.empty();
+    p.any_oracle = !c.oracle.empty() || c.rerank > 0;
+    p.rerank_factor = std::max(c.rerank, 1);
     p.k_cache = c.batch.k_cache.data();
     p.kv_type = DType::F32;
   }
@@ -513,6 +516,57 @@ TEST(BlockSelectOracle, FindsAPlantedBlockAndNeedsKeys) {
   p.rank = &rank;
   p.any_oracle = true;
   EXPECT_EQ(cpu::block_select(p, nullptr).code(), StatusCode::InvalidArgument);
+}
+
+TEST(BlockSelectRerank, EveryBlockACandidateIsTheOracleOneCandidatePerSlotIsTheScore) {
+  // With a factor covering every block the candidates are all blocks, so the masses are the
+  // oracle's; with factor 1 the candidates are the score's top-k, which the rerank keeps.
+  ThreadPool pool(2);
+  for (bool per_kv_head : {false, true})
+    for (RepKind kind : {RepKind::MinMax, RepKind::Quant}) {
+      Case c = make_case(320 + per_kv_head, {16 * 20 + 5, 16 * 12, 16 * 31 + 15}, 8, 2, 32, 16, kind,
+                         QueryMode::GroupMax, per_kv_head, {8, 5, 12});
+      const Output score = run(c, &pool);
+      c.oracle = {1, 1, 1};
+      const Output oracle = run(c, &pool);
+      c.oracle.clear();
+      c.rerank = 64;
+      const Output all = run(c, &pool);
+      ASSERT_TRUE(all.status.is_ok()) << all.status.to_string();
+      EXPECT_EQ(all.indices, oracle.indices);
+      EXPECT_EQ(all.last_len, oracle.last_len);
+      EXPECT_EQ(all.indices, run(c, nullptr).indices) << "depends on threading";
+      c.rerank = 1;
+      const Output one = run(c, &pool);
+      ASSERT_TRUE(one.status.is_ok()) << one.status.to_string();
+      EXPECT_EQ(one.indices, score.indices);
+      EXPECT_NE(score.indices, oracle.indices) << "the case no longer separates score and oracle";
+    }
+}
+
+TEST(BlockSelectRerank, FindsTheBlockTheMeanHidesWhenItIsACandidate) {
+  // Block 9 has one key along the query and the others against it: its mean key scores low,
+  // its true mass is the largest. Mean ranking misses it with one free slot; rerank finds it once
+  // the candidates reach it, and never picks a block outside the candidates.
+  Case c = make_case(330, {16 * 14 + 3}, 4, 1, 32, 16, RepKind::Mean, QueryMode::GroupMean,
+                     false, {4});
+  const int32_t phys = c.batch.table(0)[9];
+  for (int t = 0; t < 16; ++t)
+    for (int d = 0; d < 32; ++d) {
+      const float along = c.q[size_t(d)] + c.q[32 + size_t(d)] + c.q[64 + size_t(d)] + c.q[96 + size_t(d)];
+      c.batch.k_cache[(size_t(phys) * 16 + t) * 32 + d] = t == 0 ? 3.0f * along : -0.3f * along;
+    }
+  update_reps(c);
+  auto picks = [&](const Output& o) {
+    return std::find(o.indices.begin(), o.indices.end(), phys) != o.indices.end();
+  };
+  EXPECT_FALSE(picks(run(c, nullptr))) << "mean finds it: the case tests nothing";
+  c.rerank = 64;
+  const Output o = run(c, nullptr);
+  ASSERT_TRUE(o.status.is_ok()) << o.status.to_string();
+  EXPECT_TRUE(picks(o));
+  c.rerank = 1;
+  EXPECT_FALSE(picks(run(c, nullptr)));
 }
 
 INSTANTIATE_TEST_SUITE_P(

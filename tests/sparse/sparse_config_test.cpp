@@ -150,6 +150,13 @@ TEST(SparseConfig, ValidationNamesTheKnob) {
   c.selector = SelectorKind::Cpu;
   c.lag = 1;  // the oracle runs inline
   expect_invalid(c, "oracle");
+  c = {};
+  c.rank_by = RankBy::Rerank;
+  c.selector = SelectorKind::Cpu;
+  c.lag = 1;  // rerank reads the keys inline
+  expect_invalid(c, "rerank");
+  c.lag = 0;
+  EXPECT_TRUE(validate(c).is_ok());
 }
 
 TEST(SparseConfig, ParsesJson) {

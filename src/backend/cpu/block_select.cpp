@@ -201,16 +201,19 @@ Status check_params(const BlockSelectParams& p, bool* needs_scores) {
   bool oracle = false;
   for (int s = 0; p.rank && s < p.n_seqs; ++s) {
     const Rank r = Rank(p.rank[s]);
-    if (r != Rank::Score && r != Rank::Mass && r != Rank::Oracle)
+    if (r != Rank::Score && r != Rank::Mass && r != Rank::Oracle && r != Rank::Rerank)
       return invalid_argument("block_select: sequence {} has unknown rank {}", s, int(p.rank[s]));
     if (r == Rank::Mass && p.kind == RepKind::Hash)
       return invalid_argument("block_select: ranking by mass needs representation mean, minmax "
                               "or quant");
-    oracle |= r == Rank::Oracle;
+    oracle |= r == Rank::Oracle || r == Rank::Rerank;
   }
+  if (oracle && p.rerank_factor < 1)
+    return invalid_argument("block_select: rerank_factor {} must be >= 1", p.rerank_factor);
   if (oracle && *needs_scores) {
-    if (!p.k_cache) return invalid_argument("block_select: oracle needs k_cache");
-    if (p.kv_type != DType::F32) return unsupported("block_select: cpu oracle reads an f32 K cache only");
+    if (!p.k_cache) return invalid_argument("block_select: oracle and rerank need k_cache");
+    if (p.kv_type != DType::F32)
+      return unsupported("block_select: cpu oracle and rerank read an f32 K cache only");
   }
   return Status::ok();
 }
@@ -270,7 +273,9 @@ class Selector {
     const Rank rank = p_.rank ? Rank(p_.rank[s]) : Rank::Score;
     const bool by_mass = rank != Rank::Score;
     if (rank == Rank::Oracle) {
-      oracle_mass(s, head, table, n, len, sc);
+      oracle_mass(s, head, table, n, len, nullptr, sc);
+    } else if (rank == Rank::Rerank) {
+      rerank_mass(s, head, table, n, len, size, sc);
     } else {
       prepare_queries(s, sc);
       if (rank == Rank::Mass) estimated_mass(head, table, n, len, sc);
@@ -300,10 +305,36 @@ class Selector {
   }
 
  private:
+  // Rerank: the rerank_factor * (size - forced) best non-forced blocks by score (the top-k's
+  // order) and the forced blocks are kept in sc.keep; sc.mass is then the oracle's mass over the
+  // tokens of the kept blocks only (0 elsewhere).
+  void rerank_mass(int s, int head, const int32_t* table, int64_t n, int64_t len, int64_t size,
+                   Scratch& sc) const {
+    const bool partial = len % p_.block_size != 0;
+    prepare_queries(s, sc);
+    sc.cands.clear();
+    for (int64_t j = 0; j < n; ++j) {
+      if (is_forced(j, n, p_, partial)) continue;
+      float score = score_block(table[j], head, sc);
+      if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
+      sc.cands.push_back({score, int32_t(j)});
+    }
+    const int64_t k = std::min<int64_t>(int64_t(p_.rerank_factor) * (size - forced_count(n, p_, partial)),
+                                        int64_t(sc.cands.size()));
+    if (k > 0 && k < int64_t(sc.cands.size()))
+      std::nth_element(sc.cands.begin(), sc.cands.begin() + k, sc.cands.end(), better);
+    std::vector<uint8_t> kept(size_t(n), 0);
+    for (int64_t j = 0; j < n; ++j) kept[size_t(j)] = is_forced(j, n, p_, partial);
+    for (int64_t c = 0; c < k; ++c) kept[size_t(sc.cands[size_t(c)].logical)] = 1;
+    oracle_mass(s, head, table, n, len, kept.data(), sc);
+  }
+
   // Oracle: sc.mass[j] = sum over the list's query heads of the softmax mass (over all len
-  // tokens of the sequence, scale 1/sqrt(head_dim)) that falls in logical block j. Heads of kv
-  // head `head` for a per_kv_head list, every head otherwise. Accumulated in double.
-  void oracle_mass(int s, int head, const int32_t* table, int64_t n, int64_t len, Scratch& sc) const {
+  // tokens of the sequence, or those of the blocks with only[j] != 0; scale 1/sqrt(head_dim))
+  // that falls in logical block j. Heads of kv head `head` for a per_kv_head list, every head
+  // otherwise. Accumulated in double.
+  void oracle_mass(int s, int head, const int32_t* table, int64_t n, int64_t len, const uint8_t* only,
+                   Scratch& sc) const {
     const int hd = p_.head_dim, bs = p_.block_size;
     const float* q = static_cast<const float*>(p_.q) + int64_t(s) * p_.n_heads * hd;
     const float* K = static_cast<const float*>(p_.k_cache);
@@ -317,13 +348,16 @@ class Selector {
       const float* qh = q + int64_t(hh) * hd;
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t t = 0; t < len; ++t) {
+        if (only && !only[t / bs]) continue;
         const float* k = K + ((int64_t(table[t / bs]) * p_.n_kv_heads + kh) * bs + t % bs) * hd;
         sc.logits[size_t(t)] = dot(qh, k, hd) * scale;
         mx = std::max(mx, sc.logits[size_t(t)]);
       }
       double z = 0.0;
-      for (int64_t t = 0; t < len; ++t) z += std::exp(double(sc.logits[size_t(t)] - mx));
-      for (int64_t t = 0; t < len; ++t) mass[size_t(t / bs)] += std::exp(double(sc.logits[size_t(t)] - mx)) / z;
+      for (int64_t t = 0; t < len; ++t)
+        if (!only || only[t / bs]) z += std::exp(double(sc.logits[size_t(t)] - mx));
+      for (int64_t t = 0; t < len; ++t)
+        if (!only || only[t / bs]) mass[size_t(t / bs)] += std::exp(double(sc.logits[size_t(t)] - mx)) / z;
     }
     sc.mass.resize(size_t(n));
     for (int64_t j = 0; j < n; ++j) sc.mass[size_t(j)] = float(mass[size_t(j)]);

@@ -25,7 +25,8 @@ template <typename QT>
 __global__ void __launch_bounds__(kScoreThreads) block_score_kernel(const SelectArgs a) {
   __shared__ SelectQueries sm_q;
   const int s = blockIdx.y;
-  if (a.rank && a.rank[s] != 0) return;  // Mass / Oracle: scored by their own kernels (uniform)
+  // Mass / Oracle: scored by their own kernels (uniform); Rerank's candidates by these scores.
+  if (a.rank && (a.rank[s] == kRankMass || a.rank[s] == kRankOracle)) return;
   const int bt0 = a.bt_indptr[s];
   const int n_all = a.bt_indptr[s + 1] - bt0;
   const int li0 = a.per_kv_head ? s * a.n_kv_heads : s;
@@ -117,11 +118,22 @@ __global__ void __launch_bounds__(kTopkThreads) block_select_fused_kernel(const 
   }
 }
 
-/// Rows of the mass workspace a sequence uses: every query head for an oracle sequence, else
+/// grid (n_lists): the candidates of each list of a Rerank sequence, from its scores: the scores
+/// become 1 (a candidate or a forced block) or 0.
+__global__ void __launch_bounds__(kTopkThreads) rerank_mark_kernel(const SelectArgs a) {
+  __shared__ SelectTopkSmem sm;
+  const int li = blockIdx.x;
+  const int s = a.per_kv_head ? li / a.n_kv_heads : li;
+  if (!a.rank || a.rank[s] != kRankRerank) return;
+  float* const ws = a.scores + int64_t(li) * a.max_blocks;
+  select_topk<false>(a, li, ws, sm, ws);
+}
+
+/// Rows of the mass workspace a sequence uses: every query head for an oracle or rerank sequence, else
 /// its scoring queries for a Mass sequence; 0 for a Score sequence.
 __device__ __forceinline__ int mass_rows(const SelectArgs& a, int s) {
   const uint8_t r = a.rank ? a.rank[s] : 0;
-  if (r == kRankOracle) return a.n_heads;
+  if (r == kRankOracle || r == kRankRerank) return a.n_heads;
   if (r != kRankMass) return 0;
   return a.group_max ? a.n_heads : a.n_kv_heads;
 }
@@ -129,13 +141,16 @@ __device__ __forceinline__ int mass_rows(const SelectArgs& a, int s) {
 /// Oracle, grid (n_heads, n_seqs, CTAs per head): for query head blockIdx.x of an oracle
 /// sequence, each logical block's max logit m_b and sum of exp(x - m_b) over its tokens, to the
 /// two planes of the mass workspace (mass_normalize_kernel turns them into masses). Each warp
-/// takes whole blocks (lanes over tokens).
+/// takes whole blocks (lanes over tokens). A Rerank sequence: only the blocks its list marked
+/// (rerank_mark_kernel); the others get m_b = -inf, s_b = 0.
 __global__ void __launch_bounds__(kScoreThreads) oracle_logits_kernel(const SelectArgs a) {
   const int s = blockIdx.y, hh = blockIdx.x;
-  if (!a.rank || a.rank[s] != kRankOracle) return;
+  if (!a.rank || (a.rank[s] != kRankOracle && a.rank[s] != kRankRerank)) return;
+  const bool rerank = a.rank[s] == kRankRerank;
   __shared__ float q[kMaxSelectHeadDim];
   const int D = a.head_dim;
   const int kh = hh / a.group;
+  const float* const marks = a.scores + int64_t(a.per_kv_head ? s * a.n_kv_heads + kh : s) * a.max_blocks;
   for (int d = threadIdx.x; d < D; d += blockDim.x)
     q[d] = load_f32(static_cast<const __nv_bfloat16*>(a.q), (int64_t(s) * a.n_heads + hh) * D + d);
   __syncthreads();
@@ -149,6 +164,13 @@ __global__ void __launch_bounds__(kScoreThreads) oracle_logits_kernel(const Sele
   const auto* K = static_cast<const __nv_bfloat16*>(a.k_cache);
   const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   for (int b = blockIdx.z * warps + (threadIdx.x >> 5); b < n; b += gridDim.z * warps) {
+    if (rerank && !(marks[b] > 0.5f)) {  // uniform over the warp
+      if (lane == 0) {
+        m_out[b] = -INFINITY;
+        s_out[b] = 0.0f;
+      }
+      continue;
+    }
     bool ok;
     const int phys = select_phys(a, bt0, b, &ok);
     const int tokens = ok ? min(a.block_size, len - b * a.block_size) : 0;
@@ -299,6 +321,7 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
   a.boxes = backend::rep_boxes(p.kind, p.block_size, p.sub_block);
   a.group_max = p.query_mode == backend::QueryMode::GroupMax;
   a.per_kv_head = p.per_kv_head;
+  a.rerank_factor = p.rerank_factor;
   a.rank = p.any_oracle || p.any_mass ? p.rank : nullptr;
   a.k_cache = p.k_cache;
   a.oracle_ws = plan.oracle_ws;
@@ -329,7 +352,10 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
   }
   if (p.any_oracle) {
-    // Oracle sequences: per-head block logits over the keys, spread over about 2 CTAs per SM.
+    // Rerank sequences: their candidates from the scores above.
+    rerank_mark_kernel<<<unsigned(n_lists), kTopkThreads, 0, stream>>>(a);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    // Oracle and Rerank sequences: per-head block logits over the keys, spread over about 2 CTAs per SM.
     const unsigned per_head = unsigned(std::max<int64_t>(1, std::min<int64_t>(
         plan.ctas * int64_t(p.n_seqs) / std::max(1, p.n_heads * p.n_seqs) + 1, 65535)));
     oracle_logits_kernel<<<dim3(unsigned(p.n_heads), unsigned(p.n_seqs), per_head), kScoreThreads, 0, stream>>>(a);

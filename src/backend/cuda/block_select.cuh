@@ -34,9 +34,10 @@ struct SelectArgs {
   int boxes;       // sub-block representations per block (Mean, MinMax)
   bool group_max;  // QueryMode::GroupMax
   bool per_kv_head;
+  int rerank_factor;  // Rerank: candidates per free slot
 };
 
-constexpr uint8_t kRankMass = 1, kRankOracle = 2;  // backend::Rank values
+constexpr uint8_t kRankMass = 1, kRankOracle = 2, kRankRerank = 3;  // backend::Rank values
 
 constexpr int kScoreThreads = 256;
 constexpr int kTopkThreads = 512;      // also the fused kernel's CTA
@@ -346,8 +347,12 @@ struct SelectTopkSmem {
 /// forced ones, written in logical order with last_len. scores [n] are the list's: in shared
 /// memory (kShared), else in global memory, read through L2 (other CTAs of the same grid may
 /// have written them). Every thread of a kTopkThreads CTA calls it.
+/// mark (Rerank's candidates): not null, k is rerank_factor times the free slots and, instead
+/// of the list, mark[b] = 1 for every selected or forced block b and 0 for the others (b below
+/// max_blocks); mark may be `scores` itself (each thread writes only the entries it has read).
 template <bool kShared>
-__device__ void select_topk(const SelectArgs& a, int li, const float* scores, SelectTopkSmem& sm) {
+__device__ void select_topk(const SelectArgs& a, int li, const float* scores, SelectTopkSmem& sm,
+                            float* mark = nullptr) {
   using Scan = cub::BlockScan<int, kTopkThreads>;
   const int s = a.per_kv_head ? li / a.n_kv_heads : li;
   const int bt0 = a.bt_indptr[s];
@@ -380,7 +385,7 @@ __device__ void select_topk(const SelectArgs& a, int li, const float* scores, Se
   __syncthreads();
   const int n_cand = sm.count;
   __syncthreads();
-  const int k = max(0, min(size - n_forced, n_cand));
+  const int k = max(0, min(mark ? a.rerank_factor * max(0, size - n_forced) : size - n_forced, n_cand));
 
   // Radix select of the k-th largest key, 8 bits at a time from the top. After each pass the
   // decided digits are `mask`; it stops early once every key of the chosen digit is taken
@@ -457,6 +462,11 @@ __device__ void select_topk(const SelectArgs& a, int li, const float* scores, Se
       if (select_forced(a, b, n, len)) sel = true;
       else if (k > 0 && key != 0u) sel = take_all != 0 || mkey > thresh || (eq && carry_eq + eq_rank < need_eq);
     }
+    if (mark) {  // uniform: no scan below for any thread
+      if (b < n && b < a.max_blocks) mark[b] = sel ? 1.0f : 0.0f;
+      carry_eq += eq_total;
+      continue;
+    }
     int pos, sel_total;
     Scan(sm.scan).ExclusiveSum(int(sel), pos, sel_total);
     __syncthreads();
@@ -468,6 +478,7 @@ __device__ void select_topk(const SelectArgs& a, int li, const float* scores, Se
     carry_eq += eq_total;
     carry_sel += sel_total;
   }
+  if (mark) return;
   // Slots the selection could not fill (sizes inconsistent with the sequence) get -1, which
   // attention skips.
   for (int pos = carry_sel + tid; pos < size; pos += blockDim.x) a.out_indices[out0 + pos] = -1;

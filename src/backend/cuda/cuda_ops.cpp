@@ -391,7 +391,9 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
   if (p.any_mass && p.kind == RepKind::Hash)
     return invalid_argument("block_select: ranking by mass needs representation mean, minmax or quant");
   if (p.any_oracle) {
-    if (!p.k_cache) return invalid_argument("block_select: oracle needs k_cache");
+    if (!p.k_cache) return invalid_argument("block_select: oracle and rerank need k_cache");
+    if (p.rerank_factor < 1)
+      return invalid_argument("block_select: rerank_factor {} must be >= 1", p.rerank_factor);
     if (p.kv_type != DType::BF16 || p.act_type != DType::BF16)
       return unsupported("cuda block_select: the oracle reads bf16 queries and K cache");
   }

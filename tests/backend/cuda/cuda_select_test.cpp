@@ -437,7 +437,10 @@ namespace {
 // Oracle selection: the CUDA kernels (bf16 keys, f32 sums) against the CPU reference (the same
 // keys in f32, double sums). Lists may differ only where two blocks' masses are within
 // rounding of each other; sequence 1 is not an oracle sequence and must match exactly.
-TEST_F(CudaSelectTest, OracleAgreesWithTheCpuUpToNearTies) {
+// Rerank the same way: the representations are zero, so its candidates are the lowest-index
+// blocks on both backends (ties), the planted block among them.
+TEST_F(CudaSelectTest, OracleAndRerankAgreeWithTheCpuUpToNearTies) {
+  for (uint8_t rank : {uint8_t(Rank::Oracle), uint8_t(Rank::Rerank)})
   for (bool per_kv_head : {false, true}) {
     const int n_heads = 8, nkv = 2, hd = 64, bs = 16;
     const std::vector<int32_t> lens = {16 * 40 + 7, 16 * 25, 16 * 33 + 1};
@@ -464,7 +467,7 @@ TEST_F(CudaSelectTest, OracleAgreesWithTheCpuUpToNearTies) {
       for (int l = 0; l < per; ++l) out_indptr.push_back(out_indptr.back() + size);
     const int n_lists = int(out_indptr.size()) - 1, out_total = out_indptr.back();
     std::vector<uint8_t> reps(size_t(pool_blocks) * nkv * rep_bytes(RepKind::Mean, hd, bs), 0);
-    const std::vector<uint8_t> flags = {2, 0, 2};  // Rank::Oracle, Score, Oracle
+    const std::vector<uint8_t> flags = {rank, 0, rank};
     BlockSelectParams p;
     p.n_seqs = int(lens.size());
     p.n_blocks = pool_blocks;
@@ -475,6 +478,7 @@ TEST_F(CudaSelectTest, OracleAgreesWithTheCpuUpToNearTies) {
     p.per_kv_head = per_kv_head;
     p.kind = RepKind::Mean;
     p.any_oracle = true;
+    p.rerank_factor = 2;  // 12 candidates of the 6 free slots: blocks 1..12
     std::vector<int32_t> ref_idx(out_total, -7), ref_last(n_lists, -7);
     p.q = q.data();
     p.reps = reps.data();
@@ -532,7 +536,7 @@ TEST_F(CudaSelectTest, OracleAgreesWithTheCpuUpToNearTies) {
       }
     }
     // Near ties may reorder one block of a list, not many lists.
-    EXPECT_LE(differ, 1) << "per_kv_head " << per_kv_head;
+    EXPECT_LE(differ, 1) << "per_kv_head " << per_kv_head << " rank " << int(rank);
   }
 }
 
