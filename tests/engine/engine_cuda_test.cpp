@@ -130,6 +130,7 @@ TEST_F(EngineCudaTest, SubBlockRepresentationsSameListsOnDeviceAndHost) {
   const std::vector<std::vector<int32_t>> prompts = {prompt(600, 8), prompt(650, 9)};
   const std::vector<int> max_tokens = {20, 20};
   EngineConfig dev = config(true);
+  dev.sparse_cfg.representation = backend::RepKind::MinMax;  // sub-blocks: mean or minmax only
   dev.sparse_cfg.sub_block = 4;
   Outputs a, b;
   EngineStats sd, sh;
@@ -149,6 +150,7 @@ TEST_F(EngineCudaTest, RankByMassSameListsOnDeviceAndHost) {
   EngineConfig dev = config(true);
   dev.sparse_cfg.rank_by = sparse::RankBy::Mass;
   dev.sparse_cfg.query = backend::QueryMode::GroupMax;
+  dev.sparse_cfg.representation = backend::RepKind::MinMax;  // sub-blocks: mean or minmax only
   dev.sparse_cfg.sub_block = 4;
   Outputs a, b;
   EngineStats sd, sh;
