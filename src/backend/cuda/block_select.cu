@@ -145,7 +145,8 @@ __device__ __forceinline__ int mass_rows(const SelectArgs& a, int s) {
 /// (rerank_mark_kernel); the others get m_b = -inf, s_b = 0.
 __global__ void __launch_bounds__(kScoreThreads) oracle_logits_kernel(const SelectArgs a) {
   const int s = blockIdx.y, hh = blockIdx.x;
-  if (!a.rank || (a.rank[s] != kRankOracle && a.rank[s] != kRankRerank)) return;
+  // Rerank sequences here only where rerank_logits_kernel cannot take them (rerank_fast).
+  if (!a.rank || (a.rank[s] != kRankOracle && (a.rank[s] != kRankRerank || a.rerank_fast))) return;
   const bool rerank = a.rank[s] == kRankRerank;
   __shared__ float q[kMaxSelectHeadDim];
   const int D = a.head_dim;
@@ -192,6 +193,66 @@ __global__ void __launch_bounds__(kScoreThreads) oracle_logits_kernel(const Sele
     if (lane == 0) {
       m_out[b] = mx;
       s_out[b] = sum;
+    }
+  }
+}
+
+/// Rerank, grid (n_kv_heads, n_seqs, CTAs per kv head): oracle_logits_kernel's (m_b, s_b) for
+/// every query head of kv head blockIdx.x, but only over the blocks the sequence's list marked
+/// (the others get -inf, 0), each key read from memory once for all the group's heads (the
+/// group's queries in shared memory, the key row through L1), and one online pass per head.
+/// A warp per block, lanes over tokens; head_dim a multiple of 8, at most kMaxSelectHeadDim.
+__global__ void __launch_bounds__(kScoreThreads) rerank_logits_kernel(const SelectArgs a) {
+  const int s = blockIdx.y, kh = blockIdx.x;
+  if (!a.rank || a.rank[s] != kRankRerank) return;
+  __shared__ float q[kMaxScoreQueries][kMaxSelectHeadDim];
+  const int D = a.head_dim, G = a.group;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x)
+    q[i / D][i % D] = load_f32(static_cast<const __nv_bfloat16*>(a.q), (int64_t(s) * a.n_heads + kh * G) * D + i);
+  __syncthreads();
+  const float* const marks = a.scores + int64_t(a.per_kv_head ? s * a.n_kv_heads + kh : s) * a.max_blocks;
+  const int bt0 = a.bt_indptr[s];
+  const int n = min(a.bt_indptr[s + 1] - bt0, a.max_blocks);
+  const int len = a.seq_len[s];
+  const float scale = rsqrtf(float(D));
+  const int64_t plane = int64_t(a.n_seqs) * a.n_heads * a.max_blocks;
+  float* const m_base = a.oracle_ws + (int64_t(s) * a.n_heads + kh * G) * a.max_blocks;
+  const auto* K = static_cast<const __nv_bfloat16*>(a.k_cache);
+  const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  for (int b = blockIdx.z * warps + (threadIdx.x >> 5); b < n; b += gridDim.z * warps) {
+    bool ok;
+    const int phys = select_phys(a, bt0, b, &ok);
+    const bool marked = marks[b] > 0.5f;  // uniform over the warp
+    const int tokens = marked && ok ? min(a.block_size, len - b * a.block_size) : 0;
+    const __nv_bfloat16* const kb = K + (int64_t(phys) * a.n_kv_heads + kh) * a.block_size * D;
+    for (int g = 0; g < G; ++g) {
+      float mx = -INFINITY, sum = 0.0f;
+      for (int t = lane; t < tokens; t += 32) {
+        const uint4* row = reinterpret_cast<const uint4*>(kb + int64_t(t) * D);
+        float dot = 0.0f;
+        for (int d8 = 0; d8 < D / 8; ++d8) {
+          const uint4 v = __ldg(row + d8);
+          const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float2 f = __bfloat1622float2(h[j]);
+            dot += q[g][d8 * 8 + 2 * j] * f.x + q[g][d8 * 8 + 2 * j + 1] * f.y;
+          }
+        }
+        const float x = dot * scale;
+        if (x > mx) {
+          sum = sum * __expf(mx - x) + 1.0f;
+          mx = x;
+        } else {
+          sum += __expf(x - mx);
+        }
+      }
+      const float m_all = warp_max(mx);
+      const float s_all = warp_sum(mx > -INFINITY ? sum * __expf(mx - m_all) : 0.0f);
+      if (lane == 0) {
+        m_base[int64_t(g) * a.max_blocks + b] = tokens > 0 ? m_all : -INFINITY;
+        m_base[plane + int64_t(g) * a.max_blocks + b] = tokens > 0 ? s_all : 0.0f;
+      }
     }
   }
 }
@@ -322,6 +383,7 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
   a.group_max = p.query_mode == backend::QueryMode::GroupMax;
   a.per_kv_head = p.per_kv_head;
   a.rerank_factor = p.rerank_factor;
+  a.rerank_fast = p.head_dim % 8 == 0 && p.head_dim <= kMaxSelectHeadDim && p.n_heads / p.n_kv_heads <= kMaxScoreQueries;
   a.rank = p.any_oracle || p.any_mass ? p.rank : nullptr;
   a.k_cache = p.k_cache;
   a.oracle_ws = plan.oracle_ws;
@@ -360,6 +422,12 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
         plan.ctas * int64_t(p.n_seqs) / std::max(1, p.n_heads * p.n_seqs) + 1, 65535)));
     oracle_logits_kernel<<<dim3(unsigned(p.n_heads), unsigned(p.n_seqs), per_head), kScoreThreads, 0, stream>>>(a);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    if (a.rerank_fast) {
+      const unsigned per_kv = unsigned(std::max<int64_t>(1, std::min<int64_t>(
+          plan.ctas * int64_t(p.n_seqs) / std::max(1, p.n_kv_heads * p.n_seqs) + 1, 65535)));
+      rerank_logits_kernel<<<dim3(unsigned(p.n_kv_heads), unsigned(p.n_seqs), per_kv), kScoreThreads, 0, stream>>>(a);
+      if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    }
   }
   if (p.any_oracle || p.any_mass) {
     // Oracle and Mass sequences: masses replace the scores before the top-k.

@@ -35,6 +35,7 @@ struct SelectArgs {
   bool group_max;  // QueryMode::GroupMax
   bool per_kv_head;
   int rerank_factor;  // Rerank: candidates per free slot
+  bool rerank_fast;   // Rerank's logits by rerank_logits_kernel (else oracle_logits_kernel's loop)
 };
 
 constexpr uint8_t kRankMass = 1, kRankOracle = 2, kRankRerank = 3;  // backend::Rank values
