@@ -238,6 +238,7 @@ struct Scratch {
   std::vector<float> proj;       // [head_dim]
   std::vector<Candidate> cands;  // [n_blocks]
   std::vector<uint8_t> keep;     // [n_blocks]
+  std::vector<uint8_t> kept;     // [n_blocks] Rerank: candidates and forced blocks
   std::vector<float> logits;     // [seq_len] oracle: one head's scaled q.k
   std::vector<float> mass;       // [n_blocks] Mass / Oracle: the list's mass per block
   std::vector<double> dmass;     // [n_blocks] Mass accumulator
@@ -280,13 +281,7 @@ class Selector {
       prepare_queries(s, sc);
       if (rank == Rank::Mass) estimated_mass(head, table, n, len, sc);
     }
-    sc.cands.clear();
-    for (int64_t j = 0; j < n; ++j) {
-      if (is_forced(j, n, p_, partial)) continue;
-      float score = by_mass ? sc.mass[size_t(j)] : score_block(table[j], head, sc);
-      if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
-      sc.cands.push_back({score, int32_t(j)});
-    }
+    collect_candidates(table, n, partial, head, by_mass ? sc.mass.data() : nullptr, sc);
     const int64_t k = size - forced_count(n, p_, partial);
     sc.keep.assign(size_t(n), 0);
     if (k > 0 && k < int64_t(sc.cands.size()))
@@ -312,21 +307,28 @@ class Selector {
                    Scratch& sc) const {
     const bool partial = len % p_.block_size != 0;
     prepare_queries(s, sc);
-    sc.cands.clear();
-    for (int64_t j = 0; j < n; ++j) {
-      if (is_forced(j, n, p_, partial)) continue;
-      float score = score_block(table[j], head, sc);
-      if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
-      sc.cands.push_back({score, int32_t(j)});
-    }
+    collect_candidates(table, n, partial, head, nullptr, sc);
     const int64_t k = std::min<int64_t>(int64_t(p_.rerank_factor) * (size - forced_count(n, p_, partial)),
                                         int64_t(sc.cands.size()));
     if (k > 0 && k < int64_t(sc.cands.size()))
       std::nth_element(sc.cands.begin(), sc.cands.begin() + k, sc.cands.end(), better);
-    std::vector<uint8_t> kept(size_t(n), 0);
-    for (int64_t j = 0; j < n; ++j) kept[size_t(j)] = is_forced(j, n, p_, partial);
-    for (int64_t c = 0; c < k; ++c) kept[size_t(sc.cands[size_t(c)].logical)] = 1;
-    oracle_mass(s, head, table, n, len, kept.data(), sc);
+    sc.kept.resize(size_t(n));
+    for (int64_t j = 0; j < n; ++j) sc.kept[size_t(j)] = is_forced(j, n, p_, partial);
+    for (int64_t c = 0; c < k; ++c) sc.kept[size_t(sc.cands[size_t(c)].logical)] = 1;
+    oracle_mass(s, head, table, n, len, sc.kept.data(), sc);
+  }
+
+  // sc.cands = every non-forced block with its score: mass[j] when mass is given, else the
+  // representation score; NaN ranks as -inf.
+  void collect_candidates(const int32_t* table, int64_t n, bool partial, int head, const float* mass,
+                          Scratch& sc) const {
+    sc.cands.clear();
+    for (int64_t j = 0; j < n; ++j) {
+      if (is_forced(j, n, p_, partial)) continue;
+      float score = mass ? mass[j] : score_block(table[j], head, sc);
+      if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
+      sc.cands.push_back({score, int32_t(j)});
+    }
   }
 
   // Oracle: sc.mass[j] = sum over the list's query heads of the softmax mass (over all len
