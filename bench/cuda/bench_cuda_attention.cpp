@@ -199,20 +199,113 @@ void run_shape(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, int bat
     c.be->free(ptr);
 }
 
+// Block selection over 2-bit key codes (RepKind::Quant, the default representation) at one
+// decode step's shape, each configuration on the same codes and queries: per-layer lists with
+// group-mean queries (the default), per-kv-head lists with group-max queries on the tensor
+// cores and with one dp4a pass per query head, per-layer group-max, and rerank of the codes'
+// candidates by the keys (two-kernel path). Lists of `budget` blocks (per kv head).
+void run_quant_select(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, int batch, int budget,
+                      std::mt19937& rng) {
+  const int nb = ctx_len / kBlock;
+  const int64_t rep_floats = 2 * kHeadDim + kBlock * (kHeadDim / 16);  // box, then codes
+  const int64_t n_rep_blocks = int64_t(batch) * nb;
+  // Each sequence owns its blocks (ids 0..n_rep_blocks, shuffled); the codes are random bits,
+  // the boxes random floats (min > max in some dims: it only changes the values).
+  std::vector<int32_t> bt_indptr(batch + 1), seq_len(batch, ctx_len);
+  std::vector<int32_t> table(static_cast<size_t>(n_rep_blocks));
+  for (int s = 0; s <= batch; ++s) bt_indptr[s] = s * nb;
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  auto* reps = static_cast<float*>(c.be->alloc(size_t(n_rep_blocks) * kv_heads * rep_floats * 4).value());
+  CHECK_OK(c.be->fill_random({reps, n_rep_blocks * kv_heads * rep_floats, 0.5f, rng(), DType::F32}));
+  const size_t q_elems = size_t(batch) * heads * kHeadDim;
+  void* q = c.be->alloc(q_elems * 2).value();
+  CHECK_OK(c.be->fill_random({q, int64_t(q_elems), 1.0f, rng(), DType::BF16}));
+  const int max_lists = batch * kv_heads;
+  auto* d_bti = dev_upload(c.be, bt_indptr);
+  auto* d_bt = dev_upload(c.be, table);
+  auto* d_len = dev_upload(c.be, seq_len);
+  auto* d_idx = dev_upload(c.be, std::vector<int32_t>(size_t(max_lists) * budget, 0));
+  auto* d_last = dev_upload(c.be, std::vector<int32_t>(size_t(max_lists), 0));
+  std::vector<int32_t> indptr_layer(batch + 1), indptr_head(max_lists + 1);
+  for (int i = 0; i <= batch; ++i) indptr_layer[i] = i * budget;
+  for (int i = 0; i <= max_lists; ++i) indptr_head[i] = i * budget;
+  auto* d_ip_layer = dev_upload(c.be, indptr_layer);
+  auto* d_ip_head = dev_upload(c.be, indptr_head);
+  auto* d_rank = dev_upload(c.be, std::vector<uint8_t>(size_t(batch), uint8_t(Rank::Rerank)));
+
+  BlockSelectParams sp;
+  sp.q = q;
+  sp.reps = reps;
+  sp.block_table_indptr = d_bti;
+  sp.block_table = d_bt;
+  sp.seq_len = d_len;
+  sp.out_indices = d_idx;
+  sp.out_last_len = d_last;
+  sp.n_seqs = batch;
+  sp.n_blocks = n_rep_blocks;
+  sp.n_heads = heads;
+  sp.n_kv_heads = kv_heads;
+  sp.head_dim = kHeadDim;
+  sp.block_size = kBlock;
+  sp.kind = RepKind::Quant;
+  sp.act_type = DType::BF16;
+  struct Cfg {
+    const char* name;
+    bool per_kv_head, group_max, mma, rerank;
+  };
+  const Cfg cfgs[] = {{"per_layer group_mean", false, false, true, false},
+                      {"per_layer group_max", false, true, true, false},
+                      {"per_layer group_max dp4a", false, true, false, false},
+                      {"per_kv_head group_mean", true, false, true, false},
+                      {"per_kv_head group_max", true, true, true, false},
+                      {"per_kv_head group_max dp4a", true, true, false, false},
+                      {"per_kv_head group_max rerank", true, true, true, true}};
+  for (const Cfg& g : cfgs) {
+    BlockSelectParams p = sp;
+    p.per_kv_head = g.per_kv_head;
+    p.out_indptr = g.per_kv_head ? d_ip_head : d_ip_layer;
+    p.query_mode = g.group_max ? QueryMode::GroupMax : QueryMode::GroupMean;
+    if (g.rerank) {
+      // The keys: the pool's K, viewed with kv_heads heads (ids stay below its blocks).
+      p.rank = d_rank;
+      p.any_oracle = true;
+      p.k_cache = pool.k;
+      p.kv_type = DType::BF16;
+    }
+    c.be->set_select_quant_mma(g.mma);
+    const double us = time_us(c, [&] { CHECK_OK(c.be->block_select(p)); });
+    c.be->set_select_quant_mma(true);
+    const double bytes = double(n_rep_blocks) * kv_heads * rep_floats * 4;
+    std::printf("%-16s %-30s b=%-3d ctx=%-7d h=%2d/%d budget=%-3d %9.1f us  reps %7.1f MB  %7.1f GB/s\n",
+                "quant_select", g.name, batch, ctx_len, heads, kv_heads, budget, us, bytes / 1e6,
+                bytes / (us * 1e-6) / 1e9);
+    if (c.json)
+      std::fprintf(c.json,
+                   "{\"op\":\"quant_select\",\"config\":\"%s\",\"batch\":%d,\"ctx\":%d,\"heads\":%d,"
+                   "\"kv_heads\":%d,\"budget_blocks\":%d,\"time_us\":%.2f,\"rep_bytes\":%.0f}\n",
+                   g.name, batch, ctx_len, heads, kv_heads, budget, us, bytes);
+  }
+  for (void* ptr : {(void*)reps, q, (void*)d_bti, (void*)d_bt, (void*)d_len, (void*)d_idx, (void*)d_last,
+                    (void*)d_ip_layer, (void*)d_ip_head, (void*)d_rank})
+    c.be->free(ptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Ctx c;
-  bool quick = false, ceiling_only = false;
+  bool quick = false, ceiling_only = false, select_only = false;
   int ctas_per_sm = 0;  // 0: the backend's default
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) c.json = std::fopen(argv[++i], "w");
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) c.reps = std::max(3, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--ceiling-only")) ceiling_only = true;
+    else if (!std::strcmp(argv[i], "--select-only")) select_only = true;
     else if (!std::strcmp(argv[i], "--ctas-per-sm") && i + 1 < argc) ctas_per_sm = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--json FILE] [--reps N] [--quick] [--ceiling-only] [--ctas-per-sm N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json FILE] [--reps N] [--quick] [--ceiling-only] [--select-only] [--ctas-per-sm N]\n", argv[0]);
       return 2;
     }
   }
@@ -257,9 +350,14 @@ int main(int argc, char** argv) {
     for (int ctx : ctxs)
       for (int b : batches) {
         // The pool holds the K/V of 8 kv heads; fewer heads use the same blocks' first slices.
+        if (select_only) continue;
         Pool view = pool;
         run_shape(c, view, h, kvh, ctx, b, rng);
       }
+  // Selection over 2-bit key codes at the end-to-end benchmark's shapes (Qwen2.5-7B heads),
+  // budgets of 6144 and 2048 tokens.
+  for (auto [ctx, b] : std::vector<std::pair<int, int>>{{32768, 20}, {122880, 5}})
+    for (int budget : {48, 16}) run_quant_select(c, pool, 28, 4, ctx, b, budget, rng);
   CHECK_OK(be->synchronize());
   if (c.json) std::fclose(c.json);
   return 0;

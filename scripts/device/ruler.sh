@@ -5,6 +5,8 @@
 #   bench ARGS...  gsa bench --compare on the Qwen2.5-7B shape at 32K x 20 and 120K x 5 (random
 #                weights and KV): defaults, then quant ranked by mass (BENCH_CFGS), each with ARGS,
 #                for each build in BENCH_BINS; tables to $OUT/bench.md
+#   select       block selection over 2-bit key codes at the 7B shape's heads, each scoring path
+#                (bench_cuda_attention --select-only, when packed); table to $OUT/select.txt
 #   piece NN     keep model piece NN (carried as .device/q.partNN) on the machine's disk
 #   golden       llama.cpp's decode goldens for the carried model on CUDA (native weights, f32
 #                weights, GSA with a full budget)
@@ -63,6 +65,8 @@ case $stage in
         done
       done
     done ;;
+  select)
+    /tmp/ruler/bin/bench_cuda_attention --select-only --quick --json "$OUT/select.jsonl" 2>&1 | tee "$OUT/select.txt" | grep -E "device|quant_select" ;;
   piece)
     cp .device/q.part"$2" /tmp/gsa-model/ && ls /tmp/gsa-model | tr '\n' ' ' ;;
   run)

@@ -55,6 +55,7 @@ struct SparseConfig {
   int sub_block = 0;               // mean/minmax kept per run of sub_block tokens (0: per block)
   RankBy rank_by = RankBy::Score;
   int rerank_factor = 4;           // rank_by rerank: candidates per free slot of a list
+  double budget_p = 1.0;           // < 1: keep blocks while their mass share is below p (rank_by mass, rerank, oracle)
   uint64_t hash_seed = 0x6773612d68617368ull;  // seed of the Hash projection matrix
 };
 

@@ -280,6 +280,28 @@ TEST(CpuAttention, PairingDoesNotChangeBits) {
     }
 }
 
+// Entries of -1 (blocks a selection dropped) are skipped: a decode row attends the other
+// blocks exactly as a list without them, per layer and per kv head.
+TEST(CpuAttention, SkipsMinusOneEntries) {
+  ThreadPool pool(2);
+  std::mt19937 rng(6);
+  for (bool per_kv_head : {false, true}) {
+    Batch with = make_batch(rng, 8, 2, 64, 16, 16);
+    with.per_kv_head = per_kv_head;
+    Batch without = with;
+    const int32_t pos = 11 * 16 + 4;
+    const std::vector<std::pair<std::vector<int32_t>, int32_t>> a = {{{3, -1, 7, -1, 9, 12}, 5}, {{3, -1, -1, 8, 12}, 5}};
+    const std::vector<std::pair<std::vector<int32_t>, int32_t>> b = {{{3, 7, 9, 12}, 5}, {{3, 8, 12}, 5}};
+    std::mt19937 r1(7), r2(7);  // the same queries
+    with.add_seq(r1, {pos}, per_kv_head ? a : decltype(a){a[0]});
+    without.add_seq(r2, {pos}, per_kv_head ? b : decltype(b){b[0]});
+    auto o1 = poisoned(size_t(8 * 64)), o2 = poisoned(size_t(8 * 64));
+    ASSERT_TRUE(attention(with.params(o1.data()), &pool).is_ok());
+    ASSERT_TRUE(attention(without.params(o2.data()), &pool).is_ok());
+    EXPECT_EQ(o1, o2) << "per_kv_head " << per_kv_head;
+  }
+}
+
 TEST(CpuAttention, RejectsMalformedLists) {
   ThreadPool pool(1);
   std::mt19937 rng(5);
@@ -295,7 +317,7 @@ TEST(CpuAttention, RejectsMalformedLists) {
   expect_invalid([](Batch& c) { c.kv_last_len[0] = 0; });
   expect_invalid([](Batch& c) { c.kv_last_len[0] = 17; });
   expect_invalid([](Batch& c) { c.kv_indices[1] = 4; });
-  expect_invalid([](Batch& c) { c.kv_indices[1] = -1; });
+  expect_invalid([](Batch& c) { c.kv_indices[1] = -2; });  // -1 is a skipped entry
   expect_invalid([](Batch& c) { c.kv_indptr[1] = -1; });
   expect_invalid([](Batch& c) { c.kv_indptr[0] = 1; });
   expect_invalid([](Batch& c) { c.q_pos[0] = -3; });

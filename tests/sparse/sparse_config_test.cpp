@@ -157,6 +157,18 @@ TEST(SparseConfig, ValidationNamesTheKnob) {
   expect_invalid(c, "rerank");
   c.lag = 0;
   EXPECT_TRUE(validate(c).is_ok());
+  c = {};
+  c.budget_p = 0.9;  // score ranking has no masses to take a share of
+  expect_invalid(c, "budget_p");
+  c.rank_by = RankBy::Mass;
+  EXPECT_TRUE(validate(c).is_ok());
+  c.rank_by = RankBy::Score;
+  c.selection = Selection::Oracle;
+  EXPECT_TRUE(validate(c).is_ok());
+  c.budget_p = 0.0;  // (0, 1]
+  expect_invalid(c, "budget_p");
+  c.budget_p = 1.5;
+  expect_invalid(c, "budget_p");
 }
 
 TEST(SparseConfig, ParsesJson) {

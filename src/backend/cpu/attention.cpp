@@ -112,8 +112,8 @@ Status validate(const AttentionParams& p) {
     return invalid_argument("attention: null kv_indices or cache");
   for (int64_t i = 0; i < n_indices; ++i) {
     const int64_t b = p.kv_indices[i];
-    if (b < 0 || (p.n_blocks > 0 && b >= p.n_blocks))
-      return invalid_argument("attention: kv_indices[{}] = {} outside [0, {})", i, b,
+    if (b < -1 || (p.n_blocks > 0 && b >= p.n_blocks))
+      return invalid_argument("attention: kv_indices[{}] = {} outside [0, {}) (or -1: skipped)", i, b,
                               p.n_blocks > 0 ? p.n_blocks : INT32_MAX);
   }
   return Status::ok();
@@ -141,13 +141,14 @@ void run_item(const AttentionParams& p, const Ctx& c, const Item& it, Scratch& s
 
   for (int64_t pos = it.pos_begin; pos < pos_end; ++pos) {
     const int64_t blk = p.kv_indices[list_start + pos];
+    if (blk < 0) continue;  // dropped by the selection: no keys
     const int64_t n_keys = pos == list_len - 1 ? p.kv_last_len[list] : bs;
     const float* kb = c.k_cache + (blk * nkv + it.kv_head) * bs * hd;  // [block_size, head_dim]
     const float* vb = c.v_cache + (blk * nkv + it.kv_head) * bs * hd;  // [block_size, head_dim]
     // The next listed block, prefetched while the first query vector reads this one.
     const float* pf_k = nullptr;
     const float* pf_v = nullptr;
-    if (pos + 1 < pos_end) {
+    if (pos + 1 < pos_end && p.kv_indices[list_start + pos + 1] >= 0) {
       const int64_t next = (int64_t(p.kv_indices[list_start + pos + 1]) * nkv + it.kv_head) * bs * hd;
       pf_k = c.k_cache + next;
       pf_v = c.v_cache + next;

@@ -384,6 +384,9 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
   a.per_kv_head = p.per_kv_head;
   a.rerank_factor = p.rerank_factor;
   a.rerank_fast = p.head_dim % 8 == 0 && p.head_dim <= kMaxSelectHeadDim && p.n_heads / p.n_kv_heads <= kMaxScoreQueries;
+  a.quant_mma = plan.quant_mma;
+  a.budget_p = p.budget_p;
+  a.dropped = reinterpret_cast<unsigned long long*>(p.dropped);
   a.rank = p.any_oracle || p.any_mass ? p.rank : nullptr;
   a.k_cache = p.k_cache;
   a.oracle_ws = plan.oracle_ws;

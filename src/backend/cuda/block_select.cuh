@@ -4,6 +4,9 @@
 // The kernels themselves and the choice between the paths live in block_select.cu.
 #pragma once
 
+#include <climits>
+
+#include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
 #include "backend/cuda/common.cuh"
@@ -36,6 +39,9 @@ struct SelectArgs {
   bool per_kv_head;
   int rerank_factor;  // Rerank: candidates per free slot
   bool rerank_fast;   // Rerank's logits by rerank_logits_kernel (else oracle_logits_kernel's loop)
+  bool quant_mma;     // Quant, GroupMax: scores on the tensor cores (select_quant_group_max_mma)
+  float budget_p;     // < 1: mass share kept of lists ranked by mass (select_topk)
+  unsigned long long* dropped;  // budget_p: entries dropped, summed (or null)
 };
 
 constexpr uint8_t kRankMass = 1, kRankOracle = 2, kRankRerank = 3;  // backend::Rank values
@@ -199,6 +205,137 @@ __device__ __forceinline__ void select_quant_scores(const SelectArgs& a, const S
   }
 }
 
+/// d += a . b for one warp on the integer tensor cores: a [16 x 32] s8 (row), b [32 x 8] s8
+/// (col), d [16 x 8] s32. Fragment layout (g = lane / 4, t = lane % 4): a0 (row g, k 4t..4t+3),
+/// a1 (g+8, 4t..), a2 (g, 16+4t..), a3 (g+8, 16+4t..); b0 (k 4t..4t+3, n g), b1 (k 16+4t.., n g);
+/// d0,d1 (g, n 2t..2t+1), d2,d3 (g+8, n 2t..).
+__device__ __forceinline__ void mma_s8_16832(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/// Quant, GroupMax: the best q.k' over the tokens of one (block, kv head) representation and the
+/// scoring-query rows row0 .. row0 + nq of sm, on the tensor cores: tokens x dims codes (0..3)
+/// times dims x queries 8-bit factors, 16 tokens and 8 queries per MMA. Bit for bit
+/// select_quant_scores' best: the factors, base and scale of each query are computed from the
+/// same products in the same order (lane (g, t) holds query g's factors for the dims
+/// 16 m + t + 4 b, the words A_{4 m + t} of select_quant_scores' lanes, and sums their partial
+/// bases in warp_sum's tree), the integer sums are exact, and base + scale * sum is monotone in
+/// sum, so the best token's sum gives the best score. All 32 lanes call it and get the score.
+__device__ __forceinline__ float select_quant_group_max_mma(const SelectArgs& a, const SelectQueries& sm,
+                                                            const float* rep, int row0, int nq, int lane) {
+  const int D = a.head_dim;  // a multiple of 32, at most kMaxSelectHeadDim
+  const int words = D / 16;  // code words per token, even, <= 8
+  const int g = lane >> 2, t = lane & 3;
+  const float* mn = rep;
+  const float* mx = rep + D;
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(rep + 2 * D);
+  float best = -INFINITY;
+  for (int n0 = 0; n0 < nq; n0 += 8) {
+    // Query n0 + g's factors for this lane's dims, as select_quant_scores computes them.
+    const bool live = n0 + g < nq;
+    const int row = live ? row0 + n0 + g : row0;
+    float part[8], av[8][4];
+    float max_abs = 0.0f;
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      part[m] = 0.0f;
+#pragma unroll
+      for (int bb = 0; bb < 4; ++bb) {
+        av[m][bb] = 0.0f;
+        if (m < words) {
+          const int d = 16 * m + t + 4 * bb;
+          const float qd = sm.q[row][d];
+          const float step = (mx[d] - mn[d]) * 0.25f;
+          av[m][bb] = qd * step;
+          max_abs = fmaxf(max_abs, fabsf(av[m][bb]));
+          part[m] += qd * (mn[d] + 0.5f * step);
+        }
+      }
+    }
+    // warp_sum's tree over the lanes 4 m + t of select_quant_scores: xor 16, 8, 4 pair m with
+    // m ^ 4, m ^ 2, m ^ 1 (here, in registers), xor 2 and 1 the four lanes of g.
+    float base = ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
+    base += __shfl_xor_sync(0xffffffffu, base, 2);
+    base += __shfl_xor_sync(0xffffffffu, base, 1);
+    max_abs = fmaxf(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, 2));
+    max_abs = fmaxf(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, 1));
+    const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
+    const float scale = max_abs / 127.0f;
+    uint32_t bf[8];
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      bf[m] = 0u;
+#pragma unroll
+      for (int bb = 0; bb < 4; ++bb) {
+        const int v = max(-127, min(127, __float2int_rn(av[m][bb] * inv)));
+        bf[m] |= (uint32_t(v) & 0xffu) << (8 * bb);
+      }
+      if (!live) bf[m] = 0u;
+    }
+    // Best integer sum of each of this lane's two output columns (queries n0 + 2 t, + 1).
+    int top[2] = {INT_MIN, INT_MIN};
+    for (int t0 = 0; t0 < a.block_size; t0 += 16) {
+      uint32_t lo[8], hi[8];  // code words of tokens t0 + g and t0 + g + 8
+      const int r_lo = t0 + g, r_hi = t0 + g + 8;
+      const bool ok_lo = r_lo < a.block_size, ok_hi = r_hi < a.block_size;
+#pragma unroll
+      for (int w = 0; w < 8; ++w) lo[w] = hi[w] = 0u;
+      if ((words & 3) == 0) {  // 16-byte loads: a token's words start 16-byte aligned (D % 64 == 0)
+#pragma unroll
+        for (int w = 0; w < 8; w += 4) {
+          if (w >= words) break;
+          if (ok_lo) {
+            const uint4 v = *reinterpret_cast<const uint4*>(codes + int64_t(r_lo) * words + w);
+            lo[w] = v.x, lo[w + 1] = v.y, lo[w + 2] = v.z, lo[w + 3] = v.w;
+          }
+          if (ok_hi) {
+            const uint4 v = *reinterpret_cast<const uint4*>(codes + int64_t(r_hi) * words + w);
+            hi[w] = v.x, hi[w + 1] = v.y, hi[w + 2] = v.z, hi[w + 3] = v.w;
+          }
+        }
+      } else {
+#pragma unroll
+        for (int w = 0; w < 8; w += 2) {
+          if (w >= words) break;
+          if (ok_lo) {
+            const uint2 v = *reinterpret_cast<const uint2*>(codes + int64_t(r_lo) * words + w);
+            lo[w] = v.x, lo[w + 1] = v.y;
+          }
+          if (ok_hi) {
+            const uint2 v = *reinterpret_cast<const uint2*>(codes + int64_t(r_hi) * words + w);
+            hi[w] = v.x, hi[w + 1] = v.y;
+          }
+        }
+      }
+      int c[4] = {0, 0, 0, 0};
+      const uint32_t mask = 0x03030303u;
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
+        if (2 * ks >= words) break;  // uniform
+        mma_s8_16832(c, (lo[2 * ks] >> (2 * t)) & mask, (hi[2 * ks] >> (2 * t)) & mask,
+                     (lo[2 * ks + 1] >> (2 * t)) & mask, (hi[2 * ks + 1] >> (2 * t)) & mask, bf[2 * ks],
+                     bf[2 * ks + 1]);
+      }
+      if (ok_lo) top[0] = max(top[0], c[0]), top[1] = max(top[1], c[1]);
+      if (ok_hi) top[0] = max(top[0], c[2]), top[1] = max(top[1], c[3]);
+    }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int src = 4 * (2 * t + j);  // a lane of query n0 + 2 t + j
+      const float b_j = __shfl_sync(0xffffffffu, base, src);
+      const float s_j = __shfl_sync(0xffffffffu, scale, src);
+      if (n0 + 2 * t + j < nq && top[j] != INT_MIN)
+        best = fmaxf(best, __fadd_rn(b_j, __fmul_rn(s_j, float(top[j]))));  // as select_quant_scores
+    }
+  }
+  return warp_max(best);
+}
+
 /// Score of block phys for kv head h, whose queries are rows row0.. of sm: the best over them
 /// (one query for GroupMean); -inf when !ok. All 32 lanes call it and get the score.
 __device__ __forceinline__ float select_head_score(const SelectArgs& a, const SelectQueries& sm,
@@ -209,6 +346,8 @@ __device__ __forceinline__ float select_head_score(const SelectArgs& a, const Se
   const int words = D / 32;
   const int q_per_kv = a.group_max ? a.group : 1;
   const int64_t rep_off = (int64_t(phys) * a.n_kv_heads + h) * select_rep_elems(a);
+  if (a.kind == kRepQuant && q_per_kv > 1 && a.quant_mma)
+    return select_quant_group_max_mma(a, sm, static_cast<const float*>(a.reps) + rep_off, row0, q_per_kv, lane);
   for (int qj = 0; qj < q_per_kv; ++qj) {
     const int qi = row0 + qj;
     float sc;
@@ -337,6 +476,8 @@ __device__ __forceinline__ uint32_t select_key(float x) {
 
 struct SelectTopkSmem {
   typename cub::BlockScan<int, kTopkThreads>::TempStorage scan;
+  typename cub::BlockReduce<float, kTopkThreads>::TempStorage reduce;
+  float total, forced_mass;  // budget_p
   int hist[256];
   int count;
   uint32_t prefix;
@@ -445,11 +586,76 @@ __device__ void select_topk(const SelectArgs& a, int li, const float* scores, Se
   // An int, recomputed here: a bool set before the radix loop and read after it came back true
   // on the device (nvcc 13.0, sm_90) although the loop had run under its negation.
   const int take_all = k >= n_cand ? 1 : 0;
+  auto chosen = [&](uint32_t key, bool eq, int eq_before) {  // a non-forced block is selected
+    return k > 0 && key != 0u && (take_all != 0 || (key & mask) > thresh || (eq && eq_before < need_eq));
+  };
+
+  // budget_p (lists ranked by mass: the scores are masses, and the Mass / Oracle workspace is
+  // free again): the selected non-forced blocks, compacted in logical order (key bits in plane
+  // 0, mass in plane 1 of the sequence's row of the list's kv head), then each one whose better-ranked
+  // predecessors and the forced blocks hold budget_p of the list's mass gets mass -1 (dropped).
+  const bool trim = !mark && a.budget_p < 1.0f && a.rank && a.rank[s] != 0 && a.oracle_ws && k > 0;
+  uint32_t* trim_key = nullptr;
+  float* trim_mass = nullptr;
+  if (trim) {
+    const int64_t plane = int64_t(a.n_seqs) * a.n_heads * a.max_blocks;
+    const int64_t row = (int64_t(s) * a.n_heads + (a.per_kv_head ? li % a.n_kv_heads : 0)) * a.max_blocks;
+    trim_key = reinterpret_cast<uint32_t*>(a.oracle_ws + row);
+    trim_mass = a.oracle_ws + plane + row;
+    float tot = 0.0f, frc = 0.0f;
+    int carry_eq = 0, carry_nf = 0;
+    for (int base = 0; base < n; base += blockDim.x) {
+      const int b = base + tid;
+      const uint32_t key = b < n ? key_of(b) : 0u;
+      const bool eq = take_all == 0 && key != 0u && (key & mask) == thresh;
+      int eq_rank, eq_total;
+      Scan(sm.scan).ExclusiveSum(int(eq), eq_rank, eq_total);
+      __syncthreads();
+      const bool nf = b < n && chosen(key, eq, carry_eq + eq_rank);
+      int pos, nf_total;
+      Scan(sm.scan).ExclusiveSum(int(nf), pos, nf_total);
+      __syncthreads();
+      if (b < n && b < a.max_blocks) {
+        const float m = kShared ? scores[b] : __ldcg(scores + b);
+        const float mm = m > 0.0f ? m : 0.0f;  // NaN counts as 0
+        tot += mm;
+        if (select_forced(a, b, n, len)) frc += mm;
+        if (nf) {
+          trim_key[carry_nf + pos] = key;
+          trim_mass[carry_nf + pos] = mm;
+        }
+      }
+      carry_eq += eq_total;
+      carry_nf += nf_total;
+    }
+    const float tot_all = cub::BlockReduce<float, kTopkThreads>(sm.reduce).Sum(tot);
+    __syncthreads();
+    const float frc_all = cub::BlockReduce<float, kTopkThreads>(sm.reduce).Sum(frc);
+    if (tid == 0) sm.total = tot_all, sm.forced_mass = frc_all;
+    __syncthreads();
+    const float goal = a.budget_p * sm.total;
+    // Rank order: key desc, then logical order (the compaction's). At most 64 entries a thread.
+    uint64_t drop = 0;
+    for (int i = tid, r = 0; i < carry_nf && r < 64; i += blockDim.x, ++r) {
+      const uint32_t ki = trim_key[i];
+      float before = sm.forced_mass;
+      for (int j = 0; j < carry_nf; ++j) {
+        const uint32_t kj = trim_key[j];
+        if (kj > ki || (kj == ki && j < i)) before += trim_mass[j];
+      }
+      if (before >= goal) drop |= uint64_t(1) << r;
+    }
+    __syncthreads();
+    for (int i = tid, r = 0; i < carry_nf && r < 64; i += blockDim.x, ++r)
+      if (drop >> r & 1u) trim_mass[i] = -1.0f;
+    if (a.dropped && drop != 0) atomicAdd(a.dropped, static_cast<unsigned long long>(__popcll(drop)));
+    __syncthreads();
+  }
 
   // Output positions: forced, keys above the threshold, and the first need_eq keys equal to it.
   if (tid == 0) sm.count = -1;
   __syncthreads();
-  int carry_eq = 0, carry_sel = 0, my_last = -1;
+  int carry_eq = 0, carry_sel = 0, carry_nf = 0, my_last = -1;
   for (int base = 0; base < n; base += blockDim.x) {
     const int b = base + tid;
     const uint32_t key = b < n ? key_of(b) : 0u;
@@ -458,10 +664,18 @@ __device__ void select_topk(const SelectArgs& a, int li, const float* scores, Se
     int eq_rank, eq_total;
     Scan(sm.scan).ExclusiveSum(int(eq), eq_rank, eq_total);
     __syncthreads();
-    bool sel = false;
+    bool sel = false, nf = false;
     if (b < n) {
       if (select_forced(a, b, n, len)) sel = true;
-      else if (k > 0 && key != 0u) sel = take_all != 0 || mkey > thresh || (eq && carry_eq + eq_rank < need_eq);
+      else nf = sel = chosen(key, eq, carry_eq + eq_rank);
+    }
+    bool dropped = false;
+    if (trim) {  // uniform
+      int nf_pos, nf_total;
+      Scan(sm.scan).ExclusiveSum(int(nf), nf_pos, nf_total);
+      __syncthreads();
+      dropped = nf && trim_mass[carry_nf + nf_pos] < 0.0f;
+      carry_nf += nf_total;
     }
     if (mark) {  // uniform: no scan below for any thread
       if (b < n && b < a.max_blocks) mark[b] = sel ? 1.0f : 0.0f;
@@ -473,8 +687,8 @@ __device__ void select_topk(const SelectArgs& a, int li, const float* scores, Se
     __syncthreads();
     pos += carry_sel;
     if (sel && pos < size) {
-      a.out_indices[out0 + pos] = a.block_table[bt0 + b];
-      my_last = b;
+      a.out_indices[out0 + pos] = dropped ? -1 : a.block_table[bt0 + b];
+      if (!dropped) my_last = b;
     }
     carry_eq += eq_total;
     carry_sel += sel_total;

@@ -117,6 +117,10 @@ class CudaBackend final : public Backend {
   /// false is for tests and benchmarks.
   void set_select_fused(bool on) { select_fused_ = on; }
   bool select_fused() const { return select_fused_; }
+  /// Quant scores with group-max queries on the integer tensor cores (default), or with one
+  /// dp4a pass per query head. Both give the same scores bit for bit; false is for tests and
+  /// benchmarks.
+  void set_select_quant_mma(bool on) { select_quant_mma_ = on; }
   /// Lists of at most this many blocks are selected in shared memory by the fused path;
   /// longer ones read their scores from L2 (same kernel, same result).
   static constexpr int kSelectSmemBlocks = 2048;
@@ -175,6 +179,7 @@ class CudaBackend final : public Backend {
   uint32_t* select_tickets_ = nullptr;  // [select_tickets_n_] fused selection, zero between calls
   size_t select_tickets_n_ = 0;
   bool select_fused_ = true;
+  bool select_quant_mma_ = true;
   float* oracle_ws_ = nullptr;  // [2, n_seqs, n_heads, max_select_blocks_] Mass / Oracle ranking
   size_t oracle_ws_floats_ = 0;
   uint8_t* convert_ws_ = nullptr;

@@ -90,6 +90,7 @@ struct SelectPlan {
   int max_blocks = 0;
   int ctas = 1;
   bool fused = true;
+  bool quant_mma = true;       // Quant GroupMax scores on the tensor cores
 };
 cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& plan,
                          cudaStream_t stream);

@@ -386,10 +386,13 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
   plan.tickets = select_tickets_;
   plan.max_blocks = max_select_blocks_;
   plan.fused = select_fused_ && !p.any_oracle && !p.any_mass;
+  plan.quant_mma = select_quant_mma_;
   if ((p.any_oracle || p.any_mass) && !p.rank)
     return invalid_argument("block_select: any_oracle / any_mass need the per-sequence ranks");
   if (p.any_mass && p.kind == RepKind::Hash)
     return invalid_argument("block_select: ranking by mass needs representation mean, minmax or quant");
+  if (!(p.budget_p > 0.0f && p.budget_p <= 1.0f))
+    return invalid_argument("block_select: budget_p {} outside (0, 1]", p.budget_p);
   if (p.any_oracle) {
     if (!p.k_cache) return invalid_argument("block_select: oracle and rerank need k_cache");
     if (p.rerank_factor < 1)

@@ -25,6 +25,8 @@ struct SelectCase {
   DType act = DType::BF16;
   int sub_block = 0;         // Mean/MinMax per run of sub_block tokens
   bool mass = false;         // rank by estimated attention mass
+  bool dp4a_too = false;     // Quant GroupMax: also the dp4a scoring, which must give the same lists
+  float budget_p = 1.0f;     // mass lists: drop blocks past this mass share
 };
 
 class CudaSelectTest : public CudaTest {
@@ -106,6 +108,7 @@ class CudaSelectTest : public CudaTest {
     p.query_mode = c.mode;
     p.per_kv_head = c.per_kv_head;
     p.sub_block = c.sub_block;
+    p.budget_p = c.budget_p;
     const std::vector<uint8_t> ranks(size_t(n_seqs), uint8_t(c.mass ? Rank::Mass : Rank::Score));
     p.rank = ranks.data();
     p.any_mass = c.mass;
@@ -143,6 +146,7 @@ class CudaSelectTest : public CudaTest {
     p.act_type = c.act;
     // Both paths on the same inputs; the fused one runs twice (its tickets must come back to 0).
     int bad = 0;
+    std::vector<int32_t> first_idx, first_last;
     for (int run = 0; run < 3; ++run) {
       const bool fused = run < 2;
 #ifdef GSA_HAVE_CUDA
@@ -154,6 +158,7 @@ class CudaSelectTest : public CudaTest {
       EXPECT_TRUE(gs.is_ok()) << gs.to_string();
       auto got_idx = download<int32_t>(gpu(), didx, out_total);
       auto got_last = download<int32_t>(gpu(), dlast, n_lists);
+      if (run == 0) first_idx = got_idx, first_last = got_last;
       int bad_run = 0;
       for (int i = 0; i < n_lists; ++i) {
         const bool same = std::equal(ref_idx.begin() + out_indptr[i], ref_idx.begin() + out_indptr[i + 1],
@@ -166,6 +171,17 @@ class CudaSelectTest : public CudaTest {
     }
 #ifdef GSA_HAVE_CUDA
     cuda_->set_select_fused(true);
+    if (c.dp4a_too) {
+      // The same scores bit for bit, so the same lists, ties and all.
+      cuda_->set_select_quant_mma(false);
+      poison(gpu(), didx);
+      poison(gpu(), dlast);
+      const Status ds = gpu()->block_select(p);
+      cuda_->set_select_quant_mma(true);
+      EXPECT_TRUE(ds.is_ok()) << ds.to_string();
+      EXPECT_EQ(download<int32_t>(gpu(), didx, out_total), first_idx) << "tensor-core vs dp4a lists";
+      EXPECT_EQ(download<int32_t>(gpu(), dlast, n_lists), first_last);
+    }
 #endif
     return bad;
   }
@@ -404,6 +420,50 @@ TEST_F(CudaSelectTest, QuantAgreesWithTheCpuUpToNearTies) {
             bad += run_case(c);
             ++cases;
           }
+  EXPECT_LE(bad, 4) << "lists differing over " << cases << " cases x 3 runs";
+}
+
+// Quant with group-max queries on the tensor cores: the same lists as the dp4a pass per query
+// head (bit-identical scores) and as the CPU up to near-ties, for groups of 4, 6, 7 and 12 query
+// heads (one and two MMA column tiles), head_dim 64, 96 and 128 (16- and 8-byte code loads),
+// 16-, 32- and 128-token blocks, with tied blocks.
+TEST_F(CudaSelectTest, QuantGroupMaxOnTensorCoresMatchesDp4a) {
+  int bad = 0, cases = 0;
+  for (int n_heads : {8, 12, 14, 24})
+    for (int hd : {64, 96, 128})
+      for (int bs : {16, 32, 128})
+        for (bool per_kv_head : {false, true}) {
+          SelectCase c = ragged_case(4, bs == 128 ? 30 : 60, bs);
+          c.kind = RepKind::Quant;
+          c.n_heads = n_heads;
+          c.n_kv_heads = 2;  // groups of 4, 6, 7 and 12
+          c.head_dim = hd;
+          c.per_kv_head = per_kv_head;
+          c.mode = QueryMode::GroupMax;
+          c.dup_percent = per_kv_head ? 10 : 0;
+          c.dp4a_too = true;
+          bad += run_case(c);
+          ++cases;
+        }
+  EXPECT_LE(bad, 6) << "lists differing from the CPU over " << cases << " cases x 3 runs";
+}
+
+// budget_p on lists ranked by mass: the device drops the same blocks (-1 in place) as the CPU,
+// up to near-ties of masses or of a running share against p.
+TEST_F(CudaSelectTest, BudgetPDropsTheBlocksTheCpuDrops) {
+  int bad = 0, cases = 0;
+  for (RepKind kind : {RepKind::MinMax, RepKind::Quant})
+    for (bool per_kv_head : {false, true})
+      for (float bp : {0.5f, 0.9f}) {
+        SelectCase c = ragged_case(6, 70, 16);
+        c.kind = kind;
+        c.per_kv_head = per_kv_head;
+        c.mode = QueryMode::GroupMax;
+        c.mass = true;
+        c.budget_p = bp;
+        bad += run_case(c);
+        ++cases;
+      }
   EXPECT_LE(bad, 4) << "lists differing over " << cases << " cases x 3 runs";
 }
 
