@@ -253,12 +253,17 @@ void run_quant_select(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, 
   struct Cfg {
     const char* name;
     bool per_kv_head, group_max, mma, rerank;
+    int ctas_per_sm = 0;  // fused path: 0 the default (one wave), else this many per SM
   };
   const Cfg cfgs[] = {{"per_layer group_mean", false, false, true, false},
+                      {"per_layer group_mean 2/SM", false, false, true, false, 2},
                       {"per_layer group_max", false, true, true, false},
                       {"per_layer group_max dp4a", false, true, false, false},
                       {"per_kv_head group_mean", true, false, true, false},
+                      {"per_kv_head group_mean 2/SM", true, false, true, false, 2},
+                      {"per_kv_head group_mean 3/SM", true, false, true, false, 3},
                       {"per_kv_head group_max", true, true, true, false},
+                      {"per_kv_head group_max 2/SM", true, true, true, false, 2},
                       {"per_kv_head group_max dp4a", true, true, false, false},
                       {"per_kv_head group_max rerank", true, true, true, true}};
   for (const Cfg& g : cfgs) {
@@ -274,10 +279,12 @@ void run_quant_select(Ctx& c, Pool& pool, int heads, int kv_heads, int ctx_len, 
       p.kv_type = DType::BF16;
     }
     c.be->set_select_quant_mma(g.mma);
+    c.be->set_select_ctas_per_sm(g.ctas_per_sm);
     const double us = time_us(c, [&] { CHECK_OK(c.be->block_select(p)); });
     c.be->set_select_quant_mma(true);
+    c.be->set_select_ctas_per_sm(0);
     const double bytes = double(n_rep_blocks) * kv_heads * rep_floats * 4;
-    std::printf("%-16s %-30s b=%-3d ctx=%-7d h=%2d/%d budget=%-3d %9.1f us  reps %7.1f MB  %7.1f GB/s\n",
+    std::printf("%-16s %-32s b=%-3d ctx=%-7d h=%2d/%d budget=%-3d %9.1f us  reps %7.1f MB  %7.1f GB/s\n",
                 "quant_select", g.name, batch, ctx_len, heads, kv_heads, budget, us, bytes / 1e6,
                 bytes / (us * 1e-6) / 1e9);
     if (c.json)

@@ -68,8 +68,8 @@ struct KvAppendParams {
 /// i = s * n_kv_heads + h (per_kv_head = true, one list per kv head h). Lists are sorted by
 /// logical block index; every listed block is full except the last one, which holds
 /// kv_last_len[i] tokens (1..block_size). An empty list gives zero output. An entry of -1 is
-/// skipped (no keys; a block selection dropped it, BlockSelectParams::budget_p); the list's
-/// positions, and so the keys' positions, stay as listed.
+/// skipped (no keys: a slot a selection could not fill); the list's positions, and so the
+/// keys' positions, stay as listed.
 /// Causal mask: key j of listed block b (list position p) has position p * block_size + j and is
 /// attended by query row r iff that is <= q_pos[r]. For a dense list this is the true causal
 /// mask; for a sparse list it is used only by decode rows (q_pos past every key), where it

@@ -190,11 +190,6 @@ enum class Rank : uint8_t { Score = 0, Mass = 1, Oracle = 2, Rerank = 3 };
 ///          Oracle does over every block; blocks outside the candidates score 0. Reads the keys
 ///          of the candidates only.
 /// Forced blocks, budget and output are the same for all four.
-/// budget_p < 1 (Mass, Oracle and Rerank sequences; Score ignores it): of the selected
-/// non-forced blocks, in rank order, a block is kept only while the forced blocks' mass plus
-/// the mass of the blocks ranked above it is below budget_p times the list's total mass (over
-/// every block, as the ranking measured it); the others become -1 in place, which attention
-/// skips, so the list reads fewer blocks when a few of them hold the mass.
 /// The host presets out_indptr (list i has size min(budget_i, n_blocks_s), at least the forced
 /// count) so the op needs no host synchronization; it writes out_indices sorted by logical
 /// index (as physical ids) and out_last_len (tokens in the list's last block).
@@ -223,8 +218,6 @@ struct BlockSelectParams {
   bool any_mass = false;
   bool any_oracle = false;                    // some sequence is Oracle or Rerank: needs k_cache
   int rerank_factor = 4;                      // Rerank: candidates per free slot, >= 1
-  float budget_p = 1.0f;                      // (0, 1]: mass share kept (see above); 1: the whole budget
-  uint64_t* dropped = nullptr;                // budget_p < 1: += entries it dropped (backend memory), or null
   const void* k_cache = nullptr;              // [n_blocks, n_kv_heads, block_size, head_dim]  kv_type
   DType kv_type = DType::F32;
 };

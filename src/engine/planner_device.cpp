@@ -20,7 +20,6 @@ class DevicePlanner final : public sparse::Planner {
   ~DevicePlanner() override {
     if (ws_) b_->free(ws_);
     if (hash_w_) b_->free(hash_w_);
-    if (dropped_) b_->free(dropped_);
   }
 
   Status init(const std::vector<float>& hash_w) {
@@ -128,15 +127,6 @@ class DevicePlanner final : public sparse::Planner {
     p.act_type = DType::BF16;
     p.rank = reinterpret_cast<const uint8_t*>(ws_ + off_rank_);
     p.any_mass = any_mass_;
-    if (cfg_.budget_p < 1.0) {
-      if (!dropped_) {
-        GSA_ASSIGN_OR_RETURN(void* d, b_->alloc(sizeof(uint64_t)));
-        dropped_ = static_cast<uint64_t*>(d);
-        const uint64_t zero = 0;
-        GSA_RETURN_IF_ERROR(b_->upload(dropped_, &zero, sizeof(zero)));
-      }
-      p.dropped = dropped_;
-    }
     if (any_oracle_) {
       p.any_oracle = true;
       p.k_cache = kv_->k(layer);
@@ -158,14 +148,7 @@ class DevicePlanner final : public sparse::Planner {
   // keeps the contract whatever it holds.
   void release(int64_t seq_id) override { sel_->release(seq_id); }
   void drain() override { sel_->drain(); }
-  sparse::PlannerStats stats() const override {
-    sparse::PlannerStats s = stats_;
-    // Entries budget_p dropped (-1 in the lists) are not read: the device's count of them.
-    uint64_t dropped = 0;
-    if (dropped_ && b_->download(&dropped, dropped_, sizeof(dropped)).is_ok())
-      s.lists.blocks_attended -= int64_t(dropped);
-    return s;
-  }
+  sparse::PlannerStats stats() const override { return stats_; }
 
  private:
   std::unique_ptr<sparse::Selector> sel_;  // validation and the hash matrix only
@@ -175,7 +158,6 @@ class DevicePlanner final : public sparse::Planner {
   model::HParams h_;
   sparse::PlannerStats stats_;
   float* hash_w_ = nullptr;
-  uint64_t* dropped_ = nullptr;  // [1] budget_p: entries dropped so far (backend memory)
   int32_t* ws_ = nullptr;
   int64_t cap_ = 0;
   std::vector<int32_t> host_;

@@ -174,10 +174,6 @@ Status AsyncSelector::run_job(const Slot& job, AsyncResult* out,
     int j = 0;
     for (int k = 0; k < size; ++k) {
       const int32_t id = indices[size_t(l) * size + k];
-      if (id < 0) {  // dropped by budget_p
-        out->logical[size_t(l) * size + k] = -1;
-        continue;
-      }
       while (j < n && job.table[size_t(j)] != id) ++j;
       if (j == n) return internal_error("async selector: selected block {} not in the table", id);
       out->logical[size_t(l) * size + k] = j++;

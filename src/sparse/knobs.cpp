@@ -222,11 +222,6 @@ std::vector<Knob<C>> make_sparse_knobs() {
                    "re-ranked by their true attention mass from the keys (lag 0)"),
       int_knob<C>("rerank_factor", "--rerank-factor", &C::rerank_factor, 1, 64,
                   "rank_by rerank: candidates per free slot of a list, the best by score"),
-      real_knob<C>("budget_p", "--budget-p", &C::budget_p, 0, 1, true, false,
-                   "adaptive budget: of the budget's blocks, in rank order, keep each while the "
-                   "blocks before it (forced ones included) hold less than this share of the "
-                   "attention mass the ranking measures (1: the whole budget; rank_by mass or "
-                   "rerank, or selection oracle)"),
       uint64_knob<C>("hash_seed", "", &C::hash_seed,
                      "seed of the hash representation's projection "
                      "matrix (JSON only)"),
@@ -288,9 +283,6 @@ Status check_request_overrides(const SparseConfig& cfg, int32_t budget_tokens, i
     if (RankBy(rank_by) == RankBy::Mass && cfg.representation == backend::RepKind::Hash)
       return invalid_argument(
           "sparse_rank_by mass needs representation mean, minmax or quant, not hash");
-    if (RankBy(rank_by) == RankBy::Score && cfg.budget_p < 1.0 && cfg.selection != Selection::Oracle)
-      return invalid_argument("sparse_rank_by score ranks without masses, which budget_p {} needs "
-                              "(mass or rerank)", cfg.budget_p);
   }
   return Status::ok();
 }

@@ -154,10 +154,6 @@ void append_extended(const int32_t* logical, int list_size, int32_t sel_n_blocks
   const int32_t* lg = logical + size_t(l) * list_size;
   int32_t last = -1;
   for (int k = 0; k < list_size; ++k) {
-    if (lg[k] < 0) {  // dropped by budget_p: skipped by attention
-      indices->push_back(-1);
-      continue;
-    }
     indices->push_back(in.block_table[lg[k]]);
     last = lg[k];
   }
@@ -285,10 +281,6 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
         const int32_t* ids = m.sub_out.data() + m.sub_out_indptr[size_t(i) * lists_per_seq + l];
         int32_t j = 0;
         for (int k = 0; k < size; ++k) {
-          if (ids[k] < 0) {  // dropped by budget_p: stays a skipped entry
-            sel.logical[size_t(l) * size + k] = -1;
-            continue;
-          }
           while (j < sp.in.n_blocks && sp.in.block_table[j] != ids[k]) ++j;
           GSA_ASSERT(j < sp.in.n_blocks, "selector: selected id not in the block table");
           sel.logical[size_t(l) * size + k] = j++;
@@ -341,9 +333,7 @@ Result<BlockLists> Selector::select_layer(int layer, const float* q, const void*
       case ListSource::Async: ++st.lists_async; break;
       case ListSource::Stale: ++st.lists_stale; break;
     }
-    // Entries of -1 (dropped by budget_p) are not read.
-    for (int32_t i = lo.indptr[lo.indptr.size() - 1 - lists_per_seq]; i < lo.indptr.back(); ++i)
-      st.blocks_attended += lo.indices[size_t(i)] >= 0;
+    st.blocks_attended += lo.indptr.back() - lo.indptr[lo.indptr.size() - 1 - lists_per_seq];
     st.blocks_total += int64_t(in.n_blocks) * lists_per_seq;
   }
 

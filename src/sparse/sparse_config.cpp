@@ -107,9 +107,6 @@ Status validate(const SparseConfig& c) {
                             c.lag);
   if (c.rank_by == RankBy::Mass && c.representation == RepKind::Hash)
     return invalid_argument("sparse config: rank_by \"mass\" needs representation mean, minmax or quant");
-  if (c.budget_p < 1.0 && c.rank_by == RankBy::Score && c.selection != Selection::Oracle)
-    return invalid_argument("sparse config: budget_p {} needs masses: rank_by \"mass\" or \"rerank\", "
-                            "or selection \"oracle\" (rank_by \"score\" ranks without them)", c.budget_p);
   return Status::ok();
 }
 
@@ -133,7 +130,6 @@ backend::BlockSelectParams select_params(const SparseConfig& c, int n_heads, int
   p.query_mode = c.query;
   p.per_kv_head = c.scope == Scope::PerKvHead;
   p.rerank_factor = c.rerank_factor;
-  p.budget_p = float(c.budget_p);
   return p;
 }
 

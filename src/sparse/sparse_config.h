@@ -38,7 +38,7 @@ struct SparseConfig {
   int block_size = 128;            // tokens per KV page and selection granularity (power of 2)
   backend::RepKind representation = backend::RepKind::Quant;  // keeps answers minmax loses (docs/ACCURACY.md)
   backend::QueryMode query = backend::QueryMode::GroupMean;
-  Scope scope = Scope::PerLayer;
+  Scope scope = Scope::PerKvHead;  // a list per kv head: keeps answers one shared list loses (docs/ACCURACY.md)
   int sink_blocks = 1;             // first blocks always kept
   int local_blocks = 2;            // last blocks always kept, >= 1 (the partial block among them)
   double budget_ratio = 0.3;       // blocks attended = ratio * n_blocks, clamped below
@@ -55,7 +55,6 @@ struct SparseConfig {
   int sub_block = 0;               // mean/minmax kept per run of sub_block tokens (0: per block)
   RankBy rank_by = RankBy::Score;
   int rerank_factor = 4;           // rank_by rerank: candidates per free slot of a list
-  double budget_p = 1.0;           // < 1: keep blocks while their mass share is below p (rank_by mass, rerank, oracle)
   uint64_t hash_seed = 0x6773612d68617368ull;  // seed of the Hash projection matrix
 };
 

@@ -24,6 +24,7 @@ class PlannerTest : public ::testing::Test {
     cfg_.budget_tokens = 16;  // 4 blocks: sink 1 + local 2 + 1 selected
     cfg_.min_context = 16;
     cfg_.select_every = 2;    // step 0 selects, step 1 reuses
+    cfg_.scope = sparse::Scope::PerLayer;  // the checks read one list per sequence (tests set per_kv_head where they mean it)
     kv::KvConfig kc;
     kc.n_layers = h_.n_layers;
     kc.n_kv_heads = h_.n_kv_heads;

@@ -25,6 +25,7 @@ SparseConfig config() {
   c.selector = SelectorKind::Cpu;
   c.lag = 1;
   c.representation = backend::RepKind::Mean;  // the Seq tables below hold means
+  c.scope = Scope::PerLayer;  // the checks below read one list per sequence
   return c;
 }
 

@@ -38,8 +38,6 @@ struct Case {
   int sub_block = 0;
   bool mass = false;           // rank_by mass
   int rerank = 0;              // > 0: every sequence ranks by Rerank with this factor
-  float budget_p = 1.0f;       // < 1: lists ranked by mass drop blocks past this mass share
-  uint64_t* dropped = nullptr;  // budget_p's count of dropped entries
 
   int lists_per_seq() const { return per_kv_head ? batch.n_kv_heads : 1; }
 };
@@ -130,8 +128,6 @@ Output run(const Case& c, ThreadPool* pool) {
     p.k_cache = c.batch.k_cache.data();
     p.kv_type = DType::F32;
   }
-  p.budget_p = c.budget_p;
-  p.dropped = c.dropped;
   o.status = cpu::block_select(p, pool);
   return o;
 }
@@ -571,81 +567,6 @@ TEST(BlockSelectRerank, FindsTheBlockTheMeanHidesWhenItIsACandidate) {
   EXPECT_TRUE(picks(o));
   c.rerank = 1;
   EXPECT_FALSE(picks(run(c, nullptr)));
-}
-
-TEST(BlockSelectBudgetP, KeepsBlocksInMassOrderUntilTheirShareReachesP) {
-  // Oracle lists: of the budget's selected blocks, in order of true mass, each is kept while
-  // the forced blocks and the heavier selected ones hold less than p of the list's mass (all
-  // blocks); the rest become -1 in place. Checked against the brute-force masses, with p = 1
-  // the plain oracle, and the count of dropped entries.
-  ThreadPool pool(2);
-  for (bool per_kv_head : {false, true})
-    for (float bp : {0.2f, 0.5f, 0.8f, 0.95f}) {
-      Case c = make_case(340 + per_kv_head, {16 * 24 + 5, 16 * 18}, 8, 2, 32, 16, RepKind::MinMax,
-                         QueryMode::GroupMean, per_kv_head, {14, 10});
-      // A few heavy blocks, so the mass is concentrated and p matters.
-      for (int s = 0; s < 2; ++s)
-        for (int j : {4, 9, 13})
-          for (int t = 0; t < 2 * 16; ++t)  // both kv heads' tokens
-            for (int d = 0; d < 32; ++d)
-              c.batch.k_cache[(size_t(c.batch.table(s)[j]) * 2 * 16 + t) * 32 + d] *= 1.0f + 0.5f * float(j % 5);
-      c.oracle = {1, 1};
-      const Output full = run(c, &pool);
-      ASSERT_TRUE(full.status.is_ok()) << full.status.to_string();
-      uint64_t dropped = 0;
-      c.budget_p = bp;
-      c.dropped = &dropped;
-      const Output o = run(c, &pool);
-      ASSERT_TRUE(o.status.is_ok()) << o.status.to_string();
-      ASSERT_EQ(o.indices.size(), full.indices.size());
-      uint64_t minus = 0;
-      for (int s = 0; s < 2; ++s)
-        for (int l = 0; l < c.lists_per_seq(); ++l) {
-          const int li = s * c.lists_per_seq() + l, head = per_kv_head ? l : -1;
-          const int n = c.batch.n_blocks(s);
-          const bool partial = c.batch.seq_len[size_t(s)] % 16 != 0;
-          std::vector<double> m(static_cast<size_t>(n));
-          double total = 0, covered = 0;
-          for (int j = 0; j < n; ++j) total += m[size_t(j)] = brute_oracle(c, s, head, j);
-          auto forced = [&](int j) { return j < 1 || j >= n - 2 || (partial && j == n - 1); };
-          for (int j = 0; j < n; ++j)
-            if (forced(j)) covered += m[size_t(j)];
-          std::vector<int> sel;  // the full list's non-forced blocks, heaviest first
-          const auto lg = to_logical(full.indices.data() + full.indptr[size_t(li)],
-                                     full.indptr[size_t(li) + 1] - full.indptr[size_t(li)], c.batch.table(s), n);
-          for (int j : lg)
-            if (!forced(j)) sel.push_back(j);
-          std::sort(sel.begin(), sel.end(), [&](int a, int b) { return m[size_t(a)] > m[size_t(b)]; });
-          std::vector<char> keep(size_t(n), 0);
-          for (int j : sel) {
-            keep[size_t(j)] = covered < bp * total;
-            covered += m[size_t(j)];
-          }
-          for (int i = full.indptr[size_t(li)]; i < full.indptr[size_t(li) + 1]; ++i) {
-            const int32_t phys = full.indices[size_t(i)];
-            const int j = int(std::find(c.batch.table(s), c.batch.table(s) + n, phys) - c.batch.table(s));
-            const bool kept = forced(j) || keep[size_t(j)];
-            EXPECT_EQ(o.indices[size_t(i)], kept ? phys : -1) << "p " << bp << " list " << li << " block " << j;
-            minus += !kept;
-          }
-          EXPECT_EQ(o.last_len[size_t(li)], full.last_len[size_t(li)]);
-        }
-      EXPECT_EQ(dropped, minus);
-      if (bp <= 0.5f) EXPECT_GT(minus, 0u) << "the case drops nothing at p " << bp;
-      c.budget_p = 1.0f;
-      EXPECT_EQ(run(c, &pool).indices, full.indices);
-    }
-}
-
-TEST(BlockSelectBudgetP, ScoreListsIgnoreItAndBadValuesAreRefused) {
-  Case c = make_case(350, {16 * 20 + 5}, 4, 1, 32, 16, RepKind::Mean, QueryMode::GroupMean, false, {8});
-  const Output plain = run(c, nullptr);
-  c.budget_p = 0.3f;
-  EXPECT_EQ(run(c, nullptr).indices, plain.indices);
-  for (float bad : {0.0f, -0.5f, 1.5f, std::numeric_limits<float>::quiet_NaN()}) {
-    c.budget_p = bad;
-    EXPECT_EQ(run(c, nullptr).status.code(), StatusCode::InvalidArgument) << bad;
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -27,7 +27,7 @@ TEST(Knobs, TableCoversEveryJsonKeyOnce) {
     EXPECT_TRUE(in_range(k, k.get(SparseConfig{}))) << k.key << " default " << default_text(k);
   }
   EXPECT_EQ(keys.size(), j.size());
-  EXPECT_EQ(sparse_knobs().size(), 23u);  // one more knob: a field, a table line, docs/KNOBS.md
+  EXPECT_EQ(sparse_knobs().size(), 22u);  // one more knob: a field, a table line, docs/KNOBS.md
 }
 
 TEST(Knobs, EachKnobRoundTripsThroughJsonAndText) {
@@ -119,11 +119,6 @@ TEST(Knobs, RequestOverridesShareTheKnobRanges) {
   EXPECT_EQ(check_request_overrides(c, 0, -1, 7).message(), "unknown sparse_rank_by 7");
   c.representation = backend::RepKind::Hash;
   EXPECT_FALSE(check_request_overrides(c, 0, -1, int8_t(RankBy::Mass)).is_ok());
-  c = {};
-  c.rank_by = RankBy::Mass;
-  c.budget_p = 0.9;  // a score-ranked request would ignore it
-  EXPECT_FALSE(check_request_overrides(c, 0, -1, int8_t(RankBy::Score)).is_ok());
-  EXPECT_TRUE(check_request_overrides(c, 0, -1, int8_t(RankBy::Rerank)).is_ok());
   for (const OverrideField& o : request_overrides())
     EXPECT_NE(find_sparse_knob(o.knob), nullptr) << o.field;
 }

@@ -59,6 +59,7 @@ SparseConfig small_config() {
   c.block_size = kBs;
   c.budget_tokens = 6 * kBs;
   c.min_context = 20 * kBs;
+  c.scope = Scope::PerLayer;  // the checks below read one list per sequence
   return c;
 }
 

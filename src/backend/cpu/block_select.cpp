@@ -5,7 +5,6 @@
 // Sequences ranked by Mass use the attention mass the scores estimate; Oracle sequences the true
 // softmax mass of the query (diagnostic).
 #include <algorithm>
-#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -211,8 +210,6 @@ Status check_params(const BlockSelectParams& p, bool* needs_scores) {
   }
   if (oracle && p.rerank_factor < 1)
     return invalid_argument("block_select: rerank_factor {} must be >= 1", p.rerank_factor);
-  if (!(p.budget_p > 0.0f && p.budget_p <= 1.0f))
-    return invalid_argument("block_select: budget_p {} outside (0, 1]", p.budget_p);
   if (oracle && *needs_scores) {
     if (!p.k_cache) return invalid_argument("block_select: oracle and rerank need k_cache");
     if (p.kv_type != DType::F32)
@@ -290,13 +287,10 @@ class Selector {
     if (k > 0 && k < int64_t(sc.cands.size()))
       std::nth_element(sc.cands.begin(), sc.cands.begin() + k, sc.cands.end(), better);
     for (int64_t c = 0; c < k; ++c) sc.keep[size_t(sc.cands[size_t(c)].logical)] = 1;
-    if (by_mass && p_.budget_p < 1.0f && k > 0) drop_past_mass_share(n, partial, k, sc);
     int64_t w = 0;
     int64_t last = -1;
     for (int64_t j = 0; j < n; ++j) {
-      if (sc.keep[size_t(j)] == 2) {
-        out[w++] = -1;  // selected, then dropped by budget_p
-      } else if (sc.keep[size_t(j)] || is_forced(j, n, p_, partial)) {
+      if (sc.keep[size_t(j)] || is_forced(j, n, p_, partial)) {
         out[w++] = table[j];
         last = j;
       }
@@ -306,27 +300,6 @@ class Selector {
   }
 
  private:
-  // budget_p: the k selected candidates (sc.cands[0, k)) in rank order; each one whose
-  // predecessors, with the forced blocks, already hold budget_p of the list's mass (sc.mass
-  // over all n blocks) is marked 2 in sc.keep (written as -1). Sums in double, in rank order.
-  void drop_past_mass_share(int64_t n, bool partial, int64_t k, Scratch& sc) const {
-    std::sort(sc.cands.begin(), sc.cands.begin() + k, better);
-    double total = 0.0, covered = 0.0;
-    for (int64_t j = 0; j < n; ++j) {
-      const double m = std::max(0.0f, sc.mass[size_t(j)]);  // NaN and -0 count as 0
-      total += m;
-      if (is_forced(j, n, p_, partial)) covered += m;
-    }
-    const double goal = double(p_.budget_p) * total;
-    uint64_t dropped = 0;
-    for (int64_t c = 0; c < k; ++c) {
-      const Candidate& cd = sc.cands[size_t(c)];
-      if (covered >= goal) sc.keep[size_t(cd.logical)] = 2, ++dropped;
-      covered += std::max(0.0f, sc.mass[size_t(cd.logical)]);
-    }
-    if (p_.dropped && dropped > 0) std::atomic_ref<uint64_t>(*p_.dropped).fetch_add(dropped);
-  }
-
   // Rerank: the rerank_factor * (size - forced) best non-forced blocks by score (the top-k's
   // order) and the forced blocks are kept in sc.keep; sc.mass is then the oracle's mass over the
   // tokens of the kept blocks only (0 elsewhere).

@@ -354,6 +354,14 @@ __global__ void __launch_bounds__(kScoreThreads) mass_scores_kernel(const Select
 
 }  // namespace
 
+int select_fused_resident_per_sm() {
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, block_select_fused_kernel<__nv_bfloat16>, kTopkThreads, 0) !=
+      cudaSuccess)
+    return 1;
+  return n < 1 ? 1 : n;
+}
+
 cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& plan, cudaStream_t stream) {
   if (p.n_seqs == 0) return cudaSuccess;
   SelectArgs a{};
@@ -385,8 +393,6 @@ cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& 
   a.rerank_factor = p.rerank_factor;
   a.rerank_fast = p.head_dim % 8 == 0 && p.head_dim <= kMaxSelectHeadDim && p.n_heads / p.n_kv_heads <= kMaxScoreQueries;
   a.quant_mma = plan.quant_mma;
-  a.budget_p = p.budget_p;
-  a.dropped = reinterpret_cast<unsigned long long*>(p.dropped);
   a.rank = p.any_oracle || p.any_mass ? p.rank : nullptr;
   a.k_cache = p.k_cache;
   a.oracle_ws = plan.oracle_ws;

@@ -6,7 +6,6 @@
 
 #include <climits>
 
-#include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
 #include "backend/cuda/common.cuh"
@@ -40,8 +39,6 @@ struct SelectArgs {
   int rerank_factor;  // Rerank: candidates per free slot
   bool rerank_fast;   // Rerank's logits by rerank_logits_kernel (else oracle_logits_kernel's loop)
   bool quant_mma;     // Quant, GroupMax: scores on the tensor cores (select_quant_group_max_mma)
-  float budget_p;     // < 1: mass share kept of lists ranked by mass (select_topk)
-  unsigned long long* dropped;  // budget_p: entries dropped, summed (or null)
 };
 
 constexpr uint8_t kRankMass = 1, kRankOracle = 2, kRankRerank = 3;  // backend::Rank values
@@ -476,8 +473,6 @@ __device__ __forceinline__ uint32_t select_key(float x) {
 
 struct SelectTopkSmem {
   typename cub::BlockScan<int, kTopkThreads>::TempStorage scan;
-  typename cub::BlockReduce<float, kTopkThreads>::TempStorage reduce;
-  float total, forced_mass;  // budget_p
   int hist[256];
   int count;
   uint32_t prefix;
@@ -586,76 +581,11 @@ __device__ void select_topk(const SelectArgs& a, int li, const float* scores, Se
   // An int, recomputed here: a bool set before the radix loop and read after it came back true
   // on the device (nvcc 13.0, sm_90) although the loop had run under its negation.
   const int take_all = k >= n_cand ? 1 : 0;
-  auto chosen = [&](uint32_t key, bool eq, int eq_before) {  // a non-forced block is selected
-    return k > 0 && key != 0u && (take_all != 0 || (key & mask) > thresh || (eq && eq_before < need_eq));
-  };
-
-  // budget_p (lists ranked by mass: the scores are masses, and the Mass / Oracle workspace is
-  // free again): the selected non-forced blocks, compacted in logical order (key bits in plane
-  // 0, mass in plane 1 of the sequence's row of the list's kv head), then each one whose better-ranked
-  // predecessors and the forced blocks hold budget_p of the list's mass gets mass -1 (dropped).
-  const bool trim = !mark && a.budget_p < 1.0f && a.rank && a.rank[s] != 0 && a.oracle_ws && k > 0;
-  uint32_t* trim_key = nullptr;
-  float* trim_mass = nullptr;
-  if (trim) {
-    const int64_t plane = int64_t(a.n_seqs) * a.n_heads * a.max_blocks;
-    const int64_t row = (int64_t(s) * a.n_heads + (a.per_kv_head ? li % a.n_kv_heads : 0)) * a.max_blocks;
-    trim_key = reinterpret_cast<uint32_t*>(a.oracle_ws + row);
-    trim_mass = a.oracle_ws + plane + row;
-    float tot = 0.0f, frc = 0.0f;
-    int carry_eq = 0, carry_nf = 0;
-    for (int base = 0; base < n; base += blockDim.x) {
-      const int b = base + tid;
-      const uint32_t key = b < n ? key_of(b) : 0u;
-      const bool eq = take_all == 0 && key != 0u && (key & mask) == thresh;
-      int eq_rank, eq_total;
-      Scan(sm.scan).ExclusiveSum(int(eq), eq_rank, eq_total);
-      __syncthreads();
-      const bool nf = b < n && chosen(key, eq, carry_eq + eq_rank);
-      int pos, nf_total;
-      Scan(sm.scan).ExclusiveSum(int(nf), pos, nf_total);
-      __syncthreads();
-      if (b < n && b < a.max_blocks) {
-        const float m = kShared ? scores[b] : __ldcg(scores + b);
-        const float mm = m > 0.0f ? m : 0.0f;  // NaN counts as 0
-        tot += mm;
-        if (select_forced(a, b, n, len)) frc += mm;
-        if (nf) {
-          trim_key[carry_nf + pos] = key;
-          trim_mass[carry_nf + pos] = mm;
-        }
-      }
-      carry_eq += eq_total;
-      carry_nf += nf_total;
-    }
-    const float tot_all = cub::BlockReduce<float, kTopkThreads>(sm.reduce).Sum(tot);
-    __syncthreads();
-    const float frc_all = cub::BlockReduce<float, kTopkThreads>(sm.reduce).Sum(frc);
-    if (tid == 0) sm.total = tot_all, sm.forced_mass = frc_all;
-    __syncthreads();
-    const float goal = a.budget_p * sm.total;
-    // Rank order: key desc, then logical order (the compaction's). At most 64 entries a thread.
-    uint64_t drop = 0;
-    for (int i = tid, r = 0; i < carry_nf && r < 64; i += blockDim.x, ++r) {
-      const uint32_t ki = trim_key[i];
-      float before = sm.forced_mass;
-      for (int j = 0; j < carry_nf; ++j) {
-        const uint32_t kj = trim_key[j];
-        if (kj > ki || (kj == ki && j < i)) before += trim_mass[j];
-      }
-      if (before >= goal) drop |= uint64_t(1) << r;
-    }
-    __syncthreads();
-    for (int i = tid, r = 0; i < carry_nf && r < 64; i += blockDim.x, ++r)
-      if (drop >> r & 1u) trim_mass[i] = -1.0f;
-    if (a.dropped && drop != 0) atomicAdd(a.dropped, static_cast<unsigned long long>(__popcll(drop)));
-    __syncthreads();
-  }
 
   // Output positions: forced, keys above the threshold, and the first need_eq keys equal to it.
   if (tid == 0) sm.count = -1;
   __syncthreads();
-  int carry_eq = 0, carry_sel = 0, carry_nf = 0, my_last = -1;
+  int carry_eq = 0, carry_sel = 0, my_last = -1;
   for (int base = 0; base < n; base += blockDim.x) {
     const int b = base + tid;
     const uint32_t key = b < n ? key_of(b) : 0u;
@@ -664,18 +594,10 @@ __device__ void select_topk(const SelectArgs& a, int li, const float* scores, Se
     int eq_rank, eq_total;
     Scan(sm.scan).ExclusiveSum(int(eq), eq_rank, eq_total);
     __syncthreads();
-    bool sel = false, nf = false;
+    bool sel = false;
     if (b < n) {
       if (select_forced(a, b, n, len)) sel = true;
-      else nf = sel = chosen(key, eq, carry_eq + eq_rank);
-    }
-    bool dropped = false;
-    if (trim) {  // uniform
-      int nf_pos, nf_total;
-      Scan(sm.scan).ExclusiveSum(int(nf), nf_pos, nf_total);
-      __syncthreads();
-      dropped = nf && trim_mass[carry_nf + nf_pos] < 0.0f;
-      carry_nf += nf_total;
+      else if (k > 0 && key != 0u) sel = take_all != 0 || mkey > thresh || (eq && carry_eq + eq_rank < need_eq);
     }
     if (mark) {  // uniform: no scan below for any thread
       if (b < n && b < a.max_blocks) mark[b] = sel ? 1.0f : 0.0f;
@@ -687,8 +609,8 @@ __device__ void select_topk(const SelectArgs& a, int li, const float* scores, Se
     __syncthreads();
     pos += carry_sel;
     if (sel && pos < size) {
-      a.out_indices[out0 + pos] = dropped ? -1 : a.block_table[bt0 + b];
-      if (!dropped) my_last = b;
+      a.out_indices[out0 + pos] = a.block_table[bt0 + b];
+      my_last = b;
     }
     carry_eq += eq_total;
     carry_sel += sel_total;

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_launch.h"
 #include "backend/cuda/gemm_tuner.h"
 
 namespace gsa::backend {
@@ -101,6 +102,7 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(int device) {
   b->device_ = device;
   GSA_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   GSA_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&b->sm_count_, cudaDevAttrMultiProcessorCount, device));
+  b->select_resident_per_sm_ = cuda::select_fused_resident_per_sm();
   cudaStream_t s = nullptr;
   GSA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   b->stream_ = s;

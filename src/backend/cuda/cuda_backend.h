@@ -121,6 +121,9 @@ class CudaBackend final : public Backend {
   /// dp4a pass per query head. Both give the same scores bit for bit; false is for tests and
   /// benchmarks.
   void set_select_quant_mma(bool on) { select_quant_mma_ = on; }
+  /// CTAs per SM the fused selection spreads over its lists (0: as many as an SM holds at
+  /// once, the default). For benchmarks.
+  void set_select_ctas_per_sm(int n) { select_ctas_per_sm_ = n; }
   /// Lists of at most this many blocks are selected in shared memory by the fused path;
   /// longer ones read their scores from L2 (same kernel, same result).
   static constexpr int kSelectSmemBlocks = 2048;
@@ -180,6 +183,8 @@ class CudaBackend final : public Backend {
   size_t select_tickets_n_ = 0;
   bool select_fused_ = true;
   bool select_quant_mma_ = true;
+  int select_ctas_per_sm_ = 0;
+  int select_resident_per_sm_ = 1;  // select_fused_resident_per_sm(), at create
   float* oracle_ws_ = nullptr;  // [2, n_seqs, n_heads, max_select_blocks_] Mass / Oracle ranking
   size_t oracle_ws_floats_ = 0;
   uint8_t* convert_ws_ = nullptr;

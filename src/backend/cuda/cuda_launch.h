@@ -94,5 +94,7 @@ struct SelectPlan {
 };
 cudaError_t block_select(const backend::BlockSelectParams& p, const SelectPlan& plan,
                          cudaStream_t stream);
+/// CTAs of the fused selection kernel one SM holds at once (its registers and shared memory).
+int select_fused_resident_per_sm();
 
 }  // namespace gsa::cuda

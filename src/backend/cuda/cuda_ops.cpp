@@ -391,8 +391,6 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
     return invalid_argument("block_select: any_oracle / any_mass need the per-sequence ranks");
   if (p.any_mass && p.kind == RepKind::Hash)
     return invalid_argument("block_select: ranking by mass needs representation mean, minmax or quant");
-  if (!(p.budget_p > 0.0f && p.budget_p <= 1.0f))
-    return invalid_argument("block_select: budget_p {} outside (0, 1]", p.budget_p);
   if (p.any_oracle) {
     if (!p.k_cache) return invalid_argument("block_select: oracle and rerank need k_cache");
     if (p.rerank_factor < 1)
@@ -406,7 +404,23 @@ Status CudaBackend::block_select(const BlockSelectParams& p) {
     plan.oracle_ws = oracle_ws_;
   }
   const int64_t units = plan.fused ? n_lists : p.n_seqs;
-  plan.ctas = int(std::min<int64_t>((int64_t(sm_count_) * 2 + units - 1) / units, 65535));
+  if (plan.fused) {
+    // The CTAs the SMs hold at once (one wave), spread evenly over the lists; where that would
+    // leave a quarter of those slots empty (80 lists on 132 SMs: one CTA each), the share of
+    // one more CTA per SM (a second, partial wave). Measured on the H100 with
+    // bench_cuda_attention --select-only (docs/ACCURACY.md, first section).
+    const int64_t slots = int64_t(sm_count_) * select_resident_per_sm_;
+    int64_t ctas;
+    if (select_ctas_per_sm_ > 0) {
+      ctas = int64_t(sm_count_) * select_ctas_per_sm_ / units;
+    } else {
+      ctas = slots / units;
+      if (ctas * units * 4 < slots * 3) ctas = (slots + sm_count_) / units;
+    }
+    plan.ctas = int(std::clamp<int64_t>(ctas, 1, 65535));
+  } else {
+    plan.ctas = int(std::min<int64_t>((int64_t(sm_count_) * 2 + units - 1) / units, 65535));
+  }
   GSA_CUDA_RETURN_IF_ERROR(cuda::block_select(p, plan, stream_));
   return Status::ok();
 }

@@ -26,7 +26,6 @@ struct SelectCase {
   int sub_block = 0;         // Mean/MinMax per run of sub_block tokens
   bool mass = false;         // rank by estimated attention mass
   bool dp4a_too = false;     // Quant GroupMax: also the dp4a scoring, which must give the same lists
-  float budget_p = 1.0f;     // mass lists: drop blocks past this mass share
 };
 
 class CudaSelectTest : public CudaTest {
@@ -108,7 +107,6 @@ class CudaSelectTest : public CudaTest {
     p.query_mode = c.mode;
     p.per_kv_head = c.per_kv_head;
     p.sub_block = c.sub_block;
-    p.budget_p = c.budget_p;
     const std::vector<uint8_t> ranks(size_t(n_seqs), uint8_t(c.mass ? Rank::Mass : Rank::Score));
     p.rank = ranks.data();
     p.any_mass = c.mass;
@@ -446,25 +444,6 @@ TEST_F(CudaSelectTest, QuantGroupMaxOnTensorCoresMatchesDp4a) {
           ++cases;
         }
   EXPECT_LE(bad, 6) << "lists differing from the CPU over " << cases << " cases x 3 runs";
-}
-
-// budget_p on lists ranked by mass: the device drops the same blocks (-1 in place) as the CPU,
-// up to near-ties of masses or of a running share against p.
-TEST_F(CudaSelectTest, BudgetPDropsTheBlocksTheCpuDrops) {
-  int bad = 0, cases = 0;
-  for (RepKind kind : {RepKind::MinMax, RepKind::Quant})
-    for (bool per_kv_head : {false, true})
-      for (float bp : {0.5f, 0.9f}) {
-        SelectCase c = ragged_case(6, 70, 16);
-        c.kind = kind;
-        c.per_kv_head = per_kv_head;
-        c.mode = QueryMode::GroupMax;
-        c.mass = true;
-        c.budget_p = bp;
-        bad += run_case(c);
-        ++cases;
-      }
-  EXPECT_LE(bad, 4) << "lists differing over " << cases << " cases x 3 runs";
 }
 
 // Ranking by estimated attention mass (f32 and __expf on the device, double on the CPU): every
