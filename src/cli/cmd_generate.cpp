@@ -193,6 +193,13 @@ int run(const GenerateFlags& g) {
                (long long)s.decode_tokens, (long long)s.decode_steps,
                s.decode_seconds > 0 ? double(s.decode_tokens) / s.decode_seconds : 0.0,
                double(peak_rss_bytes()) / (1 << 20));
+  if (s.prefix_hit_tokens > 0 || s.store_blocks_stored > 0 || s.store_failures > 0)
+    std::fprintf(stderr,
+                 "kv: %lld prompt tokens reused (%lld blocks read from the store), %lld computed in "
+                 "%.2f s; %lld blocks written to the store, %lld store failures\n",
+                 (long long)s.prefix_hit_tokens, (long long)s.store_blocks_loaded,
+                 (long long)s.prefill_tokens, s.prefill_seconds, (long long)s.store_blocks_stored,
+                 (long long)s.store_failures);
   if (cfg->sparse)
     std::fprintf(stderr, "gsa: selection %.3f s, %lld of %lld blocks attended (%.1f%%)\n",
                  s.select_seconds, (long long)s.selector.blocks_attended,

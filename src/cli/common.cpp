@@ -272,6 +272,11 @@ void add_engine_flags(CLI::App* app, EngineFlags* f, bool with_shape, bool with_
                   "weight format: native (GGUF types where the backend multiplies them), f32, bf16")
       ->check(one_of({"native", "f32", "bf16"}));
   app->add_flag("--no-prefix-cache", f->no_prefix_cache, "do not reuse KV blocks across prompts");
+  app->add_option("--kv-offload", f->kv_offload,
+                  "none, or file: full KV blocks also go to a file store (--kv-offload-dir) that "
+                  "later runs reuse instead of recomputing a prompt's prefix")
+      ->check(one_of({"none", "file"}));
+  app->add_option("--kv-offload-dir", f->kv_offload_dir, "directory of the KV file store (--kv-offload file)");
   app->add_option("--sparse", f->sparse, "decode attention: none (full) or gsa")->check(one_of({"none", "gsa"}));
   app->add_option("--sparse-config", f->sparse_config, "GSA knobs as a JSON file (flags override it)");
   // The GSA knobs of the table. A value is checked against its range and the other knobs once
@@ -300,6 +305,8 @@ Result<engine::EngineConfig> engine_config(const EngineFlags& f) {
   c.max_batch = f.max_batch;
   c.weights = f.weights;
   c.prefix_cache = !f.no_prefix_cache;
+  c.kv_offload = f.kv_offload;
+  c.kv_offload_dir = f.kv_offload_dir;
   c.sparse = f.sparse == "gsa";
   if (!c.sparse) {
     if (const char* flag = first_gsa_flag(f)) return invalid_argument("{} needs --sparse gsa", flag);

@@ -32,6 +32,8 @@ struct EngineFlags {
   int max_batch = 16;
   std::string weights = "native";
   bool no_prefix_cache = false;
+  std::string kv_offload = "none";
+  std::string kv_offload_dir;
   // GSA. An unset knob keeps the --sparse-config file's value or the SparseConfig default; a
   // given one (any value) goes into the config, where a bad value is a usage error naming it.
   std::string sparse = "none";  // none | gsa

@@ -10,6 +10,7 @@
 #include "engine/output.h"
 #include "engine/planner.h"
 #include "engine/scheduler.h"
+#include "engine/store_tier.h"
 #include "sparse/knobs.h"
 
 namespace gsa::engine {
@@ -42,6 +43,15 @@ Status EngineConfig::validate() const {
     return invalid_argument("weights must be native, f32 or bf16, got '{}'", weights);
   if (max_batch < 1 || max_batch > 4096)
     return invalid_argument("max batch must be in [1, 4096], got {}", max_batch);
+  if (kv_offload != "none" && kv_offload != "file")
+    return invalid_argument("--kv-offload must be none or file, got '{}' (host: not built yet)", kv_offload);
+  if (kv_offload == "file") {
+    if (kv_offload_dir.empty()) return invalid_argument("--kv-offload file needs --kv-offload-dir");
+    if (!prefix_cache) return invalid_argument("--kv-offload file stores the prefix cache's blocks: not with --no-prefix-cache");
+    if (model_path.empty()) return invalid_argument("--kv-offload file needs a model file (not a --shape preset)");
+  } else if (!kv_offload_dir.empty()) {
+    return invalid_argument("--kv-offload-dir needs --kv-offload file");
+  }
   if (sparse) {
     GSA_RETURN_IF_ERROR(sparse::validate(sparse_cfg));
     if (sparse_cfg.block_size != block_size)
@@ -117,6 +127,15 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& cfg) {
     }
   }
   e->sched_ = std::make_unique<Scheduler>(&e->kv_, e->planner_.get(), cfg.max_batch, cfg.prefill_chunk);
+  if (cfg.kv_offload == "file") {
+    GSA_ASSIGN_OR_RETURN(const uint64_t id, model_fingerprint(cfg.model_path, kc));
+    Engine* self = e.get();
+    GSA_ASSIGN_OR_RETURN(e->store_, StoreTier::open(cfg.kv_offload_dir, &e->kv_, e->backend_.get(), id,
+                                                    [self](std::span<const int32_t> b) { return self->update_reps(b); }));
+    StoreTier* tier = e->store_.get();
+    e->kv_.set_index_hook([tier](uint64_t hash, int32_t block) { tier->write_through(hash, block); });
+    e->sched_->set_store(tier);
+  }
   e->output_ = std::make_unique<OutputProcessor>(e->tok_.get(), e->max_context_);
   return e;
 }
@@ -128,6 +147,37 @@ void Engine::reset_stats() {
 
 void Engine::set_attention_observer(AttentionObserver* obs) {
   if (hook_) hook_->set_observer(obs);
+}
+
+Status Engine::update_reps(std::span<const int32_t> blocks) {
+  if (!kv_.reps(0) || blocks.empty()) return Status::ok();
+  GSA_ASSIGN_OR_RETURN(void* d, backend_->alloc(blocks.size() * 4));
+  Status st = backend_->upload(d, blocks.data(), blocks.size() * 4);
+  const kv::KvConfig& kc = kv_.config();
+  backend::RepUpdateParams rp = rep_params();
+  rp.blocks = static_cast<const int32_t*>(d);
+  rp.n_update = int(blocks.size());
+  rp.n_kv_heads = kc.n_kv_heads;
+  rp.head_dim = kc.head_dim;
+  rp.block_size = kc.block_size;
+  rp.kv_type = kc.kv_type;
+  for (int l = 0; l < kc.n_layers && st.is_ok(); ++l) {
+    rp.k_cache = kv_.k(l);
+    rp.reps = kv_.reps(l);
+    st = backend_->rep_update(rp);
+  }
+  if (st.is_ok() && planner_) st = planner_->reps_written(blocks);
+  if (st.is_ok()) st = backend_->synchronize();
+  backend_->free(d);
+  return st;
+}
+
+void Engine::copy_store_stats() {
+  if (!store_) return;
+  const StoreTierStats s = store_->stats();
+  stats_.store_blocks_stored = s.blocks_stored;
+  stats_.store_blocks_loaded = s.blocks_loaded;
+  stats_.store_failures = s.store_failures + s.load_failures;
 }
 
 backend::RepUpdateParams Engine::rep_params() const {
@@ -197,6 +247,7 @@ Status Engine::step(std::vector<TokenEvent>* events) {
   if (!plan.prefill.empty()) st = run_prefill(plan, events);
   else if (!plan.decode.empty()) st = run_decode(plan, events);
   sched_->reap();
+  copy_store_stats();
   return st;
 }
 

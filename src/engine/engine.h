@@ -30,6 +30,7 @@ namespace gsa::engine {
 class PlanHook;
 class Scheduler;
 class OutputProcessor;
+class StoreTier;
 struct StepPlan;
 
 struct EngineConfig {
@@ -44,6 +45,8 @@ struct EngineConfig {
   int prefill_chunk = 512;      // tokens per prefill forward
   int max_batch = 16;           // sequences per decode step
   bool prefix_cache = true;     // reuse the KV of full blocks of earlier prompts
+  std::string kv_offload = "none";  // "file": full blocks also go to a file store (kv_offload_dir)
+  std::string kv_offload_dir;       // the store's directory, kv_offload "file"
   std::string weights = "native";  // native (GGUF formats where the backend takes them), f32, bf16
   bool sparse = false;          // GSA decode
   sparse::SparseConfig sparse_cfg;
@@ -101,6 +104,9 @@ struct EngineStats {
   double forward_seconds = 0;  // decode: model forward, logits on the host included
   int64_t host_sampled_tokens = 0;  // decode tokens sampled on the host (greedy: on the backend)
   double sample_seconds = 0;   // decode: sampling on the host (0 when greedy picks on the backend)
+  int64_t store_blocks_stored = 0;  // --kv-offload file: blocks written to the store
+  int64_t store_blocks_loaded = 0;  // blocks prefix matches read back from the store
+  int64_t store_failures = 0;       // store writes and reads that failed (recomputed instead)
   double enqueue_seconds = 0;  // decode: part of forward_seconds the host spent queueing work
   double logits_seconds = 0;   // decode: part of forward_seconds moving logits (or greedy ids) to the host
   sparse::SelectorStats selector;
@@ -144,6 +150,10 @@ class Engine {
   Status run_prefill(const StepPlan& plan, std::vector<TokenEvent>* events);
   Status run_decode(const StepPlan& plan, std::vector<TokenEvent>* events);
   backend::RepUpdateParams rep_params() const;
+  /// Recomputes the representations of `blocks` in every layer from their K (the sparse
+  /// planner's table; nothing without one) and tells the planner.
+  Status update_reps(std::span<const int32_t> blocks);
+  void copy_store_stats();
 
   EngineConfig cfg_;
   std::unique_ptr<ThreadPool> pool_;
@@ -161,6 +171,7 @@ class Engine {
   int max_context_ = 0;
   std::unique_ptr<Scheduler> sched_;
   std::unique_ptr<OutputProcessor> output_;
+  std::unique_ptr<StoreTier> store_;  // --kv-offload file; destroyed first (it borrows kv_)
   std::vector<float> logits_;
   std::vector<int32_t> sampled_;
   EngineStats stats_;

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "engine/store_tier.h"
+
 namespace gsa::engine {
 
 Scheduler::Scheduler(kv::KvCache* kv, sparse::Planner* planner, int max_batch, int prefill_chunk)
@@ -120,7 +122,10 @@ StepPlan Scheduler::schedule() {
 // checked that it fits an empty cache).
 bool Scheduler::admit(PrefillJob& j, bool alone, StepPlan* plan) {
   int32_t matched = 0;
-  if (j.table.blocks.empty()) matched = kv_->match_prefix(j.tokens(), &j.table);
+  if (j.table.blocks.empty()) {
+    matched = kv_->match_prefix(j.tokens(), &j.table);
+    if (store_) matched = store_->extend(j.tokens(), &j.table);
+  }
   const int64_t need = blocks_for(j.n_total()) - int64_t(j.table.blocks.size()) +
                        (j.resume ? 1 : j.req->in.n);
   if (!alone && need > int64_t(kv_->n_available()) - committed_) {

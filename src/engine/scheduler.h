@@ -27,6 +27,8 @@
 namespace gsa::engine {
 
 /// A request or sample that ends without running (cancelled, or no KV for it).
+class StoreTier;
+
 struct Ended {
   Seq* seq = nullptr;        // a sample; null: a request whose samples never started
   int64_t request_id = 0;    // with seq null
@@ -81,6 +83,8 @@ class Scheduler {
   /// Benchmarks: a request whose samples the caller builds and hands to add_running.
   Request* add_started(RequestInput in);
   void add_running(std::unique_ptr<Seq> s);
+  /// A file store that prefix matches continue in (borrowed; null: none).
+  void set_store(StoreTier* store) { store_ = store; }
   /// Drops a request from add_started that got no samples.
   void forget(int64_t id) { requests_.erase(id); }
   int64_t next_seq_id() { return next_seq_++; }
@@ -97,6 +101,7 @@ class Scheduler {
 
   kv::KvCache* kv_;
   sparse::Planner* planner_;
+  StoreTier* store_ = nullptr;
   int max_batch_;
   int prefill_chunk_;
   int block_size_;

@@ -56,27 +56,7 @@ Result<int64_t> Engine::add_synthetic_request(int32_t ctx, RequestInput in) {
     for (int32_t b = 0; b < ctx / kc.block_size; ++b) full.push_back(s->table.blocks[size_t(b)]);
     made.push_back(std::move(s));
   }
-  Status st = Status::ok();
-  if (kv_.reps(0) && !full.empty()) {
-    auto d = backend_->alloc(full.size() * 4);
-    st = d.status();
-    if (d) st = backend_->upload(*d, full.data(), full.size() * 4);
-    backend::RepUpdateParams rp = rep_params();
-    rp.blocks = d ? static_cast<const int32_t*>(*d) : nullptr;
-    rp.n_update = int(full.size());
-    rp.n_kv_heads = h.n_kv_heads;
-    rp.head_dim = h.head_dim;
-    rp.block_size = kc.block_size;
-    rp.kv_type = kc.kv_type;
-    for (int l = 0; l < kc.n_layers && st.is_ok(); ++l) {
-      rp.k_cache = kv_.k(l);
-      rp.reps = kv_.reps(l);
-      st = backend_->rep_update(rp);
-    }
-    if (st.is_ok() && planner_) st = planner_->reps_written(full);
-    if (st.is_ok()) st = backend_->synchronize();
-    if (d) backend_->free(*d);
-  }
+  const Status st = update_reps(full);
   if (!st.is_ok()) {
     for (auto& m : made) kv_.release(&m->table);
     sched_->forget(r->id);

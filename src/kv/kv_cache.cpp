@@ -75,6 +75,8 @@ KvCache& KvCache::operator=(KvCache&& o) noexcept {
     reps_ = std::move(o.reps_);
     prefix_ = std::move(o.prefix_);
     o.prefix_ = PrefixCache();
+    index_hook_ = std::move(o.index_hook_);
+    o.index_hook_ = nullptr;
     o.backend_ = nullptr;
   }
   return *this;
@@ -174,6 +176,7 @@ void KvCache::index_full_blocks(BlockTable* t, std::span<const int32_t> tokens) 
     const size_t i = t->hashes.size();
     const uint64_t parent = i ? t->hashes[i - 1] : 0;
     t->hashes.push_back(prefix_.insert(pool_, parent, tokens.subspan(i * bs, size_t(bs)), t->blocks[i]));
+    if (index_hook_) index_hook_(t->hashes.back(), t->blocks[i]);
   }
 }
 

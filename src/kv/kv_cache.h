@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -73,6 +74,9 @@ class KvCache {
   /// `tokens` are the sequence's tokens, at least table->n_tokens of them.
   void index_full_blocks(BlockTable* table, std::span<const int32_t> tokens);
   const PrefixCache& prefix_cache() const { return prefix_; }
+  /// Called by index_full_blocks with (chain hash, block) of each block it indexes, after the
+  /// block is full: where a KV store writes blocks through (engine::StoreTier). Empty: none.
+  void set_index_hook(std::function<void(uint64_t, int32_t)> hook) { index_hook_ = std::move(hook); }
   /// Blocks a reserve could take now: free ones and cached ones no sequence references.
   int32_t n_available() const { return pool_.n_free() + prefix_.n_evictable(pool_); }
 
@@ -82,6 +86,7 @@ class KvCache {
   BlockPool pool_;
   std::vector<void*> k_, v_, reps_;  // [n_layers]
   PrefixCache prefix_;
+  std::function<void(uint64_t, int32_t)> index_hook_;
   void free_all();
   /// A free block, evicting an unused cached block when none is free.
   Result<int32_t> allocate_block();

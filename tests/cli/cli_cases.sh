@@ -53,7 +53,7 @@ case "$case_name" in
   help_shows_defaults)
     # Every option that takes a value shows its default ("=..."), except those whose default is
     # "none given".
-    no_default='^ *(-p,--prompt|-f,--file|--batch|--system|--chat-template|--stop|--sparse-config|--shape|--needle|--question|--answer|--label|-o,--out|--cases|--budgets|--tasks) '
+    no_default='^ *(-p,--prompt|-f,--file|--batch|--system|--chat-template|--stop|--sparse-config|--kv-offload-dir|--shape|--needle|--question|--answer|--label|-o,--out|--cases|--budgets|--tasks) '
     for sub in generate bench "eval niah" "eval ruler"; do
       run $sub --help
       expect_rc 0

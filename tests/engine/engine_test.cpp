@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include <map>
+#include <stdlib.h>
 
 #include "tiny_model.h"
 
@@ -601,6 +604,99 @@ TEST(EngineCreate, MissingOrCorruptModelIsAClearError) {
   auto e = Engine::create(c);
   ASSERT_FALSE(e.is_ok());
   EXPECT_NE(e.status().message().find("/nonexistent/model.gguf"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gsa::engine
+
+namespace gsa::engine {
+namespace {
+
+// A fresh directory, removed with its contents at destruction.
+struct StoreDir {
+  std::string path;
+  StoreDir() {
+    char tmpl[] = "/tmp/gsa-store-test-XXXXXX";
+    const char* p = ::mkdtemp(tmpl);
+    EXPECT_NE(p, nullptr);
+    if (p) path = p;
+  }
+  ~StoreDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+TEST_F(EngineTest, FileStoreLetsANewEngineReuseAPromptsKv) {
+  // Engine A writes the full blocks of a 170-token prompt (4-token blocks) through to the store;
+  // engine B, a fresh one on the same directory, finds them there: its prefix hit covers the
+  // stored blocks, it recomputes only the rest, and it decodes A's tokens (dense and GSA, whose
+  // representations of loaded blocks are recomputed). A corrupted block file ends B's match at
+  // that block (the rest recomputed, the same tokens); bad flags are refused.
+  for (bool sparse : {false, true}) {
+    StoreDir dir;
+    auto with_store = [&](EngineConfig& c) { c.kv_offload = "file", c.kv_offload_dir = dir.path; };
+    auto make_engine = [&](bool store) {
+      if (sparse) return make_sparse(*path_, 0, 0, [&](EngineConfig& c) { if (store) with_store(c); });
+      EngineConfig c = make(4)->config();
+      if (store) with_store(c);
+      auto e = Engine::create(c);
+      EXPECT_TRUE(e.is_ok()) << e.status().to_string();
+      return std::move(e).value();
+    };
+    auto plain = make_engine(false);
+    ASSERT_TRUE(plain->add_request(req(prompt(170, 9), 12)).is_ok());
+    const auto want = run(*plain)[key(0, 0)].tokens;
+    auto a = make_engine(true);
+    ASSERT_TRUE(a->add_request(req(prompt(170, 9), 12)).is_ok());
+    EXPECT_EQ(run(*a)[key(0, 0)].tokens, want) << "sparse " << sparse;
+    EXPECT_GE(a->stats().store_blocks_stored, 42);  // every full block of the prompt at least
+    EXPECT_EQ(a->stats().prefix_hit_tokens, 0);
+    auto b = make_engine(true);
+    ASSERT_TRUE(b->add_request(req(prompt(170, 9), 12)).is_ok());
+    EXPECT_EQ(run(*b)[key(0, 0)].tokens, want) << "sparse " << sparse;
+    EXPECT_EQ(b->stats().prefix_hit_tokens, 168);  // 42 blocks; the last token is recomputed
+    EXPECT_EQ(b->stats().store_blocks_loaded, 42);
+    EXPECT_EQ(b->stats().store_failures, 0);
+
+    // Corrupt the payload of one stored block's file: the match stops before it.
+    std::vector<std::filesystem::path> files;
+    for (const auto& f : std::filesystem::recursive_directory_iterator(dir.path))
+      if (f.is_regular_file() && f.path().extension() == ".kvb") files.push_back(f.path());
+    ASSERT_FALSE(files.empty());
+    int corrupted = 0;
+    for (const auto& f : files) {
+      std::fstream io(f, std::ios::in | std::ios::out | std::ios::binary);
+      const auto at = std::streamoff(std::filesystem::file_size(f) - 3);
+      io.seekg(at);
+      const char was = char(io.get());
+      io.seekp(at);
+      io.put(char(~was));
+      corrupted += io.good();
+    }
+    auto c = make_engine(true);
+    ASSERT_TRUE(c->add_request(req(prompt(170, 9), 12)).is_ok());
+    EXPECT_EQ(run(*c)[key(0, 0)].tokens, want) << "sparse " << sparse;
+    EXPECT_EQ(c->stats().prefix_hit_tokens, 0) << "every file was corrupted";
+    EXPECT_GE(c->stats().store_failures, 1);
+    EXPECT_EQ(corrupted, int(files.size()));
+    // The unusable first block was dropped and written again by c: the next engine reuses it.
+    auto d = make_engine(true);
+    ASSERT_TRUE(d->add_request(req(prompt(170, 9), 12)).is_ok());
+    EXPECT_EQ(run(*d)[key(0, 0)].tokens, want) << "sparse " << sparse;
+    EXPECT_GE(d->stats().prefix_hit_tokens, 4);
+  }
+  EngineConfig bad = make(4)->config();
+  bad.kv_offload = "file";
+  EXPECT_EQ(Engine::create(bad).status().code(), StatusCode::InvalidArgument);  // no directory
+  bad.kv_offload_dir = "/tmp";
+  bad.prefix_cache = false;
+  EXPECT_EQ(Engine::create(bad).status().code(), StatusCode::InvalidArgument);
+  bad = make(4)->config();
+  bad.kv_offload_dir = "/tmp";  // a directory without --kv-offload file
+  EXPECT_EQ(Engine::create(bad).status().code(), StatusCode::InvalidArgument);
+  bad.kv_offload = "host";
+  EXPECT_EQ(Engine::create(bad).status().code(), StatusCode::InvalidArgument);
 }
 
 }  // namespace
