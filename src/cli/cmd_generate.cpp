@@ -193,7 +193,7 @@ int run(const GenerateFlags& g) {
                (long long)s.decode_tokens, (long long)s.decode_steps,
                s.decode_seconds > 0 ? double(s.decode_tokens) / s.decode_seconds : 0.0,
                double(peak_rss_bytes()) / (1 << 20));
-  if (s.prefix_hit_tokens > 0 || s.store_blocks_stored > 0 || s.store_failures > 0)
+  if (cfg->kv_offload == "file")
     std::fprintf(stderr,
                  "kv: %lld prompt tokens reused (%lld blocks read from the store), %lld computed in "
                  "%.2f s; %lld blocks written to the store, %lld store failures\n",

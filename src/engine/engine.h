@@ -104,11 +104,13 @@ struct EngineStats {
   double forward_seconds = 0;  // decode: model forward, logits on the host included
   int64_t host_sampled_tokens = 0;  // decode tokens sampled on the host (greedy: on the backend)
   double sample_seconds = 0;   // decode: sampling on the host (0 when greedy picks on the backend)
-  int64_t store_blocks_stored = 0;  // --kv-offload file: blocks written to the store
-  int64_t store_blocks_loaded = 0;  // blocks prefix matches read back from the store
-  int64_t store_failures = 0;       // store writes and reads that failed (recomputed instead)
   double enqueue_seconds = 0;  // decode: part of forward_seconds the host spent queueing work
   double logits_seconds = 0;   // decode: part of forward_seconds moving logits (or greedy ids) to the host
+  // --kv-offload file, since the engine started (reset_stats leaves them): blocks written to
+  // the store, blocks prefix matches read back from it, and writes and reads that failed.
+  int64_t store_blocks_stored = 0;
+  int64_t store_blocks_loaded = 0;
+  int64_t store_failures = 0;
   sparse::SelectorStats selector;
   HostSelectStats host_select;  // selector=cpu on the GPU: the pipelined CPU selection
 };

@@ -26,9 +26,9 @@
 
 namespace gsa::engine {
 
-/// A request or sample that ends without running (cancelled, or no KV for it).
 class StoreTier;
 
+/// A request or sample that ends without running (cancelled, or no KV for it).
 struct Ended {
   Seq* seq = nullptr;        // a sample; null: a request whose samples never started
   int64_t request_id = 0;    // with seq null

@@ -1,7 +1,6 @@
 #include "engine/store_tier.h"
 
 #include <cstdio>
-#include <cstring>
 
 #include "core/log.h"
 #include "kv/prefix_cache.h"
@@ -52,13 +51,14 @@ int32_t StoreTier::extend(std::span<const int32_t> tokens, kv::BlockTable* t) {
   if (tokens.empty() || t->n_tokens % bs != 0) return t->n_tokens;
   const int32_t max_blocks = int32_t((tokens.size() - 1) / size_t(bs));
   std::vector<int32_t> loaded;
-  std::vector<std::byte> all(size_t(n_layers) * buf_.size());
   std::vector<int32_t> slots;
   for (int32_t i = int32_t(t->blocks.size()); i < max_blocks; ++i) {
     const uint64_t parent = i ? t->hashes[size_t(i - 1)] : 0;
     const uint64_t hash = kv::PrefixCache::chain_hash(parent, tokens.subspan(size_t(i) * bs, size_t(bs)));
     if (!store_->contains(hash)) break;
     // Every layer read and verified before a block is taken: a failure leaves the table as it was.
+    std::vector<std::byte>& all = load_buf_;
+    all.resize(size_t(n_layers) * buf_.size());
     Status st = Status::ok();
     for (int l = 0; l < n_layers && st.is_ok(); ++l)
       st = store_->read_layer(hash, l, std::span<std::byte>(all.data() + size_t(l) * buf_.size(), buf_.size()));
@@ -110,7 +110,7 @@ Result<uint64_t> model_fingerprint(const std::string& model_path, const kv::KvCo
   const int64_t shape[] = {int64_t(size), kc.block_size, int64_t(kc.kv_type), kc.n_layers, kc.n_kv_heads, kc.head_dim};
   const auto* p = reinterpret_cast<const std::byte*>(shape);
   head.insert(head.end(), p, p + sizeof(shape));
-  return offload::layer_checksum(0, 0, head);
+  return offload::layer_checksum(0, 0, head);  // XXH3-64 of it (the store's checksum, seed of hash 0)
 }
 
 }  // namespace gsa::engine

@@ -56,7 +56,6 @@ class StoreTier {
   int32_t extend(std::span<const int32_t> tokens, kv::BlockTable* t);
 
   StoreTierStats stats() const { return stats_; }
-  const offload::FileBlockStore& store() const { return *store_; }
 
  private:
   StoreTier() = default;
@@ -66,6 +65,7 @@ class StoreTier {
   RepsFn reps_;
   std::unordered_set<uint64_t> stored_;  // hashes written or found in the store
   std::vector<std::byte> buf_;           // one layer of one block: K then V
+  std::vector<std::byte> load_buf_;      // extend: every layer of one block, read before it is taken
   StoreTierStats stats_;
 };
 

@@ -9,8 +9,8 @@
 #include <functional>
 
 #include <map>
-#include <stdlib.h>
 
+#include "../offload/offload_test_util.h"
 #include "tiny_model.h"
 
 namespace gsa::engine {
@@ -570,7 +570,7 @@ TEST_F(EngineTest, PreemptedSparseSequencesResumeWithTheirSelectionState) {
     for (int i = 0; i < 3; ++i) {
       EXPECT_EQ(out[key(i, 0)].finish, FinishReason::Length) << out[key(i, 0)].error;
       EXPECT_EQ(out[key(i, 0)].tokens.size(), 40u);
-      // The tokens before the first preemption are the lone run's (same KV, same lists).
+      // The first token comes from the prompt's prefill, before any preemption: the lone run's.
       EXPECT_EQ(out[key(i, 0)].tokens.front(), alone[size_t(i)].front()) << "request " << i;
     }
     EXPECT_GT(e->stats().preemptions, 0) << "lag " << lag;
@@ -612,21 +612,6 @@ TEST(EngineCreate, MissingOrCorruptModelIsAClearError) {
 namespace gsa::engine {
 namespace {
 
-// A fresh directory, removed with its contents at destruction.
-struct StoreDir {
-  std::string path;
-  StoreDir() {
-    char tmpl[] = "/tmp/gsa-store-test-XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    EXPECT_NE(p, nullptr);
-    if (p) path = p;
-  }
-  ~StoreDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
-
 TEST_F(EngineTest, FileStoreLetsANewEngineReuseAPromptsKv) {
   // Engine A writes the full blocks of a 170-token prompt (4-token blocks) through to the store;
   // engine B, a fresh one on the same directory, finds them there: its prefix hit covers the
@@ -634,8 +619,8 @@ TEST_F(EngineTest, FileStoreLetsANewEngineReuseAPromptsKv) {
   // representations of loaded blocks are recomputed). A corrupted block file ends B's match at
   // that block (the rest recomputed, the same tokens); bad flags are refused.
   for (bool sparse : {false, true}) {
-    StoreDir dir;
-    auto with_store = [&](EngineConfig& c) { c.kv_offload = "file", c.kv_offload_dir = dir.path; };
+    offload::testing::TempDir dir;
+    auto with_store = [&](EngineConfig& c) { c.kv_offload = "file", c.kv_offload_dir = dir.path(); };
     auto make_engine = [&](bool store) {
       if (sparse) return make_sparse(*path_, 0, 0, [&](EngineConfig& c) { if (store) with_store(c); });
       EngineConfig c = make(4)->config();
@@ -661,7 +646,7 @@ TEST_F(EngineTest, FileStoreLetsANewEngineReuseAPromptsKv) {
 
     // Corrupt the payload of one stored block's file: the match stops before it.
     std::vector<std::filesystem::path> files;
-    for (const auto& f : std::filesystem::recursive_directory_iterator(dir.path))
+    for (const auto& f : std::filesystem::recursive_directory_iterator(dir.path()))
       if (f.is_regular_file() && f.path().extension() == ".kvb") files.push_back(f.path());
     ASSERT_FALSE(files.empty());
     int corrupted = 0;

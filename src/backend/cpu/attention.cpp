@@ -141,7 +141,7 @@ void run_item(const AttentionParams& p, const Ctx& c, const Item& it, Scratch& s
 
   for (int64_t pos = it.pos_begin; pos < pos_end; ++pos) {
     const int64_t blk = p.kv_indices[list_start + pos];
-    if (blk < 0) continue;  // dropped by the selection: no keys
+    if (blk < 0) continue;  // a slot no selection filled: no keys
     const int64_t n_keys = pos == list_len - 1 ? p.kv_last_len[list] : bs;
     const float* kb = c.k_cache + (blk * nkv + it.kv_head) * bs * hd;  // [block_size, head_dim]
     const float* vb = c.v_cache + (blk * nkv + it.kv_head) * bs * hd;  // [block_size, head_dim]
